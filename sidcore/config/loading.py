@@ -1,0 +1,334 @@
+"""Config resolution: YAML files with one ``base:`` key, ``key=value`` overrides, component sections.
+
+Precedence (low -> high): schema defaults < base file(s) < config file < CLI flags (``--optimizer``,
+``--plugin``, ...) < ``key=value`` overrides. Setting ``<section>.name`` (by file, flag or
+override) to a *different* component than the file chose resets that section to the new
+component's defaults before its other overrides apply (Hydra group replacement). Unknown keys are
+errors with close-match suggestions; every error names the file and key.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import attrs
+import yaml
+
+from sidcore.config import schema
+from sidcore.errors import ConfigError
+from sidcore.registry import Registry, suggest
+
+BUNDLED = "bundled"
+
+
+def bundled_dir() -> Path:
+    """Folder of the data sample and tokenizer shipped inside the package."""
+    return Path(__file__).resolve().parent.parent / "assets"
+
+
+# ------------------------------------------------------------------------------------------
+# YAML files
+# ------------------------------------------------------------------------------------------
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read one YAML mapping; errors name the file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for k, val in over.items():
+        if isinstance(val, Mapping) and isinstance(out.get(k), Mapping) and k not in ("metrics",):
+            out[k] = deep_merge(out[k], val)
+        else:
+            out[k] = copy.deepcopy(val)
+    return out
+
+
+def load_file_chain(path: str | os.PathLike[str], _depth: int = 0) -> dict[str, Any]:
+    """Load a config file and its ``base:`` ancestors (relative paths resolve beside the file)."""
+    p = Path(path)
+    data = read_yaml(p)
+    base = data.pop("base", None)
+    if base is not None:
+        if _depth >= 3:
+            raise ConfigError(f"{p}: 'base:' chain deeper than 3 files")
+        if not isinstance(base, str):
+            raise ConfigError(f"{p}: 'base' must be a path string")
+        parent = load_file_chain(p.parent / base, _depth + 1)
+        data = deep_merge(parent, data)
+    return data
+
+
+# ------------------------------------------------------------------------------------------
+# key=value overrides
+# ------------------------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.learning_rate=1e-3"`` -> (["train", "learning_rate"], 0.001) (YAML-typed value)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and _looks_float(value):
+        value = float(value)  # YAML 1.1 reads "1e-3" as a string
+    return key.strip().split("."), value
+
+
+def _looks_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return any(c in s.lower() for c in "e.") and s.strip().lower() not in {"nan", "inf", "-inf", ".inf"}
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply dotted overrides; a ``<component>.name`` change resets that section first."""
+    out = copy.deepcopy(raw)
+    parsed = [parse_override(o) for o in overrides]
+    seen: dict[str, Any] = {}
+    for keys, value in parsed:
+        dotted = ".".join(keys)
+        if dotted in seen and seen[dotted] != value:
+            raise ConfigError(f"override '{dotted}' given twice with different values")
+        seen[dotted] = value
+    # name switches first, so that the section's other overrides land on the new component
+    for keys, value in sorted(parsed, key=lambda kv: not (len(kv[0]) == 2 and kv[0][1] == "name")):
+        if len(keys) == 2 and keys[0] in schema.COMPONENT_SECTIONS and keys[1] == "name":
+            select_component(out, keys[0], str(value))
+            continue
+        node = out
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override '{'.'.join(keys)}': '{k}' is not a section")
+            node = nxt
+        node[keys[-1]] = value
+    return out
+
+
+def select_component(raw: dict[str, Any], section: str, name: str) -> None:
+    """Set ``raw[section].name``; switching to another component drops the old options."""
+    current = raw.get(section)
+    if isinstance(current, dict) and current.get("name") == name:
+        return
+    raw[section] = {"name": name}
+
+
+# ------------------------------------------------------------------------------------------
+# structuring into attrs classes
+# ------------------------------------------------------------------------------------------
+
+
+def structure(cls: type, data: Any, where: str) -> Any:
+    """Build attrs ``cls`` from a mapping; unknown keys and bad types raise `ConfigError`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    attrs.resolve_types(cls)
+    fields = {f.name: f for f in attrs.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        k = unknown[0]
+        raise ConfigError(
+            f"{where}.{k}: unknown key{suggest(str(k), list(fields))}; valid keys: {', '.join(fields)}"
+        )
+    kwargs = {k: _coerce(fields[k].type, val, f"{where}.{k}") for k, val in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {_attrs_message(exc)}") from None
+
+
+def _attrs_message(exc: Exception) -> str:
+    # attrs validators raise ValueError("'field' must be in (...) (got 'x')", ...)
+    return str(exc.args[0]) if exc.args else str(exc)
+
+
+def _coerce(tp: Any, val: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any or tp is None:
+        return val
+    if origin in (typing.Union, types.UnionType):
+        if val is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], val, where) if len(inner) == 1 else val
+    if attrs.has(tp):
+        return structure(tp, val, where)
+    if origin in (list, tuple):
+        if not isinstance(val, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {val!r}")
+        return [_coerce(args[0], x, where) for x in val] if args else list(val)
+    if origin is dict or tp is dict:
+        if not isinstance(val, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {val!r}")
+        return dict(val)
+    if tp is bool:
+        if not isinstance(val, bool):
+            raise ConfigError(f"{where}: expected true/false, got {val!r}")
+        return val
+    if tp is int:
+        if isinstance(val, bool) or not isinstance(val, int):
+            if isinstance(val, float) and val.is_integer():
+                return int(val)
+            raise ConfigError(f"{where}: expected an integer, got {val!r}")
+        return val
+    if tp is float:
+        if isinstance(val, bool) or not isinstance(val, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {val!r}")
+        return float(val)
+    if tp is str:
+        if isinstance(val, (dict, list)):
+            raise ConfigError(f"{where}: expected a string, got {val!r}")
+        return str(val)
+    return val
+
+
+def _component(registry: Registry, kind: str, raw: Any, where: str) -> schema.ComponentConfig:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, Mapping) or "name" not in raw:
+        raise ConfigError(f"{where}: expected {{name: ..., <options>}}")
+    options = dict(raw)
+    name = str(options.pop("name"))
+    try:
+        spec = registry.get(kind, name)
+    except Exception as exc:
+        raise ConfigError(f"{where}.name: {exc}") from None
+    return schema.ComponentConfig(name=name, options=structure(spec.config, options, where))
+
+
+def resolve(raw: Mapping[str, Any], registry: Registry, *, source: str = "config") -> schema.RunConfig:
+    """Turn a merged raw mapping into a validated `RunConfig`."""
+    raw = dict(raw)
+    top_fields = {f.name for f in attrs.fields(schema.RunConfig)}
+    unknown = [k for k in raw if k not in top_fields]
+    if unknown:
+        k = unknown[0]
+        raise ConfigError(f"{source}: unknown key '{k}'{suggest(str(k), sorted(top_fields))}")
+    kwargs: dict[str, Any] = {}
+    for key in ("base_model", "output_dir", "seed", "run_mode"):
+        if key in raw:
+            fld = attrs.fields_dict(schema.RunConfig)[key]
+            attrs.resolve_types(schema.RunConfig)
+            kwargs[key] = _coerce(fld.type, raw[key], f"{source}: {key}")
+    for key, cls in schema.SECTIONS.items():
+        kwargs[key] = structure(cls, raw.get(key), f"{source}: {key}")
+    for section in schema.COMPONENT_SECTIONS:
+        value = raw.get(section, schema.DEFAULT_COMPONENTS[section])
+        kwargs[section] = _component(registry, section, value, f"{source}: {section}")
+    metrics = raw.get("metrics", list(schema.DEFAULT_METRICS))
+    if not isinstance(metrics, list) or not metrics:
+        raise ConfigError(f"{source}: metrics: expected a non-empty list of names or {{name: ...}}")
+    kwargs["metrics"] = tuple(
+        _component(registry, "metric", m, f"{source}: metrics[{i}]") for i, m in enumerate(metrics)
+    )
+    try:
+        cfg = schema.RunConfig(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {_attrs_message(exc)}") from None
+    return fill_data_paths(cfg)
+
+
+def fill_data_paths(cfg: schema.RunConfig) -> schema.RunConfig:
+    """Expand ``data.data_dir`` + ``data.category`` into the six MiniOneRec paths (explicit paths win)."""
+    d = cfg.data
+    if d.data_dir is None:
+        return cfg
+    root = bundled_dir() / "minionerec" if d.data_dir == BUNDLED else Path(d.data_dir)
+    c = d.category
+    stem = f"{c}_5_2016-10-2018-11"
+    filled = {
+        "train_file": root / "train" / f"{stem}.csv",
+        "eval_file": root / "valid" / f"{stem}.csv",
+        "test_file": root / "test" / f"{stem}.csv",
+        "info_file": root / "info" / f"{stem}.txt",
+        "sid_index_path": root / "index" / f"{c}.index.json",
+        "item_meta_path": root / "index" / f"{c}.item.json",
+    }
+    if not filled["train_file"].exists():  # MiniOneRec releases no train split here: train on valid
+        filled["train_file"] = filled["eval_file"]
+    changes = {k: str(p) for k, p in filled.items() if getattr(d, k) is None}
+    return attrs.evolve(cfg, data=attrs.evolve(d, **changes))
+
+
+def load_config(
+    path: str | os.PathLike[str] | None,
+    registry: Registry,
+    *,
+    overrides: Iterable[str] = (),
+    selections: Mapping[str, str] | None = None,
+) -> schema.RunConfig:
+    """File chain -> component selections (CLI flags) -> overrides -> validated `RunConfig`."""
+    raw = load_file_chain(path) if path is not None else {}
+    for section, name in (selections or {}).items():
+        select_component(raw, section, name)
+    raw = apply_overrides(raw, overrides)
+    return resolve(raw, registry, source=str(path) if path else "config")
+
+
+# ------------------------------------------------------------------------------------------
+# dumping
+# ------------------------------------------------------------------------------------------
+
+
+def to_dict(cfg: schema.RunConfig) -> dict[str, Any]:
+    """Plain nested dict (component options flattened next to their ``name``)."""
+
+    def conv(obj: Any) -> Any:
+        if isinstance(obj, schema.ComponentConfig):
+            return {"name": obj.name, **conv(obj.options)}
+        if attrs.has(type(obj)):
+            return {f.name: conv(getattr(obj, f.name)) for f in attrs.fields(type(obj))}
+        if isinstance(obj, (list, tuple)):
+            return [conv(x) for x in obj]
+        if isinstance(obj, dict):
+            return {k: conv(x) for k, x in obj.items()}
+        return obj
+
+    return conv(cfg)
+
+
+def dump_yaml(cfg: schema.RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, val in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(val, Mapping) and val:
+            out.update(flatten(val, key + "."))
+        else:
+            out[key] = val
+    return out
