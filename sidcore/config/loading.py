@@ -158,9 +158,8 @@ def structure(cls: type, data: Any, where: str) -> Any:
     unknown = [k for k in data if k not in fields]
     if unknown:
         k = unknown[0]
-        raise ConfigError(
-            f"{where}.{k}: unknown key{suggest(str(k), list(fields))}; valid keys: {', '.join(fields)}"
-        )
+        hint = suggest(str(k), list(fields)) or f"; valid keys: {', '.join(fields) or 'none'}"
+        raise ConfigError(f"{where}.{k}: unknown key{hint}")
     kwargs = {k: _coerce(fields[k].type, val, f"{where}.{k}") for k, val in data.items()}
     try:
         return cls(**kwargs)
