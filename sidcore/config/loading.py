@@ -236,7 +236,7 @@ def resolve(raw: Mapping[str, Any], registry: Registry, *, source: str = "config
         k = unknown[0]
         raise ConfigError(f"{source}: unknown key '{k}'{suggest(str(k), sorted(top_fields))}")
     kwargs: dict[str, Any] = {}
-    for key in ("base_model", "output_dir", "seed", "run_mode"):
+    for key in ("base_model", "output_dir", "checkpoint_uri", "seed", "run_mode"):
         if key in raw:
             fld = attrs.fields_dict(schema.RunConfig)[key]
             attrs.resolve_types(schema.RunConfig)

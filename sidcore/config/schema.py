@@ -164,6 +164,8 @@ class ComponentConfig:
 class RunConfig:
     base_model: str = h("HF folder / hub id of the starting weights ('' = model.preset, random init).", "")
     output_dir: str = h("Run directory (resumes if it holds a checkpoint).", "runs/sid_sft")
+    checkpoint_uri: str | None = h("Where the store keeps checkpoints (default: output_dir), e.g. gs://bucket/run.",
+                                   None)
     seed: int = h("Global seed (data order, init).", 42)
     run_mode: str = h("train, eval or train_eval.", "train_eval", validator=v.in_(("train", "eval", "train_eval")))
     model: ModelConfig = field(factory=ModelConfig)

@@ -1,0 +1,95 @@
+"""Build what a run needs from its config: tokenizer + SID vocabulary, mesh, model, store.
+
+Model rules (upstream semantics): the tokenizer gets the SID tokens of ``index.json`` (sorted as
+strings, only the missing ones); the embedding (and an untied head) is resized to exactly
+``len(tokenizer)`` (new rows: mean-resizing by default); then the vocabulary is padded to a
+multiple of the mesh's ``fsdp*tp`` for sharding, and those padded rows are masked out of every
+softmax (training and decoding).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+
+from sidcore.config.schema import RunConfig
+from sidcore.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define(kw_only=True)
+class ModelBundle:
+    model: Any  # Qwen2ForCausalLM
+    hf_config: Any  # Qwen2Config
+    tokenizer: Any
+    token_extension: Any
+    real_vocab: int  # = len(tokenizer); rows >= this are sharding padding
+    vocab_resize: dict[str, int]
+    mesh: Any
+
+
+def dtype(name: str) -> Any:
+    import jax.numpy as jnp
+
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
+
+
+def build_model(cfg: RunConfig, *, tokenizer_spec: str | None = None) -> ModelBundle:
+    """Tokenizer with SID tokens + NNX model (loaded or fresh), resized and padded; plus the mesh."""
+    from flax import nnx
+
+    from sidcore.data.minionerec import read_index
+    from sidcore.data.tokenizer import add_sid_tokens, load_tokenizer
+    from sidcore.model import Qwen2Config, Qwen2ForCausalLM, load_hf
+    from sidcore.model.config import PRESETS
+    from sidcore.model.sharding import make_mesh
+    from sidcore.model.vocab import padded_vocab_size, resize_vocab
+
+    spec = tokenizer_spec or cfg.data.tokenizer or (cfg.base_model or "bundled")
+    tokenizer = load_tokenizer(spec, padding_side=cfg.data.padding_side)
+    if cfg.data.sid_index_path is None:
+        raise ConfigError("data.sid_index_path is not set (set data.data_dir + data.category, or the path)")
+    ext = add_sid_tokens(tokenizer, read_index(cfg.data.sid_index_path))
+    real_vocab = len(tokenizer)
+    mesh = make_mesh(cfg.jax.mesh_shape)
+    pd, cd = dtype(cfg.jax.param_dtype), dtype(cfg.jax.compute_dtype)
+
+    if cfg.base_model and not cfg.train.train_from_scratch:
+        model, hf_cfg = load_hf(cfg.base_model, param_dtype=pd, compute_dtype=cd, remat=cfg.model.remat)
+    else:
+        if cfg.base_model:
+            from sidcore.model.hf_params import read_hf_config
+
+            hf_cfg = read_hf_config(cfg.base_model)
+        elif cfg.model.preset:
+            if cfg.model.preset not in PRESETS:
+                raise ConfigError(f"model.preset: unknown preset '{cfg.model.preset}'; available: {', '.join(PRESETS)}")
+            hf_cfg = PRESETS[cfg.model.preset]()
+        else:
+            raise ConfigError("set base_model (HF folder / hub id) or model.preset")
+        overrides = dict(cfg.model.overrides)
+        overrides["vocab_size"] = real_vocab
+        hf_cfg = hf_cfg.replace(**overrides)
+        model = Qwen2ForCausalLM(hf_cfg, rngs=nnx.Rngs(cfg.seed), param_dtype=pd, compute_dtype=cd,
+                                 remat=cfg.model.remat)
+    before = model.vocab_size
+    if before != real_vocab:
+        model = resize_vocab(model, real_vocab, init=cfg.model.new_token_init, rng_seed=cfg.seed)
+    multiple = cfg.model.vocab_pad_multiple or int(mesh.shape["fsdp"] * mesh.shape["tp"])
+    padded = padded_vocab_size(real_vocab, multiple)
+    if padded != real_vocab:
+        model = resize_vocab(model, padded, init="normal", rng_seed=cfg.seed + 1)
+    log.info("vocab: checkpoint %d -> tokenizer %d -> padded %d (multiple %d)", before, real_vocab, padded, multiple)
+    return ModelBundle(
+        model=model, hf_config=model.cfg, tokenizer=tokenizer, token_extension=ext, real_vocab=real_vocab,
+        vocab_resize={"original_vocab_size": before, "new_vocab_size": real_vocab, "padded_vocab_size": padded},
+        mesh=mesh,
+    )
+
+
+def store_uri(cfg: RunConfig) -> str:
+    """Where checkpoints go: ``checkpoint_uri`` if set, else the run directory."""
+    return cfg.checkpoint_uri or cfg.output_dir

@@ -1,0 +1,198 @@
+"""Decoding evaluation: prompts -> jitted beam search per prefill bucket -> SID strings -> metrics.
+
+Each prompt is right-padded to the smallest configured prefill bucket that fits (one compile per
+bucket used), batches of ``eval.batch_size`` prompts are sharded over the mesh's data axes, and the
+decoder (a plugin) runs entirely inside ``jit``. Predictions are decoded to SID strings and scored
+by the metric plugins; the report has the ``calc.py``-compatible metrics JSON layout.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from typing import Any, Sequence
+
+import attrs
+import jax
+
+import numpy as np
+
+from sidcore.config.schema import RunConfig
+from sidcore.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define(kw_only=True)
+class EvalResult:
+    records: list[dict[str, Any]]  # {"input", "output", "predict"}
+    metrics: dict[str, Any]  # metrics-JSON layout
+    timing: dict[str, float]
+
+
+def bucket_of(length: int, buckets: Sequence[int]) -> int:
+    for b in sorted(buckets):
+        if length <= b:
+            return b
+    raise ConfigError(f"eval prompt of {length} tokens exceeds the largest eval.prefill_buckets entry {max(buckets)}")
+
+
+def tokens_to_sid(tokenizer: Any, ids: Sequence[int], depth: int | None, eos_id: int) -> str:
+    """Decoder output ids -> prediction string (SID levels joined, as the reference evaluators do)."""
+    ids = [int(i) for i in ids if i >= 0]
+    if eos_id in ids:
+        ids = ids[: ids.index(eos_id)]
+    if depth is not None:
+        return "".join(tokenizer.convert_ids_to_tokens(ids[:depth]))
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    return text.split("Response:\n")[-1].strip()
+
+
+class Evaluator:
+    """Holds the compiled decode functions so periodic evals reuse them."""
+
+    def __init__(self, cfg: RunConfig, bundle: Any, decoder: Any, catalog: Any, metrics: Sequence[Any],
+                 prompts: Sequence[Any], *, popularity: Sequence[str] | None = None) -> None:
+        if not prompts:
+            raise DataError(f"{cfg.data.test_file if cfg.eval.split == 'test' else cfg.data.eval_file}: "
+                            "no evaluation rows")
+        if cfg.eval.num_beams > len(catalog.sids):
+            raise ConfigError(f"eval.num_beams={cfg.eval.num_beams} exceeds the catalog size {len(catalog.sids)}")
+        self.cfg, self.bundle, self.decoder, self.catalog = cfg, bundle, decoder, catalog
+        self.metrics, self.prompts, self.popularity = list(metrics), list(prompts), popularity
+        self.depth = int(catalog.token_ids.shape[1]) if getattr(decoder, "emits_sids", True) else None
+        self._fns: dict[int, Any] = {}
+        self.compiles = 0
+        self.compile_seconds = 0.0
+
+    def _fn(self, bucket: int, graphdef: Any, template: Any) -> Any:
+        if bucket not in self._fns:
+            from sidcore.decoding.adapter import LMDecodeModel
+            from sidcore.train.step import make_merge
+
+            merge = make_merge(graphdef, template)
+            decoder, k = self.decoder, self.cfg.eval.num_beams
+            real_vocab = self.bundle.real_vocab
+
+            def run(params, input_ids, lengths):
+                model = LMDecodeModel(merge(params), real_vocab)
+                return decoder.decode(model, input_ids, lengths, num_beams=k)
+
+            self._fns[bucket] = jax.jit(run)
+        return self._fns[bucket]
+
+    def predict(self, params: Any) -> tuple[list[list[str]], dict[str, float]]:
+        from flax import nnx
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        graphdef, st = nnx.split(self.bundle.model)
+        template = jax.tree.map(lambda v: v, st)
+        cfg, tok = self.cfg, self.bundle.tokenizer
+        bs = cfg.eval.batch_size
+        mesh = self.bundle.mesh
+        replicas = int(mesh.shape["dp"] * mesh.shape["fsdp"])
+        bs = -(-bs // replicas) * replicas
+        by_bucket: dict[int, list[int]] = collections.defaultdict(list)
+        for i, p in enumerate(self.prompts):
+            by_bucket[bucket_of(len(p.input_ids), cfg.eval.prefill_buckets)].append(i)
+        preds: list[list[str] | None] = [None] * len(self.prompts)
+        pad_id = int(tok.pad_token_id)
+        eos = int(tok.eos_token_id)
+        t_all = time.perf_counter()
+        sharding = NamedSharding(mesh, P(("dp", "fsdp")))
+        for bucket, idxs in sorted(by_bucket.items()):
+            fn = self._fn(bucket, graphdef, template)
+            for start in range(0, len(idxs), bs):
+                chunk = idxs[start : start + bs]
+                rows = chunk + [chunk[-1]] * (bs - len(chunk))
+                ids = np.full((bs, bucket), pad_id, np.int32)
+                lens = np.zeros((bs,), np.int32)
+                for r, i in enumerate(rows):
+                    p = self.prompts[i].input_ids
+                    ids[r, : len(p)] = p
+                    lens[r] = len(p)
+                args = [self._put(x, sharding) for x in (ids, lens)]
+                t0 = time.perf_counter()
+                first = not getattr(fn, "_sid_warm", False)
+                tokens, _scores = fn(params, *args)
+                tokens = np.asarray(jax.device_get(_gather(tokens)))  # [bs, K, T]
+                if first:
+                    self.compiles += 1
+                    self.compile_seconds += time.perf_counter() - t0
+                    fn._sid_warm = True  # type: ignore[attr-defined]
+                for r, i in enumerate(chunk):
+                    preds[i] = [tokens_to_sid(tok, beam, self.depth, eos) for beam in tokens[r]]
+        wall = time.perf_counter() - t_all
+        timing = {"eval_seconds": wall, "prompts_per_sec": len(self.prompts) / wall if wall else 0.0,
+                  "compiles": self.compiles, "compile_seconds": self.compile_seconds,
+                  "prompts_per_sec_excl_compile": len(self.prompts) / max(wall - self.compile_seconds, 1e-9)}
+        return [p or [] for p in preds], timing
+
+    @staticmethod
+    def _put(x: np.ndarray, sharding: Any) -> jax.Array:
+        if jax.process_count() > 1:
+            n, i = jax.process_count(), jax.process_index()
+            per = x.shape[0] // n
+            return jax.make_array_from_process_local_data(sharding, x[i * per : (i + 1) * per])
+        return jax.device_put(x, sharding)
+
+    def score(self, predictions: Sequence[Sequence[str]]) -> dict[str, Any]:
+        targets = [p.target_sid for p in self.prompts]
+        values: dict[str, float] = {}
+        for m in self.metrics:
+            values.update(m(predictions, targets, catalog=self.catalog))
+        return metrics_json(values, topk=self.cfg.eval.topk, n=len(targets),
+                            n_beams=len(predictions[0]) if predictions else 0)
+
+    def run(self, params: Any) -> EvalResult:
+        predictions, timing = self.predict(params)
+        metrics = self.score(predictions)
+        if self.popularity is not None:
+            metrics["popularity_baseline"] = self.score([list(self.popularity)] * len(self.prompts))
+        records = [{"input": p.input_text, "output": p.target_sid + "\n", "predict": pred}
+                   for p, pred in zip(self.prompts, predictions)]
+        return EvalResult(records=records, metrics=metrics, timing=timing)
+
+    def periodic(self, params: Any, step: int) -> dict[str, float]:
+        """Flat ``{"hr@10": ..}`` values for the train loop's best-checkpoint selection."""
+        predictions, _ = self.predict(params)
+        m = self.score(predictions)
+        flat = {f"hr@{k}": v for k, v in m["hr"].items()}
+        flat.update({f"ndcg@{k}": v for k, v in m["ndcg"].items()})
+        return flat
+
+
+def _gather(x: jax.Array) -> jax.Array:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(x, tiled=True)
+    return x
+
+
+def metrics_json(values: dict[str, float], *, topk: Sequence[int], n: int, n_beams: int) -> dict[str, Any]:
+    """Group ``{"hr@10": v, "ndcg@10": v, "invalid_prediction_count": c, ...}`` into the reference
+    ``eval_predictions.metrics.json`` layout (extra metric values are kept under ``extra``)."""
+    out: dict[str, Any] = {"hr": {}, "ndcg": {}, "topk": [k for k in topk if k <= n_beams], "n_samples": n,
+                           "n_beams": n_beams, "invalid_prediction_count": 0}
+    extra: dict[str, float] = {}
+    for key, v in values.items():
+        name, _, k = key.partition("@")
+        if name in ("hr", "ndcg") and k:
+            out[name][k] = v
+        elif key == "invalid_prediction_count":
+            out[key] = int(v)
+        else:
+            extra[key] = v
+    if extra:
+        out["extra"] = extra
+    return out
+
+
+def popularity_ranking(train_rows: Sequence[Any], k: int) -> list[str]:
+    """Most frequent target SIDs of the training rows (ties by first appearance)."""
+    counts = collections.Counter(r.item_sid for r in train_rows)
+    return [sid for sid, _ in counts.most_common(k)]
+
+

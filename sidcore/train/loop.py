@@ -1,0 +1,292 @@
+"""The SFT training loop: batch math, jitted steps on the mesh, eval cadence, checkpoints, resume.
+
+Batch math (reference §4.2): ``replicas = dp*fsdp``; ``micro = per_device_train_batch_size *
+replicas`` rows per micro-batch; ``train.global_batch_size > 0`` must be an exact multiple of
+``micro`` and gives the accumulation count; the effective batch is ``micro * accumulation``.
+Process 0 alone writes checkpoints and logs. SIGTERM/SIGINT finish the current step, write
+``last`` and exit with `Preempted` (75); a rerun resumes from the newest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from typing import Any, Callable
+
+import attrs
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from sidcore.config.schema import RunConfig
+from sidcore.errors import ConfigError, Preempted, TrainingError
+from sidcore.train import batches as B
+from sidcore.train import state as S
+from sidcore.train.step import make_eval_loss, make_merge, make_schedule_factory, make_train_step
+
+log = logging.getLogger(__name__)
+DATA_AXES = ("dp", "fsdp")
+
+
+@attrs.define(kw_only=True)
+class BatchMath:
+    replicas: int
+    micro_rows: int
+    accumulation: int
+
+    @property
+    def effective(self) -> int:
+        return self.micro_rows * self.accumulation
+
+
+def batch_math(cfg: RunConfig, mesh: Any) -> BatchMath:
+    replicas = int(mesh.shape["dp"] * mesh.shape["fsdp"])
+    micro = cfg.train.per_device_train_batch_size * replicas
+    gbs = cfg.train.global_batch_size
+    if gbs > 0:
+        if gbs % micro:
+            raise ConfigError(
+                f"train.global_batch_size={gbs} is not a multiple of per_device_train_batch_size * replicas "
+                f"= {cfg.train.per_device_train_batch_size} * {replicas} = {micro}"
+            )
+        accum = gbs // micro
+    else:
+        accum = cfg.train.gradient_accumulation_steps
+    if micro % jax.process_count():
+        raise ConfigError(f"micro-batch rows {micro} do not split over {jax.process_count()} processes")
+    return BatchMath(replicas=replicas, micro_rows=micro, accumulation=accum)
+
+
+def total_steps(cfg: RunConfig, n_examples: int, math_: BatchMath) -> int:
+    if cfg.train.max_steps > 0:
+        return cfg.train.max_steps
+    return max(1, math.ceil(cfg.train.num_train_epochs * math.ceil(n_examples / math_.effective)))
+
+
+def put_batch(batch: dict[str, np.ndarray], mesh: Any, axis: int) -> dict[str, jax.Array]:
+    """Shard host arrays over the data axes along `axis` (each process passes only its rows)."""
+    spec = [None] * 3
+    spec[axis] = DATA_AXES
+    out = {}
+    for k, v in batch.items():
+        sharding = NamedSharding(mesh, P(*spec[: v.ndim]))
+        if jax.process_count() > 1:
+            out[k] = jax.make_array_from_process_local_data(sharding, v)
+        else:
+            out[k] = jax.device_put(v, sharding)
+    return out
+
+
+def local_rows(batch: dict[str, np.ndarray], axis: int) -> dict[str, np.ndarray]:
+    """This process's contiguous slice of the rows along `axis`."""
+    n, i = jax.process_count(), jax.process_index()
+    if n == 1:
+        return batch
+    rows = next(iter(batch.values())).shape[axis]
+    per = rows // n
+    return {k: np.take(v, np.arange(i * per, (i + 1) * per), axis=axis) for k, v in batch.items()}
+
+
+class StopFlag:
+    """SIGTERM/SIGINT -> finish the step, checkpoint, exit (spot preemption)."""
+
+    def __init__(self) -> None:
+        self.raised: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopFlag":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.raised = signal.Signals(signum).name
+
+    def __exit__(self, *_: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+@attrs.define(kw_only=True)
+class Trainer:
+    """Owns the jitted step and the mutable training state of one run."""
+
+    cfg: RunConfig
+    bundle: Any  # sidcore.assemble.ModelBundle
+    tx: Any
+    store: Any
+    examples: list[Any]
+    val_examples: list[Any]
+    logger: Any  # sidcore.train.logging.RunLogger
+    evaluate: Callable[[Any, int], dict[str, float]] | None = None  # decoding eval (train_eval)
+
+    def run(self) -> dict[str, Any]:
+        cfg, mesh = self.cfg, self.bundle.mesh
+        math_ = batch_math(cfg, mesh)
+        steps = total_steps(cfg, len(self.examples), math_)
+        from sidcore.model.sharding import shard_params
+
+        graphdef, st = nnx.split(self.bundle.model)
+        params = shard_params(nnx.to_pure_dict(st), mesh)
+        template = jax.tree.map(lambda v: v, st)
+        merge = make_merge(graphdef, template)
+        expected = S.shape_signature(params)
+        opt_state = jax.jit(self.tx.init)(params)
+        pad_id = int(self.bundle.tokenizer.pad_token_id)
+        step_fn = jax.jit(
+            make_train_step(merge, self.tx, real_vocab=self.bundle.real_vocab,
+                            normalization=cfg.train.loss_normalization),
+            donate_argnums=(0, 1),
+        )
+        eval_loss = jax.jit(make_eval_loss(merge, real_vocab=self.bundle.real_vocab))
+
+        step, cursor, best = 0, 0, {"value": None, "step": None, "bad_evals": 0}
+        resumed = self._restore(expected, opt_state)
+        if resumed is not None:
+            params, restored_opt, meta = resumed
+            params = shard_params(params, mesh)
+            opt_state = jax.tree.map(lambda t, v: jax.device_put(v, t.sharding), opt_state, restored_opt)
+            step, cursor, best = meta["step"], meta["cursor"], meta.get("best", best)
+            log.info("resumed from step %d", step)
+        self.logger.start(total=steps, initial=step, effective=math_.effective)
+        eval_every = self._eval_every(steps, math_)
+        last_metrics: dict[str, Any] = {}
+        stopped_early = False
+        with StopFlag() as stop:
+            while step < steps:
+                idx = B.take(len(self.examples), cursor, math_.effective, seed=cfg.seed,
+                             shuffle=cfg.train.seed_shuffle)
+                host_batch = B.collate_step([self.examples[i] for i in idx], micro_rows=math_.micro_rows,
+                                            n_micro=math_.accumulation, data_cfg=cfg.data, pad_id=pad_id)
+                batch = put_batch(local_rows(host_batch, axis=1), mesh, axis=1)
+                t0 = time.perf_counter()
+                params, opt_state, metrics = step_fn(params, opt_state, batch)
+                loss = float(metrics["loss"])
+                dt = time.perf_counter() - t0
+                if not math.isfinite(loss):
+                    raise TrainingError(
+                        f"non-finite loss at step {step + 1}; the last good checkpoint is kept in {self.store.uri}"
+                    )
+                step += 1
+                cursor += math_.effective
+                last_metrics = self.logger.train_step(step, metrics, host_batch, dt, lr=self._lr(steps, step))
+                if eval_every and step % eval_every == 0 and step < steps:
+                    stopped_early = self._periodic_eval(step, params, opt_state, cursor, best, eval_loss, math_,
+                                                        pad_id)
+                if cfg.train.save_steps and step % cfg.train.save_steps == 0:
+                    self._save(f"step{step}", params, opt_state, step, cursor, best)
+                    self._rotate()
+                if stop.raised:
+                    self._save("last", params, opt_state, step, cursor, best)
+                    raise Preempted(f"stopped by {stop.raised} after step {step}; checkpoint 'last' written, "
+                                    "rerun the same command to resume")
+                if stopped_early:
+                    break
+        if eval_every is not None and not stopped_early:
+            self._periodic_eval(step, params, opt_state, cursor, best, eval_loss, math_, pad_id, final=True)
+        if cfg.train.save_last:
+            self._save("last", params, opt_state, step, cursor, best)
+        self.params = params
+        return {"steps": step, "micro_steps": step * math_.accumulation, "effective_batch_size": math_.effective,
+                "final_loss": last_metrics.get("train/loss"), "best": best}
+
+    # ------------------------------------------------------------------ helpers
+    def _lr(self, steps: int, step: int) -> float:
+        sched = make_schedule_factory(self.cfg.train.lr_schedule, warmup_steps=self.cfg.train.warmup_steps,
+                                      total_steps=steps)(self.cfg.train.learning_rate)
+        return float(sched(step - 1))
+
+    def _eval_every(self, steps: int, math_: BatchMath) -> int | None:
+        e = self.cfg.train.eval_steps
+        if e < 0:
+            return None
+        if e == 0:
+            return max(1, math.ceil(len(self.examples) / math_.effective))
+        return e
+
+    def validation_loss(self, params: Any, eval_loss: Any, math_: BatchMath, pad_id: int) -> float:
+        rows = self.cfg.train.per_device_eval_batch_size * math_.replicas
+        tot = cnt = 0.0
+        for i in range(0, len(self.val_examples), rows):
+            chunk = self.val_examples[i : i + rows]
+            chunk = chunk + [chunk[-1]] * (rows - len(chunk))
+            hb = B.collate_step(chunk, micro_rows=rows, n_micro=1, data_cfg=self.cfg.data, pad_id=pad_id)
+            hb = {k: v[0] for k, v in hb.items()}
+            if len(self.val_examples[i : i + rows]) < rows:  # padded duplicates carry no weight
+                hb["label_w"][len(self.val_examples[i : i + rows]):] = 0.0
+            s, c = eval_loss(params, put_batch(local_rows(hb, axis=0), self.bundle.mesh, axis=0))
+            tot += float(s)
+            cnt += float(c)
+        return tot / max(cnt, 1.0)
+
+    def _periodic_eval(self, step, params, opt_state, cursor, best, eval_loss, math_, pad_id, final=False) -> bool:
+        cfg = self.cfg
+        metric = cfg.train.save_best_metric
+        values: dict[str, float] = {}
+        if self.val_examples and (metric == "eval_loss" or not self.evaluate):
+            values["eval/loss"] = self.validation_loss(params, eval_loss, math_, pad_id)
+        if self.evaluate is not None and metric != "eval_loss":
+            values.update({f"eval/{k}": v for k, v in self.evaluate(params, step).items()})
+        if not values:
+            return False
+        key = "eval/loss" if metric == "eval_loss" else f"eval/{metric}"
+        value = values.get(key)
+        improved = False
+        if value is not None:
+            lower = metric == "eval_loss"
+            if best["value"] is None or (value < best["value"] if lower else value > best["value"]):
+                best.update(value=value, step=step, bad_evals=0)
+                improved = True
+            else:
+                best["bad_evals"] += 1
+            values["eval/best_value"] = best["value"]
+            values["eval/best_step"] = best["step"]
+        self.logger.eval_step(step, values)
+        if improved and cfg.train.save_best:
+            self._save("best", params, opt_state, step, cursor, best)
+        patience = cfg.train.early_stopping_patience
+        if patience and best["bad_evals"] >= patience and not final:
+            log.info("early stopping at step %d (no improvement in %d evals)", step, patience)
+            return True
+        return False
+
+    def _meta(self, step: int, cursor: int, best: dict[str, Any]) -> dict[str, Any]:
+        return {"step": step, "cursor": cursor, "best": dict(best), "seed": self.cfg.seed,
+                "vocab_size": self.bundle.real_vocab, "optimizer": self.cfg.optimizer.name}
+
+    def _save(self, name: str, params: Any, opt_state: Any, step: int, cursor: int, best: dict[str, Any]) -> None:
+        tree = S.to_tree(params, opt_state)  # all processes join the gather
+        if jax.process_index() == 0:
+            self.store.save(name, tree, self._meta(step, cursor, best))
+
+    def _rotate(self) -> None:
+        limit = self.cfg.train.save_total_limit
+        if not limit or jax.process_index() != 0:
+            return
+        snaps = sorted((n for n in self.store.names() if n.startswith("step") and n[4:].isdigit()),
+                       key=lambda n: int(n[4:]))
+        for name in snaps[:-limit]:
+            self.store.delete(name)
+
+    def _restore(self, expected: Any, opt_template: Any) -> tuple[Any, Any, dict[str, Any]] | None:
+        """Newest complete checkpoint among ``last`` and ``step<N>`` (by recorded step), if any."""
+        all_names = self.store.names()
+        snaps = sorted((n for n in all_names if n.startswith("step") and n[4:].isdigit()), key=lambda n: int(n[4:]))
+        names = (["last"] if "last" in all_names else []) + snaps[-1:]
+        if not names:
+            return None
+        best_name, best_tree, best_meta = None, None, None
+        for name in names:
+            tree, meta = self.store.restore(name)
+            if best_meta is None or meta.get("step", -1) > best_meta.get("step", -1):
+                best_name, best_tree, best_meta = name, tree, meta
+        src = f"{self.store.uri}:{best_name}"
+        params = S.params_from_tree(best_tree, expected, src)
+        opt_state = S.opt_state_from_tree(best_tree, S.host(opt_template), src)
+        return params, opt_state, best_meta
