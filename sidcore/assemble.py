@@ -73,8 +73,9 @@ def build_model(cfg: RunConfig, *, tokenizer_spec: str | None = None) -> ModelBu
         overrides = dict(cfg.model.overrides)
         overrides["vocab_size"] = real_vocab
         hf_cfg = hf_cfg.replace(**overrides)
-        model = Qwen2ForCausalLM(hf_cfg, rngs=nnx.Rngs(cfg.seed), param_dtype=pd, compute_dtype=cd,
-                                 remat=cfg.model.remat)
+        # Build under jit: eager init would compile one tiny XLA program per parameter shape.
+        model = nnx.jit(lambda: Qwen2ForCausalLM(hf_cfg, rngs=nnx.Rngs(cfg.seed), param_dtype=pd,
+                                                 compute_dtype=cd, remat=cfg.model.remat))()
     before = model.vocab_size
     if before != real_vocab:
         model = resize_vocab(model, real_vocab, init=cfg.model.new_token_init, rng_seed=cfg.seed)

@@ -125,6 +125,7 @@ class Trainer:
     val_examples: list[Any]
     logger: Any  # sidcore.train.logging.RunLogger
     evaluate: Callable[[Any, int], dict[str, float]] | None = None  # decoding eval (train_eval)
+    params: Any = None  # final params after run()
 
     def run(self) -> dict[str, Any]:
         cfg, mesh = self.cfg, self.bundle.mesh
@@ -139,10 +140,14 @@ class Trainer:
         expected = S.shape_signature(params)
         opt_state = jax.jit(self.tx.init)(params)
         pad_id = int(self.bundle.tokenizer.pad_token_id)
+        # Pin output shardings to the inputs': otherwise XLA may pick equivalent-but-different
+        # specs for the outputs and the second step recompiles.
+        shardings = (jax.tree.map(lambda x: x.sharding, params), jax.tree.map(lambda x: x.sharding, opt_state))
         step_fn = jax.jit(
             make_train_step(merge, self.tx, real_vocab=self.bundle.real_vocab,
                             normalization=cfg.train.loss_normalization),
             donate_argnums=(0, 1),
+            out_shardings=(*shardings, None),
         )
         eval_loss = jax.jit(make_eval_loss(merge, real_vocab=self.bundle.real_vocab))
 

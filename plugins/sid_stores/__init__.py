@@ -1,0 +1,20 @@
+"""Built-in checkpoint store components: `msgpack` (local directory, the default) and `gcs`
+(``gs://bucket/prefix``; needs the extra ``sid[gcs]`` = google-cloud-storage).
+
+Both write ``sft_state_<name>.msgpack`` (reference-compatible flax msgpack) and then the commit
+record ``sft_state_<name>.meta.json``. `sid_stores.copy.copy_checkpoint` copies between stores.
+"""
+
+from __future__ import annotations
+
+from sidcore import hookimpl
+from sidcore.hookspecs import Register
+from sid_stores.config import GcsConfig, MsgpackConfig
+
+
+@hookimpl
+def register_checkpoint_stores(register: Register) -> None:
+    register("msgpack", "sid_stores.msgpack_store:build", config=MsgpackConfig,
+             summary="Local directory of sft_state_<name>.msgpack files, written atomically.")
+    register("gcs", "sid_stores.gcs:build", config=GcsConfig,
+             summary="gs://bucket/prefix via google-cloud-storage (checksummed, retried, cached).")
