@@ -183,13 +183,12 @@ def print_table(metrics: dict[str, Any]) -> None:
     import click
 
     ks = metrics["topk"]
-    head = "metric    " + "".join(f"@{k:<8}" for k in ks)
-    click.echo(head)
+    click.echo(f"{'':<14}" + "".join(f"{'@' + str(k):>9}" for k in ks))
     rows = [("sid", metrics)]
     if "popularity_baseline" in metrics:
         rows.append(("popular", metrics["popularity_baseline"]))
     for label, m in rows:
         for name in ("hr", "ndcg"):
-            vals = "".join(f"{m[name].get(str(k), float('nan')):<9.4f}" for k in ks)
-            click.echo(f"{name.upper():<4}{label:<6}{vals}")
+            vals = "".join(f"{m[name].get(str(k), float('nan')):>9.4f}" for k in ks)
+            click.echo(f"{name.upper() + ' ' + label:<14}{vals}")
     click.echo(f"n={metrics['n_samples']} beams={metrics['n_beams']} invalid={metrics['invalid_prediction_count']}")

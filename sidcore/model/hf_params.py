@@ -1,0 +1,298 @@
+"""HF safetensors <-> NNX parameter mapping, `load_hf` and `export_hf` (numpy only, no torch).
+
+The mapping is one declarative table, `HF_PARAM_TABLE`: each row pairs a transformers tensor name
+template with our parameter path template (as produced by ``nnx.to_pure_dict(nnx.state(model,
+nnx.Param))`` joined with ``/``) and says whether the tensor is transposed. transformers' `nn.Linear`
+stores ``weight [out, in]`` while our dense kernels are ``[in, out]``, so every ``*.weight`` of a
+linear layer (q/k/v/o, gate/up/down, lm_head) is transposed; embeddings (``[V, H]`` in both), norm
+scales and biases are copied as is. Tied checkpoints carry no ``lm_head.weight`` (and we have no
+lm_head param); a stray one in a tied checkpoint is ignored. Shape/name mismatches raise
+`CheckpointError` naming the tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sidcore.errors import CheckpointError, ConfigError
+from sidcore.model.config import Qwen2Config, from_hf_config, to_hf_config
+from sidcore.model.modules import Qwen2ForCausalLM
+
+__all__ = [
+    "HF_PARAM_TABLE", "hf_to_path", "path_to_hf", "params_from_hf", "params_to_hf", "load_hf", "export_hf",
+    "flatten_params", "unflatten_params", "abstract_model",
+]
+
+log = logging.getLogger(__name__)
+
+# Placeholders usable in the templates and what they match.
+_FIELDS = {
+    "layer": r"\d+",
+    "attn": r"[qkvo]_proj",
+    "qkv": r"[qkv]_proj",
+    "mlp": r"(?:gate|up|down)_proj",
+    "norm": r"(?:input_layernorm|post_attention_layernorm)",
+}
+
+#: (transformers name, our parameter path, transposed)
+HF_PARAM_TABLE: tuple[tuple[str, str, bool], ...] = (
+    ("model.embed_tokens.weight", "model/embed_tokens/embedding", False),  # [V, H] both sides
+    ("model.layers.{layer}.self_attn.{attn}.weight", "model/layers/{layer}/self_attn/{attn}/kernel", True),
+    ("model.layers.{layer}.self_attn.{qkv}.bias", "model/layers/{layer}/self_attn/{qkv}/bias", False),
+    ("model.layers.{layer}.mlp.{mlp}.weight", "model/layers/{layer}/mlp/{mlp}/kernel", True),
+    ("model.layers.{layer}.{norm}.weight", "model/layers/{layer}/{norm}/scale", False),
+    ("model.norm.weight", "model/norm/scale", False),
+    ("lm_head.weight", "lm_head/kernel", True),  # [V, H] -> [H, V]; absent when tied
+)
+
+# Non-parameter buffers some older checkpoints carry.
+_IGNORED_HF = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
+
+
+def _compile(template: str) -> re.Pattern[str]:
+    out, pos = "", 0
+    for m in re.finditer(r"\{(\w+)\}", template):
+        out += re.escape(template[pos:m.start()]) + f"(?P<{m.group(1)}>{_FIELDS[m.group(1)]})"
+        pos = m.end()
+    return re.compile(out + re.escape(template[pos:]))
+
+
+_HF_RE = [(_compile(hf), ours, t) for hf, ours, t in HF_PARAM_TABLE]
+_OURS_RE = [(_compile(ours), hf, t) for hf, ours, t in HF_PARAM_TABLE]
+
+
+def hf_to_path(name: str) -> tuple[str, bool] | None:
+    """transformers tensor name -> (our path, transposed), or None when unmapped."""
+    for rx, ours, transposed in _HF_RE:
+        m = rx.fullmatch(name)
+        if m:
+            return ours.format(**m.groupdict()), transposed
+    return None
+
+
+def path_to_hf(path: str) -> tuple[str, bool] | None:
+    """Our parameter path -> (transformers name, transposed), or None when unmapped."""
+    for rx, hf, transposed in _OURS_RE:
+        m = rx.fullmatch(path)
+        if m:
+            return hf.format(**m.groupdict()), transposed
+    return None
+
+
+def flatten_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested pure dict -> ``{"a/b/c": leaf}``."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        p = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten_params(v, p + "/"))
+        else:
+            out[p] = v
+    return out
+
+
+def unflatten_params(flat: Mapping[str, Any]) -> dict[Any, Any]:
+    """``{"a/0/c": leaf}`` -> nested pure dict (digit segments become int keys, as nnx.List uses)."""
+    out: dict[Any, Any] = {}
+    for path, v in flat.items():
+        node = out
+        parts = [int(p) if p.isdigit() else p for p in path.split("/")]
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = v
+    return out
+
+
+def abstract_model(cfg: Qwen2Config, *, param_dtype: Any = jnp.float32, compute_dtype: Any = jnp.float32,
+                   remat: bool = False) -> Qwen2ForCausalLM:
+    """A shape-only model (`nnx.eval_shape`): no parameter memory is allocated."""
+    return nnx.eval_shape(lambda: Qwen2ForCausalLM(cfg, rngs=nnx.Rngs(0), param_dtype=param_dtype,
+                                                   compute_dtype=compute_dtype, remat=remat))
+
+
+def _expected_shapes(cfg: Qwen2Config) -> dict[str, tuple[int, ...]]:
+    state = nnx.state(abstract_model(cfg), nnx.Param)
+    return {p: tuple(v.shape) for p, v in flatten_params(nnx.to_pure_dict(state)).items()}
+
+
+def params_from_hf(tensors: Mapping[str, np.ndarray], cfg: Qwen2Config, *, param_dtype: Any = np.float32,
+                   source: str = "checkpoint") -> dict[str, np.ndarray]:
+    """Map transformers tensors to our flat ``{path: array}`` (numpy, `param_dtype`).
+
+    Raises:
+        CheckpointError: an unexpected, missing or wrongly shaped tensor (named in the message).
+    """
+    expected = _expected_shapes(cfg)
+    out: dict[str, np.ndarray] = {}
+    for name, arr in tensors.items():
+        if _IGNORED_HF.fullmatch(name):
+            continue
+        mapped = hf_to_path(name)
+        tied_head = name == "lm_head.weight" and cfg.tie_word_embeddings
+        if mapped is None or (mapped[0] not in expected and not tied_head):
+            raise CheckpointError(f"{source}: unexpected tensor {name!r} (shape {tuple(arr.shape)})")
+        path, transposed = mapped
+        if path not in expected:  # lm_head.weight in a tied checkpoint: the embedding is used instead
+            log.info("%s: ignoring %s (tie_word_embeddings=true)", source, name)
+            continue
+        a = np.asarray(arr)
+        a = a.T if transposed else a
+        if tuple(a.shape) != expected[path]:
+            want = expected[path][::-1] if transposed else expected[path]
+            raise CheckpointError(f"{source}: tensor {name!r} has shape {tuple(arr.shape)}, expected {want}")
+        out[path] = np.ascontiguousarray(a.astype(param_dtype, copy=False))
+    missing = sorted(path_to_hf(p)[0] for p in expected if p not in out)  # type: ignore[index]
+    if missing:
+        shown = ", ".join(missing[:8]) + (f", ... ({len(missing)} total)" if len(missing) > 8 else "")
+        raise CheckpointError(f"{source}: missing tensor(s) {shown}")
+    return out
+
+
+def params_to_hf(flat: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Our flat ``{path: array}`` -> transformers ``{name: array}`` (contiguous numpy)."""
+    out: dict[str, np.ndarray] = {}
+    for path, v in flat.items():
+        mapped = path_to_hf(path)
+        if mapped is None:
+            raise CheckpointError(f"export: parameter {path!r} has no transformers name")
+        name, transposed = mapped
+        a = np.asarray(jax.device_get(v))
+        out[name] = np.ascontiguousarray(a.T if transposed else a)
+    return out
+
+
+def _resolve(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        return p
+    if p.exists() or str(path).startswith((".", "/", "~")) or str(path).count("/") != 1:
+        raise CheckpointError(f"{path}: not a model folder (expected config.json + *.safetensors)")
+    from huggingface_hub import snapshot_download  # only for hub ids; never reached in tests
+
+    log.info("resolving hub id %s with snapshot_download", path)
+    return Path(snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors"]))
+
+
+def _safetensor_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{index}: malformed index ({e})") from e
+        files = [folder / f for f in dict.fromkeys(weight_map.values())]
+    elif (folder / "model.safetensors").exists():
+        files = [folder / "model.safetensors"]
+    else:
+        files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{folder}: no *.safetensors files")
+    for f in files:
+        if not f.exists():
+            raise CheckpointError(f"{f}: shard listed in the index is missing")
+    return files
+
+
+def load_hf(path: str | os.PathLike[str], *, param_dtype: Any = jnp.float32, compute_dtype: Any = jnp.float32,
+            remat: bool = False) -> tuple[Qwen2ForCausalLM, Qwen2Config]:
+    """Load a transformers Qwen2 checkpoint (local folder, or hub id via `snapshot_download`).
+
+    Args:
+        path: folder with `config.json` and `model.safetensors` (or a sharded index), or a hub id.
+        param_dtype: dtype the parameters are stored in.
+        compute_dtype: dtype of matmuls/activations.
+        remat: passed to the model.
+
+    Returns:
+        (model, config).
+
+    Raises:
+        CheckpointError: missing files, unexpected/missing/mis-shaped tensors.
+        ConfigError: `config.json` describes math we do not implement.
+    """
+    from safetensors.numpy import load_file
+
+    folder = _resolve(path)
+    cfg_file = folder / "config.json"
+    if not cfg_file.exists():
+        raise CheckpointError(f"{folder}: config.json is missing")
+    try:
+        cfg = from_hf_config(json.loads(cfg_file.read_text()))
+    except ConfigError as e:
+        raise ConfigError(f"{cfg_file}: {e}") from e
+    except ValueError as e:
+        raise ConfigError(f"{cfg_file}: invalid JSON ({e})") from e
+    np_dtype = np.dtype(jnp.dtype(param_dtype))
+    tensors: dict[str, np.ndarray] = {}
+    for f in _safetensor_files(folder):
+        try:
+            for name, arr in load_file(str(f)).items():
+                if name in tensors:
+                    raise CheckpointError(f"{f}: tensor {name!r} appears in two shards")
+                tensors[name] = arr.astype(np_dtype, copy=False)
+        except CheckpointError:
+            raise
+        except Exception as e:  # safetensors raises its own error types
+            raise CheckpointError(f"{f}: cannot read safetensors ({e})") from e
+    flat = params_from_hf(tensors, cfg, param_dtype=np_dtype, source=str(folder))
+    del tensors
+    model = abstract_model(cfg, param_dtype=param_dtype, compute_dtype=compute_dtype, remat=remat)
+    graphdef, state = nnx.split(model)
+    nnx.replace_by_pure_dict(state, unflatten_params({k: jnp.asarray(v) for k, v in flat.items()}))
+    return nnx.merge(graphdef, state), cfg
+
+
+def export_hf(model: Qwen2ForCausalLM, cfg: Qwen2Config | None, out_dir: str | os.PathLike[str], *,
+              extra_config: Mapping[str, Any] | None = None) -> Path:
+    """Write `config.json` + `model.safetensors` loadable by `AutoModelForCausalLM.from_pretrained`.
+
+    The folder is written to a temporary sibling and renamed into place (an existing folder is
+    replaced only after the new one is complete).
+
+    Args:
+        model: the model (parameters must be addressable from this process).
+        cfg: its config (default: ``model.cfg``; its vocab must match the parameters).
+        out_dir: target folder.
+        extra_config: extra `config.json` keys (e.g. ``eos_token_id``).
+    """
+    from safetensors.numpy import save_file
+
+    cfg = model.cfg if cfg is None else cfg
+    flat = flatten_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    tensors = params_to_hf(flat)
+    emb = tensors["model.embed_tokens.weight"]
+    if emb.shape[0] != cfg.vocab_size:
+        raise CheckpointError(f"export: embedding has {emb.shape[0]} rows but "
+                              f"cfg.vocab_size={cfg.vocab_size}")
+    dtype_name = jnp.dtype(emb.dtype).name
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        hf_cfg = to_hf_config(cfg, dtype=dtype_name, **(extra_config or {}))
+        (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,119 @@
+"""`export_hf` writes a folder transformers loads with identical logits; `load_hf` error paths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from sidcore.errors import CheckpointError, ConfigError
+from sidcore.model import export_hf, load_hf
+from sidcore.model.hf_params import flatten_params, hf_to_path, path_to_hf
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("tied", [True, False])
+def test_export_loads_in_transformers_with_same_logits(tmp_path, make_tiny, tied):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    model = make_tiny(tied=tied, seed=11)
+    out = export_hf(model, model.cfg, tmp_path / "export")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp dir renamed away
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert hf.config.tie_word_embeddings is tied
+    ids = np.random.default_rng(0).integers(1, 128, (2, 9))
+    mask = np.ones_like(ids)
+    mask[1, :3] = 0  # left padding on row 1
+    pos = np.maximum(np.cumsum(mask, -1) - 1, 0)
+    with torch.no_grad():
+        ref = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                 position_ids=torch.tensor(pos)).logits.numpy()
+    got = np.asarray(model(ids, attention_mask=mask))
+    real = mask.astype(bool)
+    assert np.abs(got[real] - ref[real]).max() <= 1e-5
+
+
+def test_export_then_load_round_trips_params(tmp_path, make_tiny):
+    from safetensors.numpy import load_file
+
+    model = make_tiny(tied=False, seed=12)
+    out = export_hf(model, None, tmp_path / "rt")
+    export_hf(model, None, tmp_path / "rt")  # overwriting an existing folder works
+    names = set(load_file(str(out / "model.safetensors")))
+    assert "lm_head.weight" in names and "model.layers.1.self_attn.q_proj.bias" in names
+    back, cfg = load_hf(out)
+    assert cfg == model.cfg
+    a = flatten_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    b = flatten_params(nnx.to_pure_dict(nnx.state(back, nnx.Param)))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
+
+
+def test_mapping_table_both_directions():
+    assert hf_to_path("model.layers.3.self_attn.k_proj.weight") == (
+        "model/layers/3/self_attn/k_proj/kernel", True)
+    assert hf_to_path("model.layers.0.self_attn.o_proj.bias") is None  # Qwen2 has no o bias
+    assert hf_to_path("model.layers.2.post_attention_layernorm.weight") == (
+        "model/layers/2/post_attention_layernorm/scale", False)
+    assert path_to_hf("lm_head/kernel") == ("lm_head.weight", True)
+    assert path_to_hf("model/embed_tokens/embedding") == ("model.embed_tokens.weight", False)
+    assert path_to_hf("model/layers/1/mlp/down_proj/kernel") == ("model.layers.1.mlp.down_proj.weight", True)
+
+
+def _tamper(folder, fn):
+    from safetensors.numpy import load_file, save_file
+
+    t = load_file(str(folder / "model.safetensors"))
+    fn(t)
+    save_file(t, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def test_load_errors_name_the_tensor(tmp_path, make_tiny):
+    model = make_tiny(tied=True, seed=13)
+    out = export_hf(model, None, tmp_path / "m")
+    _tamper(out, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(CheckpointError, match=r"missing tensor.*model\.layers\.1\.mlp\.up_proj\.weight"):
+        load_hf(out)
+    out = export_hf(model, None, tmp_path / "m")
+    _tamper(out, lambda t: t.__setitem__("model.layers.0.self_attn.o_proj.bias", np.zeros(64, np.float32)))
+    with pytest.raises(CheckpointError, match=r"unexpected tensor 'model\.layers\.0\.self_attn\.o_proj"):
+        load_hf(out)
+    out = export_hf(model, None, tmp_path / "m")
+    _tamper(out, lambda t: t.__setitem__("model.norm.weight", np.ones(63, np.float32)))
+    with pytest.raises(CheckpointError, match=r"'model\.norm\.weight' has shape \(63,\)"):
+        load_hf(out)
+    # A tied checkpoint carrying a redundant lm_head.weight still loads.
+    out = export_hf(model, None, tmp_path / "m")
+    _tamper(out, lambda t: t.__setitem__("lm_head.weight", t["model.embed_tokens.weight"].copy()))
+    load_hf(out)
+    with pytest.raises(CheckpointError, match="not a model folder"):
+        load_hf(tmp_path / "nope")
+
+
+def test_load_sharded_index_and_bad_config(tmp_path, make_tiny):
+    from safetensors.numpy import load_file, save_file
+
+    model = make_tiny(tied=True, seed=14)
+    out = export_hf(model, None, tmp_path / "s")
+    t = load_file(str(out / "model.safetensors"))
+    (out / "model.safetensors").unlink()
+    names = sorted(t)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    weight_map = {}
+    for fname, keys in shards.items():
+        save_file({k: t[k] for k in keys}, str(out / fname), metadata={"format": "pt"})
+        weight_map.update({k: fname for k in keys})
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    back, _ = load_hf(out)
+    ids = np.arange(1, 7)[None]
+    np.testing.assert_array_equal(np.asarray(back(ids)), np.asarray(model(ids)))
+
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["use_sliding_window"] = True
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="config.json.*sliding"):
+        load_hf(out)
