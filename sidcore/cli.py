@@ -210,10 +210,13 @@ _COMMANDS_ADDED = False
 
 
 def build_cli() -> click.Group:
-    """The top-level group with plugin commands attached (idempotent)."""
+    """The top-level group with kernel and plugin commands attached (idempotent)."""
     global _COMMANDS_ADDED
     if not _COMMANDS_ADDED:
+        from sidcore.commands import add_kernel_commands
+
         _COMMANDS_ADDED = True
+        add_kernel_commands(cli)
         _add_plugin_commands(cli)
     return cli
 

@@ -24,3 +24,10 @@ def register_metrics(register: Register) -> None:
              summary="Item-level HR@K: predicted SIDs expanded to their items; targets are item ids.")
     register("ndcg_item", "sid_metrics.ranking:build_ndcg_item", config=TopKConfig,
              summary="Item-level NDCG@K: predicted SIDs expanded to their items; targets are item ids.")
+
+
+@hookimpl
+def register_commands(cli) -> None:
+    from sid_metrics.commands import calc
+
+    cli.add_command(calc)

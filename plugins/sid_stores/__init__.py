@@ -18,3 +18,10 @@ def register_checkpoint_stores(register: Register) -> None:
              summary="Local directory of sft_state_<name>.msgpack files, written atomically.")
     register("gcs", "sid_stores.gcs:build", config=GcsConfig,
              summary="gs://bucket/prefix via google-cloud-storage (checksummed, retried, cached).")
+
+
+@hookimpl
+def register_commands(cli) -> None:
+    from sid_stores.commands import checkpoint
+
+    cli.add_command(checkpoint)

@@ -131,3 +131,43 @@ def test_two_processes_match_one(tmp_path):
     la = [r["train/loss"] for r in read_jsonl(tmp_path / "one" / "metrics.jsonl")]
     lb = [r["train/loss"] for r in read_jsonl(tmp_path / "two" / "metrics.jsonl")]
     np.testing.assert_allclose(la, lb, atol=1e-5)
+
+
+def test_calc_matches_metrics_json(smoke_run):
+    out, _ = smoke_run
+    info = ROOT / "sidcore/assets/minionerec/info/Industrial_and_Scientific_5_2016-10-2018-11.txt"
+    res = sid("calc", "--path", str(out / "eval_predictions.json"), "--item-path", str(info), "--topk", "1,5,10",
+              "--json")
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    want = json.loads((out / "eval_predictions.metrics.json").read_text())
+    for key in ("hr", "ndcg", "topk", "n_samples", "n_beams", "invalid_prediction_count"):
+        assert got[key] == want[key], key
+
+
+@pytest.mark.torch
+def test_export_hf_loads_in_transformers(smoke_run, tmp_path):
+    out, _ = smoke_run
+    res = sid("export", "hf", str(out), str(tmp_path / "hf"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sidcore.model import load_hf
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert len(tok) == 152225 and tok.convert_tokens_to_ids("<a_104>") == 151665
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ids = tok("### Response:\n<a_1><b_2><c_3>\n", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        want = hf(torch.tensor([ids])).logits.numpy()
+    ours, _ = load_hf(tmp_path / "hf")
+    got = np.asarray(ours(np.array([ids], np.int32)))
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_report_writes_pngs(smoke_run, tmp_path):
+    out, _ = smoke_run
+    res = sid("report", str(out), str(out), "--out", str(tmp_path / "rep"))
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "rep" / "loss.png").stat().st_size > 1000
