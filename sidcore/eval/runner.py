@@ -180,7 +180,8 @@ def metrics_json(values: dict[str, float], *, topk: Sequence[int], n: int, n_bea
     for key, v in values.items():
         name, _, k = key.partition("@")
         if name in ("hr", "ndcg") and k:
-            out[name][k] = v
+            if k.isdigit() and int(k) in out["topk"]:
+                out[name][k] = v
         elif key == "invalid_prediction_count":
             out[key] = int(v)
         else:
