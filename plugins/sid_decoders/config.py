@@ -35,7 +35,8 @@ class TrieConfig:
 class PureBeamConfig:
     """Unconstrained beam search over the full vocabulary."""
 
-    max_new_tokens: int = _help("Most generated tokens, EOS included (open-ended mode).", 8, validator=v.gt(0))
+    max_new_tokens: int = _help("Most generated tokens, EOS included (open-ended mode).", 8,
+                                validator=v.gt(0))
     length_penalty: float = _help("Finished score = sum_logprobs / generated_len ** length_penalty.", 0.0)
     early_stopping: bool | str = _help(
         'HF semantics: true (stop when K hypotheses finished), false (heuristic) or "never".', True,

@@ -24,8 +24,10 @@ from sidcore.decoding.trie import TrieLevel
 from sidcore.errors import ConfigError
 from sidcore.interfaces import DecodeModel
 
-__all__ = ["Policy", "level_beam_search", "trie_policy", "free_policy", "forced_policy", "repeat_rows", "gather_rows",
-           "check_vocab"]
+__all__ = [
+    "Policy", "level_beam_search", "trie_policy", "free_policy", "forced_policy", "repeat_rows",
+    "gather_rows", "check_vocab",
+]
 
 # (logp [B, K, V], nodes [B, K]) -> (tokens [B, K, M], logp [B, K, M], next nodes [B, K, M])
 Policy = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
@@ -134,5 +136,7 @@ def level_beam_search(
 def check_vocab(max_token_id: int, vocab_size: int, what: str) -> None:
     """Raise `ConfigError` when ``what`` uses token ids beyond the model's vocabulary (trace time)."""
     if max_token_id >= vocab_size:
-        raise ConfigError(f"{what} uses token id {max_token_id} but the model vocabulary has {vocab_size} rows")
+        raise ConfigError(
+            f"{what} uses token id {max_token_id} but the model vocabulary has {vocab_size} rows"
+        )
 

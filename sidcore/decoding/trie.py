@@ -50,7 +50,7 @@ class TrieLevel:
         return int(self.start.shape[0])
 
     def children(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Host-side lookup: ``nodes [...]`` -> (tokens ``[..., width]``, child nodes ``[..., width]``), -1 padded.
+        """Host-side lookup: ``nodes [...]`` -> (tokens, child nodes), each ``[..., width]``, -1 padded.
 
         Negative node ids (dead beams) have no children.
         """

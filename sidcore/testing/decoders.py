@@ -94,7 +94,7 @@ class ToyDecodeModel:
 
 def random_catalog(n: int, depth: int, *, seed: int = 0, first_tokens: int | None = None,
                    level_size: int = 8, base: int = 10) -> SidCatalog:
-    """``n`` distinct SIDs of ``depth`` levels; level ``l`` uses ids ``base + l*level_size + [0, level_size)``.
+    """``n`` distinct SIDs of ``depth`` levels; level ``l`` uses ids ``base + l*level_size`` onwards.
 
     ``first_tokens`` limits the number of distinct first-level tokens (to test ``N1 < K``).
     """
@@ -115,7 +115,8 @@ def random_catalog(n: int, depth: int, *, seed: int = 0, first_tokens: int | Non
 def catalog_paths(catalog: SidCatalog, eos_id: int) -> np.ndarray:
     """``[N, T]``: each item's SID tokens, suffix and EOS."""
     n = catalog.token_ids.shape[0]
-    tail = np.broadcast_to(np.array([*catalog.suffix_ids, eos_id], np.int32), (n, len(catalog.suffix_ids) + 1))
+    tail_ids = np.array([*catalog.suffix_ids, eos_id], np.int32)
+    tail = np.broadcast_to(tail_ids, (n, tail_ids.size))
     return np.concatenate([np.asarray(catalog.token_ids, np.int32), tail], axis=1)
 
 
@@ -130,8 +131,8 @@ def make_prompts(batch: int, max_len: int, *, seed: int = 0, low: int = 40,
     return ids, lengths
 
 
-def path_scores(model: "ToyDecodeModel", input_ids: np.ndarray, lengths: np.ndarray, paths: np.ndarray,
-                *, length_penalty: float = 0.0) -> np.ndarray:
+def path_scores(model: "ToyDecodeModel", input_ids: np.ndarray, lengths: np.ndarray,
+                paths: np.ndarray, *, length_penalty: float = 0.0) -> np.ndarray:
     """Brute-force scores ``[B, N]`` of token paths after each prompt (float64 numpy, no JAX).
 
     Args:

@@ -123,5 +123,6 @@ def test_config_validation_and_depth_default():
         PureBeamConfig(early_stopping="sometimes")
     catalog = random_catalog(4, 3, seed=0)
     assert build(PureBeamConfig(fixed_length=True), catalog=catalog, eos_id=1).max_new_tokens() == 5
-    assert build(PureBeamConfig(fixed_length=True, sid_depth=2), catalog=catalog, eos_id=1).max_new_tokens() == 4
+    two = build(PureBeamConfig(fixed_length=True, sid_depth=2), catalog=catalog, eos_id=1)
+    assert two.max_new_tokens() == 4
     assert build(PureBeamConfig(max_new_tokens=7), catalog=catalog, eos_id=1).max_new_tokens() == 7

@@ -86,7 +86,8 @@ def test_beams_equal_to_catalog_size_with_a_single_first_token():
     ids, lens = make_prompts(2, 3, seed=6)
     tokens, scores = _decode(build(TrieConfig(), catalog=catalog, eos_id=TOY_EOS), model, ids, lens, 6)
     assert np.all(np.isfinite(scores))
-    assert sorted(map(tuple, tokens[0].tolist())) == sorted(map(tuple, catalog_paths(catalog, TOY_EOS).tolist()))
+    every = sorted(map(tuple, catalog_paths(catalog, TOY_EOS).tolist()))
+    assert sorted(map(tuple, tokens[0].tolist())) == every
 
 
 def test_more_beams_than_items_is_a_config_error():

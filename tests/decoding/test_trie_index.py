@@ -17,7 +17,8 @@ def test_tables_match_hand_built_example():
     lv0, lv1, lv2, lv3 = trie.levels
     assert lv0.tokens.tolist() == [10, 20] and lv0.start.tolist() == [0] and lv0.count.tolist() == [2]
     # level-1 nodes: (10,), (20,); edges: (10,30), (20,30), (20,31)
-    assert lv1.tokens.tolist() == [30, 30, 31] and lv1.start.tolist() == [0, 1] and lv1.count.tolist() == [1, 2]
+    assert lv1.tokens.tolist() == [30, 30, 31]
+    assert lv1.start.tolist() == [0, 1] and lv1.count.tolist() == [1, 2]
     assert lv1.width == 2
     assert lv2.tokens.tolist() == [9, 9, 9] and lv2.count.tolist() == [1, 1, 1]
     assert lv3.tokens.tolist() == [1, 1, 1]
