@@ -131,18 +131,20 @@ class Trainer:
         cfg, mesh = self.cfg, self.bundle.mesh
         math_ = batch_math(cfg, mesh)
         steps = total_steps(cfg, len(self.examples), math_)
-        from sidcore.model.sharding import shard_params
+        from sidcore.model.sharding import param_shardings, shard_params
 
         graphdef, st = nnx.split(self.bundle.model)
         params = shard_params(nnx.to_pure_dict(st), mesh)
         template = jax.tree.map(lambda v: v, st)
         merge = make_merge(graphdef, template)
         expected = S.shape_signature(params)
-        opt_state = jax.jit(self.tx.init)(params)
+        # Optimizer state follows the parameter rules (scalars replicated) on the whole mesh.
+        opt_sh = param_shardings(jax.eval_shape(self.tx.init, params), mesh)
+        opt_state = jax.jit(self.tx.init, out_shardings=opt_sh)(params)
         pad_id = int(self.bundle.tokenizer.pad_token_id)
         # Pin output shardings to the inputs': otherwise XLA may pick equivalent-but-different
         # specs for the outputs and the second step recompiles.
-        shardings = (jax.tree.map(lambda x: x.sharding, params), jax.tree.map(lambda x: x.sharding, opt_state))
+        shardings = (param_shardings(params, mesh), opt_sh)
         step_fn = jax.jit(
             make_train_step(merge, self.tx, real_vocab=self.bundle.real_vocab,
                             normalization=cfg.train.loss_normalization),
@@ -156,7 +158,7 @@ class Trainer:
         if resumed is not None:
             params, restored_opt, meta = resumed
             params = shard_params(params, mesh)
-            opt_state = jax.tree.map(lambda t, v: jax.device_put(v, t.sharding), opt_state, restored_opt)
+            opt_state = jax.device_put(restored_opt, opt_sh)
             step, cursor, best = meta["step"], meta["cursor"], meta.get("best", best)
             log.info("resumed from step %d", step)
         self.logger.start(total=steps, initial=step, effective=math_.effective)

@@ -103,7 +103,7 @@ def make_train_step(
         grads = jax.tree.map(lambda a, p: (a * scale).astype(p.dtype), acc, params)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {"loss": loss, "tokens": cnt, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, "tokens": cnt, "grad_norm": optax.tree.norm(grads)}
         return params, opt_state, metrics
 
     return step

@@ -2,7 +2,7 @@
 
 Outside references: `optax.contrib.muon` (0.2.8) for update-for-update parity, numpy SVD for the
 Newton–Schulz orthogonality band, a numpy re-derivation of the reference local Muon step (§5.3),
-and pure `optax.adamw` for the auxiliary-Adam routing. All on CPU in a few seconds.
+and pure `optax.adamw` for the auxiliary-Adam routing. CPU only, ~40 s of CPU time (mostly XLA compiles).
 """
 
 from __future__ import annotations
@@ -47,13 +47,18 @@ def build(registry, name, *, learning_rate=0.02, make_schedule=optax.constant_sc
 
 @pytest.mark.parametrize(
     "name, options",
-    [("adamw", {}), ("optax_muon", {"aux_learning_rate": 0.02}), ("muon_local", {"aux_learning_rate": 0.02}),
-     ("muon_local", {"aux_learning_rate": 0.02, "momentum_form": "ema", "ns_dtype": "float32",
-                     "shape_scaling": "moonshot", "weight_decay": 0.01, "aux_mu_dtype": "float32"})],
+    [("adamw", {}), ("optax_muon", {"aux_learning_rate": 0.02}), ("muon_local", {"aux_learning_rate": 0.02})],
 )
 def test_conformance(registry, name, options):
     result = check_optimizer(lambda: build(registry, name, **options))
     assert result["final_loss"] < 0.5 * result["initial_loss"]
+
+
+def test_conformance_suite_can_fail():
+    with pytest.raises(AssertionError, match="did not decrease"):
+        check_optimizer(lambda: optax.sgd(0.0))
+    with pytest.raises(AssertionError, match="dtype"):  # float32 mu on bfloat16 params, unwrapped
+        check_optimizer(lambda: optax.adamw(0.02, mu_dtype=jnp.float32))
 
 
 def test_registered_components_and_light_listing(registry):
@@ -77,6 +82,19 @@ def test_config_validation():
     assert MuonLocalConfig(ns_coeffs=[1, 2, 3]).ns_coeffs == (1.0, 2.0, 3.0)
     for cls in (AdamWConfig, OptaxMuonConfig, MuonLocalConfig):
         assert all(f.metadata.get("help") for f in attrs.fields(cls)), cls
+
+
+def test_configs_structure_from_yaml_values():
+    from sidcore.config.loading import structure
+    from sidcore.errors import ConfigError
+
+    cfg = structure(MuonLocalConfig, {"ns_coeffs": [3, -4, 2], "max_dim": None, "aux_mu_dtype": "float32",
+                                      "momentum_form": "ema"}, "optimizer")
+    assert cfg.ns_coeffs == (3.0, -4.0, 2.0) and cfg.max_dim is None and cfg.momentum_form == "ema"
+    with pytest.raises(ConfigError, match="optimizer.adam_b3"):
+        structure(OptaxMuonConfig, {"adam_b3": 0.9}, "optimizer")
+    with pytest.raises(ConfigError, match="ns_dtype"):
+        structure(MuonLocalConfig, {"ns_dtype": "float16"}, "optimizer")
 
 
 @pytest.mark.parametrize("name", ["adamw", "optax_muon", "muon_local"])
