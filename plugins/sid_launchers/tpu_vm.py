@@ -244,6 +244,8 @@ def run_command(cfg: TpuVmConfig, *, argv: Sequence[str], tag: str) -> str:
     sid_argv = ["sid", "run", *[str(a) for a in argv], "--launcher", "local"]
     if cfg.store_uri:
         sid_argv.append(f"checkpoint_uri={cfg.store_uri}")
+        if cfg.store_uri.startswith("gs://"):
+            sid_argv += ["--store", "gcs"]
     runner = "\n".join([
         f"if [ -f {q(REMOTE_ENV_FILE)} ]; then set -a; . {q(REMOTE_ENV_FILE)}; set +a; fi",
         _activate(cfg),
