@@ -188,7 +188,9 @@ def print_table(metrics: dict[str, Any]) -> None:
     if "popularity_baseline" in metrics:
         rows.append(("popular", metrics["popularity_baseline"]))
     for label, m in rows:
-        for name in ("hr", "ndcg"):
+        for name in ("hr", "ndcg", "hr_item", "ndcg_item"):
+            if name not in m:
+                continue
             vals = "".join(f"{m[name].get(str(k), float('nan')):>9.4f}" for k in ks)
-            click.echo(f"{name.upper() + ' ' + label:<14}{vals}")
+            click.echo(f"{name.upper().replace('_ITEM', '-it') + ' ' + label:<14}{vals}")
     click.echo(f"n={metrics['n_samples']} beams={metrics['n_beams']} invalid={metrics['invalid_prediction_count']}")

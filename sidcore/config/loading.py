@@ -55,10 +55,25 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def _component_name(value: Any) -> Any:
+    return value if isinstance(value, str) else value.get("name") if isinstance(value, Mapping) else None
+
+
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge `over` into `base`; a component section naming a *different* component replaces the
+    base's section (group replacement), and lists replace lists."""
     out = copy.deepcopy(dict(base))
     for k, val in over.items():
-        if isinstance(val, Mapping) and isinstance(out.get(k), Mapping) and k not in ("metrics",):
+        if k in schema.COMPONENT_SECTIONS and k in out:
+            old, new = _component_name(out[k]), _component_name(val)
+            if new is not None and new != old:
+                out[k] = copy.deepcopy(val)
+                continue
+            if isinstance(out[k], str):
+                out[k] = {"name": out[k]}
+            if isinstance(val, str):
+                val = {"name": val}
+        if isinstance(val, Mapping) and isinstance(out.get(k), Mapping):
             out[k] = deep_merge(out[k], val)
         else:
             out[k] = copy.deepcopy(val)
@@ -110,6 +125,9 @@ def _looks_float(s: str) -> bool:
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply dotted overrides; a ``<component>.name`` change resets that section first."""
     out = copy.deepcopy(raw)
+    for section in schema.COMPONENT_SECTIONS:
+        if isinstance(out.get(section), str):  # `decoder: trie` shorthand
+            out[section] = {"name": out[section]}
     parsed = [parse_override(o) for o in overrides]
     seen: dict[str, Any] = {}
     for keys, value in parsed:

@@ -7,6 +7,6 @@ Modules (import them directly; this package imports nothing heavy):
 - `sidcore.data.prompts`, `sidcore.data.encoding`, `sidcore.data.tasks`: the five SFT tasks, the
   validation set and the eval prompts as token ids (upstream templates and encoding rules).
 - `sidcore.data.catalog`: `build_catalog` -> `sidcore.interfaces.SidCatalog`.
-- `sidcore.data.batching`: numpy padding/packing, label positions, `DataOrder`.
+- `sidcore.data.batching`: numpy padding/packing, `DataOrder`.
 - `sidcore.data.make_sample`: rebuilds the bundled sample under ``sidcore/assets/minionerec``.
 """

@@ -179,39 +179,6 @@ def pack(
     return batch
 
 
-def label_positions(
-    labels: np.ndarray, budget_multiple: int, *, size: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices of positions with a label, padded to a multiple of ``budget_multiple``.
-
-    The loss gathers hidden states at these indices and computes vocabulary logits only there.
-
-    Args:
-        labels: shifted labels ``[B, L]`` (-100 = ignored).
-        budget_multiple: the count is rounded up to a multiple of this (at least one multiple), which
-            bounds the number of distinct shapes seen by ``jit``.
-        size: exact output length instead (error if the batch has more labelled positions).
-
-    Returns:
-        ``(indices [M] int32, valid [M] bool)``. Padding entries point at an ignored position (so
-        ``labels.reshape(-1)[indices]`` is -100 there) and have ``valid=False``.
-    """
-    flat = np.asarray(labels).reshape(-1)
-    hits = np.flatnonzero(flat != IGNORE)
-    count = hits.size
-    if size is None:
-        size = max(1, math.ceil(count / budget_multiple)) * budget_multiple
-    elif count > size:
-        raise ValueError(f"{count} labelled positions exceed the budget of {size}")
-    ignored = np.flatnonzero(flat == IGNORE)
-    filler = int(ignored[0]) if ignored.size else 0
-    indices = np.full((size,), filler, dtype=np.int32)  # [M]
-    indices[:count] = hits
-    valid = np.zeros((size,), dtype=bool)  # [M]
-    valid[:count] = True
-    return indices, valid
-
-
 class DataOrder:
     """Seeded epoch-wise shuffling of example indices with a resumable cursor.
 

@@ -43,6 +43,7 @@ class EvalPrompt:
     input_ids: list[int]
     input_text: str
     target_sid: str
+    target_item: str = ""  # the row's item_id (item-level metrics)
 
 
 @attrs.frozen(kw_only=True)
@@ -118,6 +119,7 @@ class PieceEncoder:
             )
         return out
 
-    def eval_prompt(self, pieces: Pieces, *, input_text: str, target_sid: str, max_len: int) -> EvalPrompt:
+    def eval_prompt(self, pieces: Pieces, *, input_text: str, target_sid: str, max_len: int,
+                    target_item: str = "") -> EvalPrompt:
         ids = self.prompt_ids(pieces)[-max_len:]
-        return EvalPrompt(input_ids=ids, input_text=input_text, target_sid=target_sid)
+        return EvalPrompt(input_ids=ids, input_text=input_text, target_sid=target_sid, target_item=target_item)

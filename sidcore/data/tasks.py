@@ -302,7 +302,8 @@ def eval_prompts(rows: Sequence[InteractionRow], tokenizer: Any, *, max_len: int
     encoder.warm(t for p in pieces for t in (p.instruction, p.body))
     return [
         encoder.eval_prompt(
-            p, input_text=P.eval_input(r.history_item_sid), target_sid=r.item_sid, max_len=max_len
+            p, input_text=P.eval_input(r.history_item_sid), target_sid=r.item_sid, max_len=max_len,
+            target_item=str(r.item_id),
         )
         for p, r in zip(pieces, rows)
     ]

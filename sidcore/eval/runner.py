@@ -97,6 +97,7 @@ class Evaluator:
         for i, p in enumerate(self.prompts):
             by_bucket[bucket_of(len(p.input_ids), cfg.eval.prefill_buckets)].append(i)
         preds: list[list[str] | None] = [None] * len(self.prompts)
+        self.scores: list[np.ndarray | None] = [None] * len(self.prompts)  # [K] per prompt, best first
         pad_id = int(tok.pad_token_id)
         eos = int(tok.eos_token_id)
         t_all = time.perf_counter()
@@ -115,14 +116,16 @@ class Evaluator:
                 args = [self._put(x, sharding) for x in (ids, lens)]
                 t0 = time.perf_counter()
                 first = not getattr(fn, "_sid_warm", False)
-                tokens, _scores = fn(params, *args)
+                tokens, scores = fn(params, *args)
                 tokens = np.asarray(jax.device_get(_gather(tokens)))  # [bs, K, T]
+                scores = np.asarray(jax.device_get(_gather(scores)))  # [bs, K]
                 if first:
                     self.compiles += 1
                     self.compile_seconds += time.perf_counter() - t0
                     fn._sid_warm = True  # type: ignore[attr-defined]
                 for r, i in enumerate(chunk):
                     preds[i] = [tokens_to_sid(tok, beam, self.depth, eos) for beam in tokens[r]]
+                    self.scores[i] = scores[r]
         wall = time.perf_counter() - t_all
         timing = {"eval_seconds": wall, "prompts_per_sec": len(self.prompts) / wall if wall else 0.0,
                   "compiles": self.compiles, "compile_seconds": self.compile_seconds,
@@ -139,9 +142,12 @@ class Evaluator:
 
     def score(self, predictions: Sequence[Sequence[str]]) -> dict[str, Any]:
         targets = [p.target_sid for p in self.prompts]
+        items = [p.target_item for p in self.prompts]
         values: dict[str, float] = {}
         for m in self.metrics:
-            values.update(m(predictions, targets, catalog=self.catalog))
+            # item-level metrics (SID collisions resolved) score against the row's item id
+            item_level = getattr(m, "target_kind", "sid") == "item"
+            values.update(m(predictions, items if item_level else targets, catalog=self.catalog))
         return metrics_json(values, topk=self.cfg.eval.topk, n=len(targets),
                             n_beams=len(predictions[0]) if predictions else 0)
 
@@ -179,7 +185,10 @@ def metrics_json(values: dict[str, float], *, topk: Sequence[int], n: int, n_bea
     extra: dict[str, float] = {}
     for key, v in values.items():
         name, _, k = key.partition("@")
-        if name in ("hr", "ndcg") and k:
+        if name in ("hr_item", "ndcg_item") and k:
+            if k.isdigit() and int(k) in out["topk"]:
+                out.setdefault(name, {})[k] = v
+        elif name in ("hr", "ndcg") and k:
             if k.isdigit() and int(k) in out["topk"]:
                 out[name][k] = v
         elif key == "invalid_prediction_count":

@@ -1,10 +1,8 @@
-"""Host-side batch assembly for the train step: example stream, micro-batch stacking, label gathering.
+"""Host-side batch assembly for the train step: micro-batch collation, stacking, label gathering.
 
-The data order is a pure function of ``(seed, cursor)``: epoch ``e`` visits the examples in the
-permutation drawn from ``seed + e`` and ``cursor`` counts examples consumed so far, so a resumed
-run continues with exactly the examples an uninterrupted run would have seen. Each optimizer step
-takes the next ``effective_batch`` examples (crossing an epoch boundary continues into the next
-permutation; nothing is dropped).
+The order of examples comes from `sidcore.data.batching.DataOrder` (a pure function of the seed and
+a resumable ``(epoch, position)`` cursor); this module turns one optimizer step's examples into the
+``[A, B, ...]`` arrays of `sidcore.train.step`, with the next-token labels gathered per row.
 """
 
 from __future__ import annotations
@@ -16,24 +14,6 @@ import numpy as np
 from sidcore.data import batching
 
 IGNORE = -100
-
-
-def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
-    if not shuffle:
-        return np.arange(n)
-    return np.random.default_rng([seed, epoch]).permutation(n)
-
-
-def take(n: int, cursor: int, count: int, *, seed: int, shuffle: bool = True) -> list[int]:
-    """Indices of the `count` examples after `cursor` in the (seed, epoch) order."""
-    out: list[int] = []
-    while len(out) < count:
-        epoch, pos = divmod(cursor, n)
-        order = epoch_order(n, seed, epoch, shuffle)
-        chunk = order[pos : pos + (count - len(out))]
-        out.extend(int(i) for i in chunk)
-        cursor += len(chunk)
-    return out
 
 
 def round_up(x: int, m: int) -> int:

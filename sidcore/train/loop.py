@@ -22,8 +22,9 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sidcore.config.schema import RunConfig
+from sidcore.data.batching import DataOrder
 from sidcore.errors import ConfigError, Preempted, TrainingError
-from sidcore.train import batches as B
+from sidcore.train import batches as B  # noqa: N812
 from sidcore.train import state as S
 from sidcore.train.step import make_eval_loss, make_merge, make_schedule_factory, make_train_step
 
@@ -126,6 +127,7 @@ class Trainer:
     logger: Any  # sidcore.train.logging.RunLogger
     evaluate: Callable[[Any, int], dict[str, float]] | None = None  # decoding eval (train_eval)
     params: Any = None  # final params after run()
+    order: Any = None  # the DataOrder of this run (its state goes into checkpoint metadata)
 
     def run(self) -> dict[str, Any]:
         cfg, mesh = self.cfg, self.bundle.mesh
@@ -153,22 +155,23 @@ class Trainer:
         )
         eval_loss = jax.jit(make_eval_loss(merge, real_vocab=self.bundle.real_vocab))
 
-        step, cursor, best = 0, 0, {"value": None, "step": None, "bad_evals": 0}
+        step, order_state, best = 0, (0, 0), {"value": None, "step": None, "bad_evals": 0}
         resumed = self._restore(expected, opt_state)
         if resumed is not None:
             params, restored_opt, meta = resumed
             params = shard_params(params, mesh)
             opt_state = jax.device_put(restored_opt, opt_sh)
-            step, cursor, best = meta["step"], meta["cursor"], meta.get("best", best)
+            step, order_state, best = meta["step"], tuple(meta["data_order"]), meta.get("best", best)
             log.info("resumed from step %d", step)
         self.logger.start(total=steps, initial=step, effective=math_.effective)
         eval_every = self._eval_every(steps, math_)
         last_metrics: dict[str, Any] = {}
         stopped_early = False
+        order = self.order = DataOrder(len(self.examples), math_.effective, seed=cfg.seed, shuffle=cfg.train.seed_shuffle,
+                          state=order_state)
         with StopFlag() as stop:
             while step < steps:
-                idx = B.take(len(self.examples), cursor, math_.effective, seed=cfg.seed,
-                             shuffle=cfg.train.seed_shuffle)
+                idx = order.next_batch()
                 host_batch = B.collate_step([self.examples[i] for i in idx], micro_rows=math_.micro_rows,
                                             n_micro=math_.accumulation, data_cfg=cfg.data, pad_id=pad_id)
                 batch = put_batch(local_rows(host_batch, axis=1), mesh, axis=1)
@@ -181,24 +184,23 @@ class Trainer:
                         f"non-finite loss at step {step + 1}; the last good checkpoint is kept in {self.store.uri}"
                     )
                 step += 1
-                cursor += math_.effective
                 last_metrics = self.logger.train_step(step, metrics, host_batch, dt, lr=self._lr(steps, step))
                 if eval_every and step % eval_every == 0 and step < steps:
-                    stopped_early = self._periodic_eval(step, params, opt_state, cursor, best, eval_loss, math_,
+                    stopped_early = self._periodic_eval(step, params, opt_state, best, eval_loss, math_,
                                                         pad_id)
                 if cfg.train.save_steps and step % cfg.train.save_steps == 0:
-                    self._save(f"step{step}", params, opt_state, step, cursor, best)
+                    self._save(f"step{step}", params, opt_state, step, best)
                     self._rotate()
                 if stop.raised:
-                    self._save("last", params, opt_state, step, cursor, best)
+                    self._save("last", params, opt_state, step, best)
                     raise Preempted(f"stopped by {stop.raised} after step {step}; checkpoint 'last' written, "
                                     "rerun the same command to resume")
                 if stopped_early:
                     break
         if eval_every is not None and not stopped_early:
-            self._periodic_eval(step, params, opt_state, cursor, best, eval_loss, math_, pad_id, final=True)
+            self._periodic_eval(step, params, opt_state, best, eval_loss, math_, pad_id, final=True)
         if cfg.train.save_last:
-            self._save("last", params, opt_state, step, cursor, best)
+            self._save("last", params, opt_state, step, best)
         self.params = params
         return {"steps": step, "micro_steps": step * math_.accumulation, "effective_batch_size": math_.effective,
                 "final_loss": last_metrics.get("train/loss"), "best": best}
@@ -232,7 +234,7 @@ class Trainer:
             cnt += float(c)
         return tot / max(cnt, 1.0)
 
-    def _periodic_eval(self, step, params, opt_state, cursor, best, eval_loss, math_, pad_id, final=False) -> bool:
+    def _periodic_eval(self, step, params, opt_state, best, eval_loss, math_, pad_id, final=False) -> bool:
         cfg = self.cfg
         metric = cfg.train.save_best_metric
         values: dict[str, float] = {}
@@ -256,21 +258,21 @@ class Trainer:
             values["eval/best_step"] = best["step"]
         self.logger.eval_step(step, values)
         if improved and cfg.train.save_best:
-            self._save("best", params, opt_state, step, cursor, best)
+            self._save("best", params, opt_state, step, best)
         patience = cfg.train.early_stopping_patience
         if patience and best["bad_evals"] >= patience and not final:
             log.info("early stopping at step %d (no improvement in %d evals)", step, patience)
             return True
         return False
 
-    def _meta(self, step: int, cursor: int, best: dict[str, Any]) -> dict[str, Any]:
-        return {"step": step, "cursor": cursor, "best": dict(best), "seed": self.cfg.seed,
+    def _meta(self, step: int, best: dict[str, Any]) -> dict[str, Any]:
+        return {"step": step, "data_order": list(self.order.state), "best": dict(best), "seed": self.cfg.seed,
                 "vocab_size": self.bundle.real_vocab, "optimizer": self.cfg.optimizer.name}
 
-    def _save(self, name: str, params: Any, opt_state: Any, step: int, cursor: int, best: dict[str, Any]) -> None:
+    def _save(self, name: str, params: Any, opt_state: Any, step: int, best: dict[str, Any]) -> None:
         tree = S.to_tree(params, opt_state)  # all processes join the gather
         if jax.process_index() == 0:
-            self.store.save(name, tree, self._meta(step, cursor, best))
+            self.store.save(name, tree, self._meta(step, best))
 
     def _rotate(self) -> None:
         limit = self.cfg.train.save_total_limit

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sidcore.data.batching import DataOrder, collate, label_positions, pack, padded_length, process_slice
+from sidcore.data.batching import DataOrder, collate, pack, padded_length, process_slice
 from sidcore.data.encoding import Example
 from sidcore.errors import ConfigError
 
@@ -76,22 +76,6 @@ def test_pack_first_fit_keeps_segments_apart():
         pack(exs, seq_len=8, pad_id=PAD, num_rows=1)
     with pytest.raises(ConfigError, match="cannot pack an example of 9 tokens"):
         pack([EXAMPLES[2]], seq_len=8, pad_id=PAD)
-
-
-def test_label_positions():
-    b = collate(EXAMPLES, policy="max", pad_to_multiple_of=4, pad_id=PAD)
-    idx, valid = label_positions(b["labels"], 4)
-    flat = b["labels"].reshape(-1)
-    n = int((flat != -100).sum())
-    assert n == 2 + 2 + 3 and idx.shape == (8,) and idx.dtype == np.int32
-    assert valid.tolist() == [True] * n + [False]
-    assert (flat[idx[:n]] != -100).all() and (flat[idx[n:]] == -100).all()
-    assert idx[:n].tolist() == sorted(idx[:n].tolist())
-    assert label_positions(b["labels"], 4, size=16)[0].shape == (16,)
-    with pytest.raises(ValueError):
-        label_positions(b["labels"], 4, size=3)
-    empty_idx, empty_valid = label_positions(np.full((2, 4), -100), 8)
-    assert empty_idx.shape == (8,) and not empty_valid.any()
 
 
 def test_data_order_covers_epochs_and_resumes():

@@ -63,6 +63,7 @@ def test_run_dir_contents(smoke_run):
     assert metrics["n_samples"] == 8 and metrics["topk"] == [1, 5, 10]
     assert metrics["invalid_prediction_count"] == 0
     assert "popularity_baseline" in metrics
+    assert set(metrics["hr_item"]) == {"1", "5", "10"}  # item-level (collision-aware) variants
     assert "HR sid" in res.stdout and "HR popular" in res.stdout
     losses = [r["train/loss"] for r in read_jsonl(out / "metrics.jsonl") if "train/loss" in r]
     assert len(losses) == 3 and all(np.isfinite(losses))
@@ -122,7 +123,7 @@ def test_sigterm_saves_and_exits_75(tmp_path):
 
 
 def test_two_processes_match_one(tmp_path):
-    common = ["--config", SMOKE, "--run-mode", "train", "train.max_steps=3", "jax.mesh_shape=2,1,1"]
+    common = ["--config", SMOKE, "--run-mode", "train_eval", "train.max_steps=3", "jax.mesh_shape=2,1,1"]
     one = sid("run", *common, "--output-dir", str(tmp_path / "one"),
               env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert one.returncode == 0, one.stderr[-3000:]
@@ -131,6 +132,12 @@ def test_two_processes_match_one(tmp_path):
     la = [r["train/loss"] for r in read_jsonl(tmp_path / "one" / "metrics.jsonl")]
     lb = [r["train/loss"] for r in read_jsonl(tmp_path / "two" / "metrics.jsonl")]
     np.testing.assert_allclose(la, lb, atol=1e-5)
+    ma = json.loads((tmp_path / "one" / "eval_predictions.metrics.json").read_text())
+    mb = json.loads((tmp_path / "two" / "eval_predictions.metrics.json").read_text())
+    for key in ("hr", "ndcg", "n_samples", "invalid_prediction_count"):
+        assert ma[key] == pytest.approx(mb[key]), key
+    summary = json.loads((tmp_path / "two" / "run_summary.json").read_text())
+    assert summary["devices"]["processes"] == 2
 
 
 def test_calc_matches_metrics_json(smoke_run):

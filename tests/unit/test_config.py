@@ -149,3 +149,15 @@ def test_dump_roundtrip(tmp_path, registry):
     assert loading.load_config(f, registry) == cfg
     flat = loading.flatten(loading.to_dict(cfg))
     assert flat["optimizer.name"] == "muon_local" and flat["train.max_steps"] == 3
+
+
+def test_base_chain_component_switch_drops_parent_options(tmp_path, registry):
+    write(tmp_path / "base.yaml", "optimizer:\n  name: adamw\n  b1: 0.8\ndecoder: trie\n")
+    f = write(tmp_path / "x.yaml", "base: base.yaml\noptimizer:\n  name: muon_local\n")
+    cfg = loading.load_config(f, registry)
+    assert cfg.optimizer.name == "muon_local" and cfg.optimizer.options == MuonCfg()
+    f = write(tmp_path / "y.yaml", "base: base.yaml\noptimizer:\n  b1: 0.7\n")
+    assert loading.load_config(f, registry).optimizer.options.b1 == 0.7
+    # bare-string component sections accept option overrides
+    f = write(tmp_path / "z.yaml", "optimizer: muon_local\n")
+    assert loading.load_config(f, registry, overrides=["optimizer.ns_steps=2"]).optimizer.options.ns_steps == 2
