@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from sidcore.config.schema import RunConfig
-from sidcore.errors import ConfigError
+from sidcore.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,13 @@ def build_model(cfg: RunConfig, *, tokenizer_spec: str | None = None) -> ModelBu
     if cfg.data.sid_index_path is None:
         raise ConfigError("data.sid_index_path is not set (set data.data_dir + data.category, or the path)")
     ext = add_sid_tokens(tokenizer, read_index(cfg.data.sid_index_path))
+    if ext.added_tokens and cfg.run_mode == "eval" and not cfg.train.resume_from_checkpoint and cfg.base_model:
+        # Evaluating weights that never saw SID tokens would score freshly initialised rows.
+        raise DataError(
+            f"{cfg.base_model}: its tokenizer lacks the SID tokens of {cfg.data.sid_index_path} "
+            f"(e.g. {ext.added_tokens[0]}); evaluate a fine-tuned checkpoint, or pass "
+            "train.resume_from_checkpoint=<run dir or store URI>"
+        )
     real_vocab = len(tokenizer)
     mesh = make_mesh(cfg.jax.mesh_shape)
     pd, cd = dtype(cfg.jax.param_dtype), dtype(cfg.jax.compute_dtype)

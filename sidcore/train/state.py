@@ -49,7 +49,10 @@ def check_params(flat: Mapping[str, Any], expected: Mapping[str, list[int]], sou
     for k, shape in expected.items():
         got = list(np.shape(flat[k]))
         if got != list(shape):
-            what = "vocabulary" if "embed" in k or "lm_head" in k else "model shape"
+            vocab_axis = 0 if "embed" in k else 1 if "lm_head" in k else None
+            vocab_only = vocab_axis is not None and all(
+                a == b for i, (a, b) in enumerate(zip(got, shape)) if i != vocab_axis)
+            what = "vocabulary" if vocab_only else "model shape"
             raise CheckpointError(f"{source}: {k} has shape {got}, model expects {list(shape)} (different {what})")
 
 

@@ -1,0 +1,140 @@
+"""Shared set-up of the `sid` benchmarks: config, model bundle, real Industrial data, HF export, peak FLOP/s.
+
+Every benchmark builds its model through the same path as ``sid run`` (`sidcore.assemble.build_model`
+on a resolved `RunConfig`), so the vocabulary is the real Qwen2.5 tokenizer plus the Industrial SID
+tokens unless ``--compact-vocab`` remaps the ids the data actually uses onto a small vocabulary.
+Not a test: numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--hidden", type=int, default=128)
+    g.add_argument("--intermediate", type=int, default=0, help="0: 4 x hidden")
+    g.add_argument("--layers", type=int, default=2)
+    g.add_argument("--heads", type=int, default=4)
+    g.add_argument("--kv-heads", type=int, default=2)
+    g.add_argument("--compact-vocab", action="store_true",
+                   help="remap the token ids used by the data to a small dense vocabulary")
+    g.add_argument("--data-dir", default="bundled", help="'bundled' sample or a MiniOneRec data/Amazon folder")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def load_cfg(args: argparse.Namespace, extra: Sequence[str] = ()) -> Any:
+    """`RunConfig` of configs/default.yaml with the benchmark's model shape."""
+    from sidcore.cli import get_plugins
+    from sidcore.config import loading
+
+    inter = args.intermediate or 4 * args.hidden
+    overrides = [
+        f"data.data_dir={args.data_dir}",
+        f"model.overrides={{hidden_size: {args.hidden}, intermediate_size: {inter}, "
+        f"num_hidden_layers: {args.layers}, num_attention_heads: {args.heads}, "
+        f"num_key_value_heads: {args.kv_heads}}}",
+        f"seed={args.seed}",
+        "jax.param_dtype=float32",
+        "jax.compute_dtype=float32",
+        *extra,
+    ]
+    return loading.load_config(ROOT / "configs" / "default.yaml", get_plugins().registry, overrides=overrides)
+
+
+def machine_line() -> str:
+    load = os.getloadavg()
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"load avg {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}")
+
+
+class Remap:
+    """Dense renumbering of the token ids that occur (``--compact-vocab``)."""
+
+    def __init__(self, keep: Sequence[int]) -> None:
+        self.ids = sorted(set(int(i) for i in keep))
+        self.map = {old: new for new, old in enumerate(self.ids)}
+
+    def __call__(self, ids: Sequence[int]) -> list[int]:
+        return [self.map[int(i)] if i >= 0 else int(i) for i in ids]
+
+
+def compact_examples(examples: list[Any], extra_ids: Sequence[int]) -> tuple[list[Any], Remap]:
+    import attrs
+
+    rm = Remap([t for e in examples for t in e.input_ids] + list(extra_ids))
+    out = [attrs.evolve(e, input_ids=rm(e.input_ids), labels=rm(e.labels)) for e in examples]
+    return out, rm
+
+
+def build_bundle(cfg: Any, vocab_size: int | None = None) -> Any:
+    """``sid``'s model bundle; with `vocab_size` a fresh model of that vocabulary instead."""
+    from sidcore.assemble import build_model
+
+    bundle = build_model(cfg)
+    if vocab_size is None:
+        return bundle
+    import attrs
+    from flax import nnx
+
+    from sidcore.model import Qwen2ForCausalLM
+
+    hf_cfg = bundle.hf_config.replace(vocab_size=vocab_size)
+    model = nnx.jit(lambda: Qwen2ForCausalLM(hf_cfg, rngs=nnx.Rngs(cfg.seed)))()
+    return attrs.evolve(bundle, model=model, hf_config=hf_cfg, real_vocab=vocab_size)
+
+
+def export_to_hf(bundle: Any, out_dir: Path) -> Any:
+    """Export the bundle's weights and load them into ``transformers.Qwen2ForCausalLM`` (fp32)."""
+    import torch
+    import transformers
+
+    from sidcore.model import export_hf
+
+    tok = bundle.tokenizer
+    export_hf(bundle.model, None, out_dir, extra_config={"eos_token_id": int(tok.eos_token_id),
+                                                        "pad_token_id": int(tok.pad_token_id)})
+    hf = transformers.Qwen2ForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
+    return hf
+
+
+def matmul_peak_flops(n: int = 2048, inner: int = 8, repeats: int = 5) -> float:
+    """Best fp32 FLOP/s of a jitted loop of ``n x n`` matmuls (this machine's practical peak)."""
+    import jax
+    import jax.numpy as jnp
+
+    @jax.jit
+    def loop(a, b):
+        def body(_, x):
+            return (x @ b) * (1.0 / n)
+
+        return jax.lax.fori_loop(0, inner, body, a)
+
+    key = jax.random.PRNGKey(0)
+    a = jax.random.normal(key, (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.fold_in(key, 1), (n, n), jnp.float32)
+    loop(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        loop(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 * inner / best
+
+
+def table(rows: list[list[Any]], header: list[str]) -> str:
+    """Markdown table."""
+    cells = [[str(c) for c in header]] + [[f"{c:.4g}" if isinstance(c, float) else str(c) for c in r]
+                                          for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                      *(line(r) for r in cells[1:])])
