@@ -1,0 +1,31 @@
+"""Render ``docs/cli.md`` from the CLI's own ``--help`` texts (a test keeps the file in sync).
+
+Regenerate with ``python -m sidcore.clidoc > docs/cli.md``.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+def _walk(cmd: click.Command, path: list[str]):
+    yield path, cmd
+    if isinstance(cmd, click.Group):
+        for name in sorted(cmd.commands):
+            yield from _walk(cmd.commands[name], [*path, name])
+
+
+def render() -> str:
+    from sidcore.cli import build_cli
+
+    root = build_cli()
+    out = ["# `sid` command reference", "",
+           "Generated from `--help` by `python -m sidcore.clidoc`; `tests/cli/test_clidoc.py` fails when stale.", ""]
+    for path, cmd in _walk(root, ["sid"]):
+        ctx = click.Context(cmd, info_name=" ".join(path))
+        out += [f"## {' '.join(path)}", "", "```", cmd.get_help(ctx).rstrip(), "```", ""]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(render(), end="")
