@@ -73,27 +73,28 @@ def step_batch(
 
 
 def collate_step(
-    examples: Sequence[Any], *, micro_rows: int, n_micro: int, data_cfg: Any, pad_id: int
+    examples: Sequence[Any], *, micro_rows: int, n_micro: int, data_cfg: Any, pad_id: int, row_multiple: int = 1
 ) -> dict[str, np.ndarray]:
     """Collate one optimizer step's examples (``micro_rows * n_micro`` of them) into ``[A, B, ...]``.
 
-    With ``pad_policy=pack`` the examples are packed into rows of ``max_len`` first; the packed rows
-    are then split into micro-batches of ``micro_rows`` (the number of micro-batches may be smaller
-    than ``n_micro``: packing needs fewer rows).
+    With ``pad_policy=pack`` the examples are first packed into rows of ``max_len``; the R packed rows
+    become ``A' = ceil(R / micro_rows)`` micro-batches of ``B' = row_multiple * 2**k`` rows (the
+    smallest such B' that holds them), so padding rows stay few while the number of distinct
+    compiled shapes stays logarithmic. ``row_multiple`` is the number of data replicas.
     """
     if data_cfg.pad_policy == "pack":
         packed = batching.pack(list(examples), seq_len=data_cfg.max_len, pad_id=pad_id)
         rows = packed["input_ids"].shape[0]
         a = max(1, -(-rows // micro_rows))
-        micro = []
-        for i in range(a):
-            sl = {k: v[i * micro_rows : (i + 1) * micro_rows] for k, v in packed.items()}
-            short = micro_rows - sl["input_ids"].shape[0]
-            if short:
-                sl = {k: np.concatenate([v, np.full((short, v.shape[1]), IGNORE if k == "labels" else
+        per = row_multiple
+        while per * a < rows:
+            per *= 2
+        total = per * a
+        if total > rows:
+            packed = {k: np.concatenate([v, np.full((total - rows, v.shape[1]), IGNORE if k == "labels" else
                                                     (pad_id if k == "input_ids" else 0), v.dtype)])
-                      for k, v in sl.items()}
-            micro.append(sl)
+                      for k, v in packed.items()}
+        micro = [{k: v[i * per : (i + 1) * per] for k, v in packed.items()} for i in range(a)]
         return step_batch(micro, pad_id=pad_id)
     micro = [
         batching.collate(

@@ -173,7 +173,8 @@ class Trainer:
             while step < steps:
                 idx = order.next_batch()
                 host_batch = B.collate_step([self.examples[i] for i in idx], micro_rows=math_.micro_rows,
-                                            n_micro=math_.accumulation, data_cfg=cfg.data, pad_id=pad_id)
+                                            n_micro=math_.accumulation, data_cfg=cfg.data, pad_id=pad_id,
+                                            row_multiple=math_.replicas)
                 batch = put_batch(local_rows(host_batch, axis=1), mesh, axis=1)
                 t0 = time.perf_counter()
                 params, opt_state, metrics = step_fn(params, opt_state, batch)
