@@ -163,30 +163,29 @@ def main() -> None:
     print(f"machine: {common.machine_line()}")
     import jax
     import numpy as np
+    from flax import nnx
 
     from sidcore.data.tasks import build_train_examples
-    from sidcore.train import batches as B
 
     bundle = common.build_bundle(cfg)
     examples = build_train_examples(cfg, bundle.tokenizer)
     if args.compact_vocab:
         tok = bundle.tokenizer
         examples, rm = common.compact_examples(examples, [tok.pad_token_id, tok.eos_token_id])
-        bundle = common.build_bundle(cfg, vocab_size=len(rm.ids))
-        bundle.tokenizer.pad_token_id  # noqa: B018 - pad id is remapped below
-        pad_id = rm.map[int(tok.pad_token_id)]
         import attrs
 
-        bundle = attrs.evolve(bundle, tokenizer=_PadOnly(pad_id))
+        bundle = common.build_bundle(cfg, vocab_size=len(rm.ids))
+        bundle = attrs.evolve(bundle, tokenizer=_PadOnly(rm.map[int(tok.pad_token_id)]))
     n_steps = args.warmup + args.steps
-    order = B.take(len(examples), 0, n_steps * args.batch, seed=args.seed)
+    rng = np.random.default_rng(args.seed)  # seeded example order, repeated if the data is short
+    order = np.concatenate([rng.permutation(len(examples)) for _ in range(-(-n_steps * args.batch // len(examples)))])
     steps_examples = [[examples[i] for i in order[s * args.batch : (s + 1) * args.batch]] for s in range(n_steps)]
     mc = bundle.hf_config
     vocab = bundle.real_vocab
     timed = [e for ex in steps_examples[args.warmup :] for e in ex]
     useful = sum(flops_per_example(len(e.input_ids), sum(1 for x in e.labels if x != -100), mc, vocab)
                  for e in timed)
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(__import__("flax").nnx.state(bundle.model)))
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(bundle.model)))
     print(f"model: vocab {vocab}, hidden {mc.hidden_size}, inter {mc.intermediate_size}, layers "
           f"{mc.num_hidden_layers}, heads {mc.num_attention_heads}/{mc.num_key_value_heads}, params {n_params/1e6:.2f}M")
     lens = [len(e.input_ids) for e in timed]
@@ -206,7 +205,7 @@ def main() -> None:
     hf_res = None
     if not args.skip_hf:
         with tempfile.TemporaryDirectory() as tmp:
-            hf = common.export_to_hf(bundle if not args.compact_vocab else bundle, Path(tmp) / "hf")
+            hf = common.export_to_hf(bundle, Path(tmp) / "hf")
         hf_res = run_hf(hf, steps_examples, int(bundle.tokenizer.pad_token_id), args.warmup, args.threads)
         hf_res["flops_frac"] = useful / hf_res["seconds"] / peak
         print(f"  hf: {hf_res['tokens_per_sec']:.0f} tok/s", flush=True)

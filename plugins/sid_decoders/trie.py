@@ -30,6 +30,8 @@ class TrieDecoder:
     """
 
     trie: SidTrie
+    #: outputs always start with the D level tokens of a catalog SID (the kernel joins them directly)
+    emits_sids = True
 
     def max_new_tokens(self) -> int:
         return self.trie.path_length

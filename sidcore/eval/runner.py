@@ -61,7 +61,8 @@ class Evaluator:
             raise ConfigError(f"eval.num_beams={cfg.eval.num_beams} exceeds the catalog size {len(catalog.sids)}")
         self.cfg, self.bundle, self.decoder, self.catalog = cfg, bundle, decoder, catalog
         self.metrics, self.prompts, self.popularity = list(metrics), list(prompts), popularity
-        self.depth = int(catalog.token_ids.shape[1]) if getattr(decoder, "emits_sids", True) else None
+        # trie outputs are catalog paths: join their level tokens; anything else is decoded like upstream
+        self.depth = int(catalog.token_ids.shape[1]) if getattr(decoder, "emits_sids", False) else None
         self._fns: dict[int, Any] = {}
         self.compiles = 0
         self.compile_seconds = 0.0

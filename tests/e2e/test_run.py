@@ -178,3 +178,14 @@ def test_report_writes_pngs(smoke_run, tmp_path):
     res = sid("report", str(out), str(out), "--out", str(tmp_path / "rep"))
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "rep" / "loss.png").stat().st_size > 1000
+
+
+def test_pure_beam_run_decodes_free_text(tmp_path):
+    cfg = str(ROOT / "configs" / "smoke" / "tiny_pure_beam.yaml")
+    res = sid("run", "--config", cfg, "--output-dir", str(tmp_path / "pb"), "decoder.fixed_length=false",
+              "decoder.max_new_tokens=4")
+    assert res.returncode == 0, res.stderr[-3000:]
+    recs = json.loads((tmp_path / "pb" / "eval_predictions.json").read_text())
+    assert len(recs) == 8 and all(len(r["predict"]) == 10 for r in recs)
+    metrics = json.loads((tmp_path / "pb" / "eval_predictions.metrics.json").read_text())
+    assert metrics["n_beams"] == 10 and metrics["invalid_prediction_count"] >= 0
