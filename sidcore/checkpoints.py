@@ -55,6 +55,8 @@ def open_checkpoint(uri: str, registry: Any | None = None) -> tuple[dict[str, An
     if name is None:
         name = "best" if "best" in names else "last" if "last" in names else None
     if name is None or name not in names:
-        raise CheckpointError(f"{base}: no checkpoint {name or 'best/last'} (found: {', '.join(names) or 'none'})")
+        hint = " (name a checkpoint with '#', e.g. runs/x#last)" if ":" in Path(base).name else ""
+        raise CheckpointError(
+            f"{base}: no checkpoint {name or 'best/last'} (found: {', '.join(names) or 'none'}){hint}")
     tree, _meta = store.restore(name)
     return tree, f"{base}#{name}"

@@ -165,7 +165,7 @@ def _eval_params(cfg: RunConfig, bundle: Any, store: Any, *, prefer_best: bool) 
 
 
 def _read_checkpoint_uri(uri: str) -> tuple[dict[str, Any], str]:
-    """``dir``/``gs://bucket/prefix`` + optional ``:name`` (default best, then last), or a bare
+    """``dir``/``gs://bucket/prefix`` + optional ``#name`` (default best, then last), or a bare
     reference-port ``sft_state_*.msgpack`` file."""
     from sidcore.checkpoints import open_checkpoint
 

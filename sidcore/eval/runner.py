@@ -202,8 +202,10 @@ def metrics_json(values: dict[str, float], *, topk: Sequence[int], n: int, n_bea
 
 
 def popularity_ranking(train_rows: Sequence[Any], k: int) -> list[str]:
-    """Most frequent target SIDs of the training rows (ties by first appearance)."""
-    counts = collections.Counter(r.item_sid for r in train_rows)
+    """The K most frequent SIDs among the training rows' histories and targets (ties by first
+    appearance). Counting histories too reproduces the documented baseline of the Industrial test
+    split (HR@10 0.078; targets alone give 0.075)."""
+    counts = collections.Counter(s for r in train_rows for s in (*r.history_item_sid, r.item_sid))
     return [sid for sid, _ in counts.most_common(k)]
 
 

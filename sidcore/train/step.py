@@ -86,7 +86,6 @@ def make_train_step(
 
     def step(params: Params, opt_state: Any, batches: Batch) -> tuple[Params, Any, dict[str, jax.Array]]:
         n_micro = batches["input_ids"].shape[0]
-        zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
 
         def body(carry, micro):
             acc, val, cnt = carry
@@ -94,8 +93,12 @@ def make_train_step(
             acc = jax.tree.map(lambda a, b: a + b.astype(jnp.float32), acc, g)
             return (acc, val + v, cnt + c), None
 
-        init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
-        (acc, val, cnt), _ = jax.lax.scan(body, init, batches)
+        if n_micro == 1:  # no accumulator and no scan when there is nothing to accumulate
+            acc, val, cnt = micro_grads(params, jax.tree.map(lambda x: x[0], batches))
+        else:
+            zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+            init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+            (acc, val, cnt), _ = jax.lax.scan(body, init, batches)
         if normalization == "mean_of_microbatch_means":
             scale, loss = 1.0 / n_micro, val / n_micro
         else:
