@@ -19,12 +19,9 @@ import attrs
 from sidcore.config import loading
 from sidcore.config.schema import RunConfig
 from sidcore.plugins import Plugins
+from sidcore.runner import build_component as _build
 
 log = logging.getLogger(__name__)
-
-
-def _build(plugins: Plugins, kind: str, comp: Any, **kw: Any) -> Any:
-    return plugins.registry.get(kind, comp.name).build(comp.options, **kw)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -125,8 +122,8 @@ def _train(cfg: RunConfig, plugins: Plugins, bundle: Any, store: Any, evaluator:
     if cfg.train.max_grad_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(cfg.train.max_grad_norm), tx)
     logger = RunLogger(cfg.output_dir, wandb_cfg=cfg.wandb, run_config=loading.to_dict(cfg),
-                       flops_per_token=flops_per_token(bundle.hf_config), enabled=is_main)
-    logger.set_every(cfg.train.logging_steps)
+                       flops_per_token=flops_per_token(bundle.hf_config), enabled=is_main,
+                       every=cfg.train.logging_steps)
     periodic = evaluator.periodic if (evaluator is not None and cfg.train.save_best_metric != "eval_loss") else None
     trainer = Trainer(cfg=cfg, bundle=bundle, tx=tx, store=store, examples=examples, val_examples=val,
                       logger=logger, evaluate=periodic)

@@ -67,6 +67,6 @@ def launch(cfg: RunConfig, plugins: Plugins, *, config_path: str, argv: Sequence
 
 def run_job(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
     """Run train / eval / train_eval in this process and return the run summary."""
-    from sidcore.job import run_in_process
+    from sidcore.job import run_in_process  # imports jax: only when a job really runs
 
     return run_in_process(cfg, plugins)

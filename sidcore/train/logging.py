@@ -36,8 +36,9 @@ def device_peak_flops() -> float | None:
 
 class RunLogger:
     def __init__(self, out_dir: str | os.PathLike[str], *, wandb_cfg: Any, run_config: Mapping[str, Any],
-                 flops_per_token: float, enabled: bool = True) -> None:
+                 flops_per_token: float, enabled: bool = True, every: int = 1) -> None:
         self.enabled = enabled
+        self._every = max(1, every)
         self.path = Path(out_dir) / "metrics.jsonl"
         self.flops_per_token = flops_per_token
         self.peak = device_peak_flops()
@@ -97,11 +98,6 @@ class RunLogger:
             self.write(step, values)
         self._progress(step, values)
         return values
-
-    _every = 1
-
-    def set_every(self, n: int) -> None:
-        self._every = max(1, n)
 
     def eval_step(self, step: int, values: Mapping[str, Any]) -> None:
         self.write(step, dict(values))
