@@ -26,9 +26,13 @@ def _early_stopping(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
 class TrieConfig:
     """Catalog-constrained beam search: SID levels -> suffix -> EOS, score = sum of log-probs.
 
-    It has no options: the constraint comes from the catalog, the beam count from
-    ``eval.num_beams``, the length penalty is 0 (upstream MiniOneRec) and scores are float32.
+    The constraint comes from the catalog, the beam count from ``eval.num_beams``, the length
+    penalty is 0 (upstream MiniOneRec) and scores are float32.
     """
+
+    fused_scoring: bool = _help(
+        "Score only the allowed tokens against a chunked log-sum-exp (same scores up to float rounding, "
+        "no [beams, vocab] log-softmax); false = full log-softmax per step.", True)
 
 
 @attrs.frozen(kw_only=True)

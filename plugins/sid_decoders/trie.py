@@ -30,6 +30,7 @@ class TrieDecoder:
     """
 
     trie: SidTrie
+    fused_scoring: bool = True
     #: outputs always start with the D level tokens of a catalog SID (the kernel joins them directly)
     emits_sids = True
 
@@ -58,9 +59,10 @@ class TrieDecoder:
             num_beams=k,
             policies=[trie_policy(level) for level in self.trie.levels],
             cache_len=input_ids.shape[1] + self.max_new_tokens(),
+            fused=self.fused_scoring,
         )
 
 
 def build(cfg: TrieConfig, *, catalog: SidCatalog, eos_id: int) -> TrieDecoder:
     """Factory registered as decoder ``trie``."""
-    return TrieDecoder(trie=SidTrie.from_catalog(catalog, eos_id=eos_id))
+    return TrieDecoder(trie=SidTrie.from_catalog(catalog, eos_id=eos_id), fused_scoring=cfg.fused_scoring)

@@ -1,6 +1,9 @@
 """`LMDecodeModel`: the `DecodeModel` view of the NNX causal LM used by decoders.
 
-It exposes only ``prefill``/``step``/``vocab_size``, casts logits to float32 and sets the padded
+It exposes ``prefill``/``step``/``vocab_size`` (the `DecodeModel` contract), plus an optional fused
+scoring API (``prefill_hidden``/``step_hidden``/``log_normalizer``/``log_probs_at``) with which a
+gather-only beam policy scores its few candidate tokens against a chunked log-sum-exp instead of a
+``[B, V]`` log-softmax. It casts logits to float32 and sets the padded
 vocabulary columns (``>= real_vocab_size``, added for sharding) to ``-inf`` so no decoder can pick
 them (reference-spec §11.2 item 4). The module is kept as an ``nnx.split`` pair and re-merged on
 every call, so the adapter is a plain Python object that works when built inside ``jit`` (from
@@ -52,3 +55,26 @@ class LMDecodeModel:
         """``tokens [B]`` -> (logits ``[B, V]``, cache)."""
         logits, cache = self._model().decode_step(tokens, cache)
         return self._mask(logits), cache
+
+    # -- fused scoring: what a gather-only policy (trie, forced token) needs, without [B, V] arrays
+    def prefill_hidden(self, input_ids: jax.Array, lengths: jax.Array, cache_len: int) -> tuple[jax.Array, Any]:
+        """Like `prefill` but returns the final hidden state ``[B, H]`` instead of logits."""
+        return self._model().prefill_hidden(input_ids, lengths, cache_len)
+
+    def step_hidden(self, tokens: jax.Array, cache: Any) -> tuple[jax.Array, Any]:
+        """Like `step` but returns the final hidden state ``[B, H]`` instead of logits."""
+        return self._model().decode_step_hidden(tokens, cache)
+
+    def log_normalizer(self, h: jax.Array) -> jax.Array:
+        """``logsumexp`` over the real vocabulary of the logits of ``h [N, H]`` -> ``[N]``."""
+        return self._model().logsumexp(h, self.real_vocab_size)
+
+    def log_probs_at(self, h: jax.Array, tokens: jax.Array, lse: jax.Array) -> jax.Array:
+        """Full-vocabulary log-probs of ``tokens [N, M]`` given ``h [N, H]`` and its ``lse [N]``;
+        padded-vocabulary ids get ``-inf``."""
+        lp = self._model().logits_at(h, tokens) - lse[:, None]  # [N, M]
+        return jnp.where(tokens < self.real_vocab_size, lp, -jnp.inf)
+
+    def log_probs(self, h: jax.Array) -> jax.Array:
+        """Full-vocabulary log-probs ``[N, V]`` of ``h [N, H]`` (padded ids ``-inf``)."""
+        return jax.nn.log_softmax(self._mask(self._model().logits(h)), axis=-1)

@@ -25,19 +25,55 @@ from sidcore.errors import ConfigError
 from sidcore.interfaces import DecodeModel
 
 __all__ = [
-    "Policy", "level_beam_search", "trie_policy", "free_policy", "forced_policy", "repeat_rows",
+    "DenseScores", "FusedScores", "Policy", "level_beam_search", "trie_policy", "free_policy", "forced_policy", "repeat_rows",
     "gather_rows", "check_vocab",
 ]
 
-# (logp [B, K, V], nodes [B, K]) -> (tokens [B, K, M], logp [B, K, M], next nodes [B, K, M])
-Policy = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
 NEG_INF = -jnp.inf
+
+
+class DenseScores:
+    """Beam log-probs held as a full ``[B, K, V]`` array (any model)."""
+
+    needs_full = False
+
+    def __init__(self, logp: jax.Array) -> None:
+        self.logp = logp  # [B, K, V]
+
+    def at(self, tokens: jax.Array) -> jax.Array:
+        """``tokens [B, K, M]`` -> their log-probs ``[B, K, M]``."""
+        return jnp.take_along_axis(self.logp, tokens, axis=-1)
+
+    def full(self) -> jax.Array:
+        return self.logp
+
+
+class FusedScores:
+    """Beam log-probs computed on demand from hidden states ``[B, K, H]`` and their ``lse [B, K]``:
+    gathering M candidates costs ``M * H`` per beam instead of a ``[V]`` log-softmax."""
+
+    def __init__(self, model: Any, h: jax.Array, lse: jax.Array) -> None:
+        self.model, self.h, self.lse = model, h, lse  # [B, K, H], [B, K]
+
+    def at(self, tokens: jax.Array) -> jax.Array:
+        b, k, m = tokens.shape
+        lp = self.model.log_probs_at(self.h.reshape(b * k, -1), tokens.reshape(b * k, m), self.lse.reshape(-1))
+        return lp.reshape(b, k, m)
+
+    def full(self) -> jax.Array:
+        b, k, hd = self.h.shape
+        return self.model.log_probs(self.h.reshape(b * k, hd)).reshape(b, k, -1)
+
+
+Scores = DenseScores | FusedScores
+# (scores, nodes [B, K]) -> (tokens [B, K, M], logp [B, K, M], next nodes [B, K, M])
+Policy = Callable[[Scores, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
 
 
 def trie_policy(level: TrieLevel) -> Policy:
     """Candidates = the trie children of each beam's node; padding and dead beams score ``-inf``."""
 
-    def policy(logp: jax.Array, nodes: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def policy(scores: Scores, nodes: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         tokens_tab = jnp.asarray(level.tokens)  # [E]
         start = jnp.asarray(level.start)[jnp.maximum(nodes, 0)]  # [B, K]
         count = jnp.asarray(level.count)[jnp.maximum(nodes, 0)]  # [B, K]
@@ -45,7 +81,7 @@ def trie_policy(level: TrieLevel) -> Policy:
         valid = (j < count[..., None]) & (nodes[..., None] >= 0)  # [B, K, M]
         edge = jnp.where(valid, start[..., None] + j, 0)  # [B, K, M]
         tokens = tokens_tab[edge]  # [B, K, M]
-        lp = jnp.take_along_axis(logp, tokens, axis=-1)  # [B, K, M]
+        lp = scores.at(tokens)  # [B, K, M]
         return tokens, jnp.where(valid, lp, NEG_INF), jnp.where(valid, edge, -1)
 
     return policy
@@ -54,8 +90,8 @@ def trie_policy(level: TrieLevel) -> Policy:
 def free_policy(width: int) -> Policy:
     """Candidates = each beam's ``width`` best tokens over the whole vocabulary (unconstrained)."""
 
-    def policy(logp: jax.Array, nodes: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        lp, tokens = jax.lax.top_k(logp, width)  # [B, K, M]
+    def policy(scores: Scores, nodes: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        lp, tokens = jax.lax.top_k(scores.full(), width)  # [B, K, M]
         return tokens.astype(jnp.int32), lp, jnp.zeros_like(tokens, dtype=jnp.int32)
 
     return policy
@@ -64,9 +100,9 @@ def free_policy(width: int) -> Policy:
 def forced_policy(token: int) -> Policy:
     """One candidate per beam: ``token`` (its log-prob is added to the beam score)."""
 
-    def policy(logp: jax.Array, nodes: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def policy(scores: Scores, nodes: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         tokens = jnp.full(nodes.shape + (1,), token, dtype=jnp.int32)  # [B, K, 1]
-        return tokens, logp[..., token : token + 1], nodes[..., None]
+        return tokens, scores.at(tokens), nodes[..., None]
 
     return policy
 
@@ -89,6 +125,7 @@ def level_beam_search(
     num_beams: int,
     policies: Sequence[Policy],
     cache_len: int,
+    fused: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """Run ``len(policies)`` beam levels after a single prefill.
 
@@ -99,6 +136,8 @@ def level_beam_search(
         num_beams: ``K`` (static).
         policies: one candidate policy per generated token.
         cache_len: KV-cache length passed to ``prefill`` (>= ``Lp`` + number of levels).
+        fused: score candidates through the model's fused API (``prefill_hidden``/``step_hidden``/
+            ``log_normalizer``/``log_probs_at``) when it has one; only for gather-only policies.
 
     Returns:
         ``(tokens [B, K, T] int32, scores [B, K] float32)``, best first; scores are sums of the
@@ -107,16 +146,23 @@ def level_beam_search(
     k = int(num_beams)
     b = input_ids.shape[0]
     t_len = len(policies)
-    logits, cache = model.prefill(input_ids, lengths, cache_len)  # [B, V]
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [B, V]
-    logp = jnp.broadcast_to(logp[:, None, :], (b, k, logp.shape[-1]))  # [B, K, V]
+    fused = fused and hasattr(model, "step_hidden")
+    if fused:
+        h, cache = model.prefill_hidden(input_ids, lengths, cache_len)  # [B, H]
+        lse = model.log_normalizer(h)  # [B]
+        scores_now: Scores = FusedScores(model, jnp.broadcast_to(h[:, None], (b, k, h.shape[-1])),
+                                         jnp.broadcast_to(lse[:, None], (b, k)))
+    else:
+        logits, cache = model.prefill(input_ids, lengths, cache_len)  # [B, V]
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [B, V]
+        scores_now = DenseScores(jnp.broadcast_to(logp[:, None, :], (b, k, logp.shape[-1])))  # [B, K, V]
     cache = repeat_rows(cache, k)
     scores = jnp.where(jnp.arange(k) == 0, 0.0, NEG_INF) * jnp.ones((b, 1), jnp.float32)  # [B, K]
     nodes = jnp.zeros((b, k), jnp.int32)  # [B, K] trie node (root)
     seqs = jnp.full((b, k, t_len), -1, jnp.int32)  # [B, K, T]
     row_base = (jnp.arange(b, dtype=jnp.int32) * k)[:, None]  # [B, 1]
     for t, policy in enumerate(policies):
-        tokens, lp, nxt = policy(logp, nodes)  # [B, K, M] each
+        tokens, lp, nxt = policy(scores_now, nodes)  # [B, K, M] each
         m = tokens.shape[-1]
         cand = (scores[..., None] + lp).reshape(b, k * m)  # [B, K*M]
         scores, idx = jax.lax.top_k(cand, k)  # [B, K]
@@ -128,8 +174,12 @@ def level_beam_search(
         if t + 1 < t_len:
             if t:  # at level 0 every row of a prompt holds the same (prefill) cache
                 cache = gather_rows(cache, (row_base + parent).reshape(-1))
-            logits, cache = model.step(chosen.reshape(-1), cache)  # [B*K, V]
-            logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(b, k, -1)
+            if fused:
+                h, cache = model.step_hidden(chosen.reshape(-1), cache)  # [B*K, H]
+                scores_now = FusedScores(model, h.reshape(b, k, -1), model.log_normalizer(h).reshape(b, k))
+            else:
+                logits, cache = model.step(chosen.reshape(-1), cache)  # [B*K, V]
+                scores_now = DenseScores(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(b, k, -1))
     return seqs, scores
 
 

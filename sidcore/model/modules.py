@@ -254,6 +254,44 @@ class Qwen2ForCausalLM(nnx.Module):
             out = jnp.einsum("...h,hv->...v", h, w, preferred_element_type=_F32)
         return out.astype(_F32)
 
+    def _vocab_rows(self) -> jax.Array:
+        """Output-projection weights as ``[V, H]`` rows (the embedding when tied)."""
+        if self.lm_head is None:
+            return self.model.embed_tokens.embedding[...]
+        return self.lm_head.kernel[...].T
+
+    def logits_at(self, h: jax.Array, tokens: jax.Array) -> jax.Array:
+        """Logits of selected tokens only: ``h [N, H]``, ``tokens [N, M]`` -> ``[N, M]`` f32."""
+        rows = self._vocab_rows()[jnp.clip(tokens, 0, self.vocab_size - 1)]  # [N, M, H]
+        return jnp.einsum("nh,nmh->nm", h.astype(self.compute_dtype), rows.astype(self.compute_dtype),
+                          preferred_element_type=_F32)
+
+    def logsumexp(self, h: jax.Array, real_vocab: int, chunk: int = 8192) -> jax.Array:
+        """``logsumexp`` over the logits of rows ``< real_vocab`` without materialising ``[N, V]``.
+
+        The vocabulary is scanned in chunks with an online max/sum merge: exact up to float
+        rounding, and several times faster than ``log_softmax`` of the full logits on CPU, where the
+        ``[N, V]`` float32 array makes the step memory-bound (docs/benchmarks.md).
+        """
+        w_all = self._vocab_rows()  # [V, H]
+        c = min(chunk, real_vocab)
+        n_chunks = -(-real_vocab // c)
+        hc = h.astype(self.compute_dtype)  # [N, H]
+
+        def body(carry, i):
+            m, total = carry  # [N], [N]
+            start = jnp.minimum(i * c, real_vocab - c)  # the last chunk overlaps the previous one
+            w = jax.lax.dynamic_slice_in_dim(w_all, start, c, axis=0).astype(self.compute_dtype)  # [C, H]
+            z = jnp.einsum("nh,ch->nc", hc, w, preferred_element_type=_F32)  # [N, C]
+            z = jnp.where((start + jnp.arange(c) >= i * c)[None, :], z, -jnp.inf)  # drop the overlap
+            m_new = jnp.maximum(m, z.max(axis=-1))
+            total = total * jnp.exp(m - m_new) + jnp.exp(z - m_new[:, None]).sum(axis=-1)
+            return (m_new, total), None
+
+        init = (jnp.full(h.shape[:1], -jnp.inf, _F32), jnp.zeros(h.shape[:1], _F32))
+        (m, total), _ = jax.lax.scan(body, init, jnp.arange(n_chunks))
+        return m + jnp.log(total)
+
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                  positions: jax.Array | None = None, segment_ids: jax.Array | None = None) -> jax.Array:
         """Logits ``[B, L, V]`` float32.
@@ -277,6 +315,16 @@ class Qwen2ForCausalLM(nnx.Module):
 
     # ----------------------------------------------------------------- KV-cache decoding
     def prefill(self, input_ids: jax.Array, lengths: jax.Array, cache_len: int) -> tuple[jax.Array, dict]:
+        """`prefill_hidden` followed by the vocabulary projection: (logits ``[B, V]`` f32, cache)."""
+        h, cache = self.prefill_hidden(input_ids, lengths, cache_len)
+        return self.logits(h), cache
+
+    def decode_step(self, tokens: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
+        """Append ``tokens [B]`` (one per row) -> (logits ``[B, V]`` f32, updated cache)."""
+        h, cache = self.decode_step_hidden(tokens, cache)
+        return self.logits(h), cache
+
+    def prefill_hidden(self, input_ids: jax.Array, lengths: jax.Array, cache_len: int) -> tuple[jax.Array, dict]:
         """Run right-padded prompts and build the cache.
 
         Args:
@@ -285,7 +333,7 @@ class Qwen2ForCausalLM(nnx.Module):
             cache_len: static cache size C (``>= Lp`` + tokens to decode).
 
         Returns:
-            (logits ``[B, V]`` f32 at position ``lengths - 1``, cache). Slots ``[0, Lp)`` hold the
+            (final hidden state ``[B, H]`` at position ``lengths - 1``, cache). Slots ``[0, Lp)`` hold the
             prompt (valid where ``slot < length``); the first decoded token goes to slot Lp with
             RoPE position ``length``.
         """
@@ -305,17 +353,17 @@ class Qwen2ForCausalLM(nnx.Module):
             x, kv = layer(x, cos, sin, mask)
             layers.append({n: jnp.pad(kv[n].astype(self.compute_dtype), pad) for n in ("k", "v")})
         h = self.model.norm(x)  # [B, Lp, H]
-        last = h[jnp.arange(B), jnp.clip(lengths - 1, 0, Lp - 1)]  # [B, H]
+        last = h[jnp.arange(B), jnp.clip(lengths - 1, 0, Lp - 1)]  # [B, H] (returned as is)
         cache = {
             "layers": layers,
             "valid": jnp.arange(cache_len, dtype=jnp.int32)[None, :] < lengths[:, None],  # [B, C]
             "pos": lengths,  # [B]
             "index": jnp.full((B,), Lp, dtype=jnp.int32),  # [B]
         }
-        return self.logits(last), cache
+        return last, cache
 
-    def decode_step(self, tokens: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
-        """Append ``tokens [B]`` (one per row) -> (logits ``[B, V]`` f32, updated cache)."""
+    def decode_step_hidden(self, tokens: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
+        """Append ``tokens [B]`` (one per row) -> (final hidden state ``[B, H]``, updated cache)."""
         pos, index = cache["pos"], cache["index"]  # [B], [B]
         C = cache["valid"].shape[1]
         valid = cache["valid"] | (jnp.arange(C, dtype=jnp.int32)[None, :] == index[:, None])  # [B, C]
@@ -326,5 +374,5 @@ class Qwen2ForCausalLM(nnx.Module):
         for layer, layer_cache in zip(self.model.layers, cache["layers"]):
             x, kv = layer(x, cos, sin, mask, layer_cache, index)
             layers.append(kv)
-        logits = self.logits(self.model.norm(x)[:, 0])  # [B, V]
-        return logits, {"layers": layers, "valid": valid, "pos": pos + 1, "index": index + 1}
+        h = self.model.norm(x)[:, 0]  # [B, H]
+        return h, {"layers": layers, "valid": valid, "pos": pos + 1, "index": index + 1}

@@ -77,3 +77,12 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path):
     assert ok.returncode == 0, ok.stderr[-2000:]
     check(sid("run", "--config", SMOKE, "--run-mode", "eval", f"train.resume_from_checkpoint={run}#last",
               "model.overrides.hidden_size=48", "--output-dir", str(tmp_path / "o2")), "different model shape")
+
+
+def test_non_finite_loss_stops_with_last_good_checkpoint(tmp_path):
+    run = tmp_path / "nan"
+    res = sid("run", "--config", SMOKE, "--run-mode", "train", "train.max_steps=5", "train.warmup_steps=0",
+              "train.learning_rate=1e30", "train.max_grad_norm=0", "train.save_steps=1", "--output-dir", str(run))
+    check(res, "non-finite loss at step")
+    assert (run / "sft_state_step1.meta.json").exists()
+    assert not (run / "sft_state_last.meta.json").exists()
