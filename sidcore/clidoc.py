@@ -8,11 +8,13 @@ from __future__ import annotations
 import click
 
 
-def _walk(cmd: click.Command, path: list[str]):
-    yield path, cmd
+def _walk(cmd: click.Command, path: list[str], parent: click.Context | None = None):
+    # Contexts chain like a real invocation, so inherited settings (e.g. `-h`) show the same way.
+    ctx = click.Context(cmd, info_name=path[-1], parent=parent, **cmd.context_settings)
+    yield path, cmd, ctx
     if isinstance(cmd, click.Group):
         for name in sorted(cmd.commands):
-            yield from _walk(cmd.commands[name], [*path, name])
+            yield from _walk(cmd.commands[name], [*path, name], ctx)
 
 
 def render() -> str:
@@ -21,8 +23,7 @@ def render() -> str:
     root = build_cli()
     out = ["# `sid` command reference", "",
            "Generated from `--help` by `python -m sidcore.clidoc`; `tests/cli/test_clidoc.py` fails when stale.", ""]
-    for path, cmd in _walk(root, ["sid"]):
-        ctx = click.Context(cmd, info_name=" ".join(path))
+    for path, cmd, ctx in _walk(root, ["sid"]):
         out += [f"## {' '.join(path)}", "", "```", cmd.get_help(ctx).rstrip(), "```", ""]
     return "\n".join(out)
 
