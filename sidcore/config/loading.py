@@ -26,11 +26,6 @@ from sidcore.registry import Registry, suggest
 BUNDLED = "bundled"
 
 
-def bundled_dir() -> Path:
-    """Folder of the data sample and tokenizer shipped inside the package."""
-    return Path(__file__).resolve().parent.parent / "assets"
-
-
 # ------------------------------------------------------------------------------------------
 # YAML files
 # ------------------------------------------------------------------------------------------
@@ -279,23 +274,17 @@ def resolve(raw: Mapping[str, Any], registry: Registry, *, source: str = "config
 
 def fill_data_paths(cfg: schema.RunConfig) -> schema.RunConfig:
     """Expand ``data.data_dir`` + ``data.category`` into the six MiniOneRec paths (explicit paths win)."""
+    from sidcore.data.minionerec import bundled_data_dir, split_paths  # stdlib-only module
+
     d = cfg.data
     if d.data_dir is None:
         return cfg
-    root = bundled_dir() / "minionerec" if d.data_dir == BUNDLED else Path(d.data_dir)
-    c = d.category
-    stem = f"{c}_5_2016-10-2018-11"
-    filled = {
-        "train_file": root / "train" / f"{stem}.csv",
-        "eval_file": root / "valid" / f"{stem}.csv",
-        "test_file": root / "test" / f"{stem}.csv",
-        "info_file": root / "info" / f"{stem}.txt",
-        "sid_index_path": root / "index" / f"{c}.index.json",
-        "item_meta_path": root / "index" / f"{c}.item.json",
-    }
+    p = split_paths(bundled_data_dir() if d.data_dir == BUNDLED else d.data_dir, d.category)
+    filled = {"train_file": p["train"], "eval_file": p["valid"], "test_file": p["test"], "info_file": p["info"],
+              "sid_index_path": p["index"], "item_meta_path": p["items"]}
     if not filled["train_file"].exists():  # MiniOneRec releases no train split here: train on valid
         filled["train_file"] = filled["eval_file"]
-    changes = {k: str(p) for k, p in filled.items() if getattr(d, k) is None}
+    changes = {k: str(path) for k, path in filled.items() if getattr(d, k) is None}
     return attrs.evolve(cfg, data=attrs.evolve(d, **changes))
 
 

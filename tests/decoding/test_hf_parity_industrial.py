@@ -17,9 +17,9 @@ pytestmark = [pytest.mark.torch, pytest.mark.slow]
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from sidcore.config.loading import bundled_dir  # noqa: E402
+from sidcore.data.minionerec import bundled_data_dir  # noqa: E402
 
-DATA = bundled_dir() / "minionerec"
+DATA = bundled_data_dir()
 CAT = "Industrial_and_Scientific"
 N_PROMPTS, K = 16, 50
 
