@@ -77,7 +77,7 @@ class DataConfig:
     padding_side: str = h("Padding side of batches (the mask makes both exact).", "right",
                           validator=v.in_(("left", "right")))
     pad_policy: str = h("Batch shapes: fixed (max_len), buckets, max (per batch), pack (sequence packing).",
-                        "buckets", validator=v.in_(("fixed", "buckets", "max", "pack")))
+                        "pack", validator=v.in_(("fixed", "buckets", "max", "pack")))
     pad_buckets: list[int] = h("Bucket lengths for pad_policy=buckets (multiples of pad_to_multiple_of).",
                                [64, 128, 256, 512])
     pad_to_multiple_of: int = h("Round padded lengths up to a multiple of this.", 8, validator=v.gt(0))

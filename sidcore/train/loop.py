@@ -222,11 +222,14 @@ class Trainer:
 
     def validation_loss(self, params: Any, eval_loss: Any, math_: BatchMath, pad_id: int) -> float:
         rows = self.cfg.train.per_device_eval_batch_size * math_.replicas
+        # one example per row (never packed), so padded duplicates can be zero-weighted below
+        data_cfg = attrs.evolve(self.cfg.data, pad_policy="buckets") if self.cfg.data.pad_policy == "pack" \
+            else self.cfg.data
         tot = cnt = 0.0
         for i in range(0, len(self.val_examples), rows):
             chunk = self.val_examples[i : i + rows]
             chunk = chunk + [chunk[-1]] * (rows - len(chunk))
-            hb = B.collate_step(chunk, micro_rows=rows, n_micro=1, data_cfg=self.cfg.data, pad_id=pad_id)
+            hb = B.collate_step(chunk, micro_rows=rows, n_micro=1, data_cfg=data_cfg, pad_id=pad_id)
             hb = {k: v[0] for k, v in hb.items()}
             if len(self.val_examples[i : i + rows]) < rows:  # padded duplicates carry no weight
                 hb["label_w"][len(self.val_examples[i : i + rows]):] = 0.0
