@@ -221,11 +221,25 @@ def build_cli() -> click.Group:
     return cli
 
 
+def _setup_logging() -> None:
+    """Progress lines of sid's own loggers on stderr (library code only logs, never prints)."""
+    import logging
+
+    logger = logging.getLogger("sidcore")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[sid] %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if _DEBUG else logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     global _DEBUG
     args = list(sys.argv[1:] if argv is None else argv)
     _DEBUG = "--debug" in args
+    _setup_logging()
     try:
         group = build_cli()
         group.main(args=args, prog_name="sid", standalone_mode=False)

@@ -180,7 +180,7 @@ def print_table(metrics: dict[str, Any]) -> None:
     import click
 
     ks = metrics["topk"]
-    click.echo(f"{'':<14}" + "".join(f"{'@' + str(k):>9}" for k in ks))
+    click.echo(f"{'':<16}" + "".join(f"{'@' + str(k):>9}" for k in ks))
     rows = [("sid", metrics)]
     if "popularity_baseline" in metrics:
         rows.append(("popular", metrics["popularity_baseline"]))
@@ -189,5 +189,5 @@ def print_table(metrics: dict[str, Any]) -> None:
             if name not in m:
                 continue
             vals = "".join(f"{m[name].get(str(k), float('nan')):>9.4f}" for k in ks)
-            click.echo(f"{name.upper().replace('_ITEM', '-it') + ' ' + label:<14}{vals}")
+            click.echo(f"{name.upper().replace('_ITEM', '-it') + ' ' + label:<16}{vals}")
     click.echo(f"n={metrics['n_samples']} beams={metrics['n_beams']} invalid={metrics['invalid_prediction_count']}")

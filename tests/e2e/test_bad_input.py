@@ -22,8 +22,10 @@ def sid(*args):
 
 def check(res, *needles):
     assert res.returncode == 1, res.stderr[-2000:]
-    lines = res.stderr.strip().splitlines()
+    # progress lines ("[sid] ...") may precede it; the error itself is one line, last, no traceback
+    lines = [ln for ln in res.stderr.strip().splitlines() if not ln.startswith(("[sid] ", "WARNING"))]
     assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1] == lines[0] and "Traceback" not in res.stderr
     for n in needles:
         assert n in lines[0], lines[0]
 
