@@ -51,6 +51,11 @@ class DecodeModel(Protocol):
     Every cache leaf has the batch (row) axis first, so beams are reordered with
     ``jax.tree.map(lambda x: x[rows], cache)`` and broadcast with ``jnp.repeat(x, K, axis=0)``.
     Logits are float32 log-space-ready with padded vocabulary rows already set to ``-inf``.
+
+    Optional fused-scoring API (the kernel's adapter has it; decoders must fall back without it):
+    ``prefill_hidden``/``step_hidden`` return final hidden states ``[B, H]`` instead of logits,
+    ``log_normalizer(h) -> [B]`` is the log-sum-exp over the real vocabulary and
+    ``log_probs_at(h, tokens [B, M], lse) -> [B, M]`` the log-probs of selected tokens.
     """
 
     vocab_size: int  # model (possibly padded) vocabulary size = logits' last dim
