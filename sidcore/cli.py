@@ -8,6 +8,7 @@ line on stderr with exit code 1 (2 for usage errors); ``--debug`` shows the trac
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -240,6 +241,10 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     _DEBUG = "--debug" in args
     _setup_logging()
+    # transformers' "PyTorch was not found" advisory is noise for sid (it never needs torch), and
+    # forked tokenizer threads are pointless here; both only as defaults a user can override.
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         group = build_cli()
         group.main(args=args, prog_name="sid", standalone_mode=False)
