@@ -43,7 +43,7 @@ def build_model(cfg: RunConfig, *, tokenizer_spec: str | None = None) -> ModelBu
 
     from sidcore.data.minionerec import read_index
     from sidcore.data.tokenizer import add_sid_tokens, load_tokenizer
-    from sidcore.model import Qwen2Config, Qwen2ForCausalLM, load_hf
+    from sidcore.model import Qwen2ForCausalLM, load_hf
     from sidcore.model.config import PRESETS
     from sidcore.model.sharding import make_mesh
     from sidcore.model.vocab import padded_vocab_size, resize_vocab

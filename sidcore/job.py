@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,13 @@ import attrs
 from sidcore.config import loading
 from sidcore.config.schema import RunConfig
 from sidcore.plugins import Plugins
-from sidcore.runner import build_component as _build
+from sidcore.runner import atomic_write, build_component as _build
 
 log = logging.getLogger(__name__)
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def flops_per_token(model_cfg: Any) -> float:
@@ -71,7 +68,7 @@ def run_in_process(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
         params = _train(cfg, plugins, bundle, store, evaluator, summary, is_main)
     if evaluator is not None:
         if params is None or cfg.eval.use_best_checkpoint:
-            params = _eval_params(cfg, bundle, store, prefer_best=cfg.eval.use_best_checkpoint)
+            params = _eval_params(cfg, bundle, store, plugins.registry, prefer_best=cfg.eval.use_best_checkpoint)
         result = evaluator.run(params)
         summary["eval"] = {**result.metrics, "timing": result.timing}
         if is_main:
@@ -135,7 +132,7 @@ def _train(cfg: RunConfig, plugins: Plugins, bundle: Any, store: Any, evaluator:
     return trainer.params
 
 
-def _eval_params(cfg: RunConfig, bundle: Any, store: Any, *, prefer_best: bool) -> Any:
+def _eval_params(cfg: RunConfig, bundle: Any, store: Any, registry: Any, *, prefer_best: bool) -> Any:
     """Weights to evaluate: ``train.resume_from_checkpoint`` / the run's best or last checkpoint / the model."""
     from flax import nnx
 
@@ -148,7 +145,9 @@ def _eval_params(cfg: RunConfig, bundle: Any, store: Any, *, prefer_best: bool) 
     names = store.names()
     tree, src = None, None
     if cfg.train.resume_from_checkpoint:
-        tree, src = _read_checkpoint_uri(cfg.train.resume_from_checkpoint)
+        from sidcore.checkpoints import open_checkpoint
+
+        tree, src = open_checkpoint(cfg.train.resume_from_checkpoint, registry)
     elif prefer_best and "best" in names:
         tree, _ = store.restore("best")
         src = f"{store.uri}:best"
@@ -159,14 +158,6 @@ def _eval_params(cfg: RunConfig, bundle: Any, store: Any, *, prefer_best: bool) 
         params = S.params_from_tree(tree, expected, src)
         log.info("evaluating weights from %s", src)
     return shard_params(params, bundle.mesh)
-
-
-def _read_checkpoint_uri(uri: str) -> tuple[dict[str, Any], str]:
-    """``dir``/``gs://bucket/prefix`` + optional ``#name`` (default best, then last), or a bare
-    reference-port ``sft_state_*.msgpack`` file."""
-    from sidcore.checkpoints import open_checkpoint
-
-    return open_checkpoint(uri)
 
 
 def _write_eval_outputs(cfg: RunConfig, out: Path, result: Any) -> None:

@@ -29,12 +29,13 @@ def write_run_files(cfg: RunConfig, plugins: Plugins) -> Path:
     """Create the run dir and write ``config.resolved.yaml`` + ``plugins.json`` (process 0 only)."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "config.resolved.yaml", loading.dump_yaml(cfg))
-    _atomic_write(out / "plugins.json", json.dumps([r.to_json() for r in plugins.records], indent=2) + "\n")
+    atomic_write(out / "config.resolved.yaml", loading.dump_yaml(cfg))
+    atomic_write(out / "plugins.json", json.dumps([r.to_json() for r in plugins.records], indent=2) + "\n")
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to a temp file beside `path`, then rename it into place."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

@@ -18,7 +18,6 @@ model output is independent of the padding side. Nothing here imports jax.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 

@@ -85,7 +85,7 @@ class Evaluator:
 
     def predict(self, params: Any) -> tuple[list[list[str]], dict[str, float]]:
         from flax import nnx
-        from jax.sharding import NamedSharding, PartitionSpec as P
+        from sidcore.model.sharding import put_batch, to_host
 
         graphdef, st = nnx.split(self.bundle.model)
         template = jax.tree.map(lambda v: v, st)
@@ -102,7 +102,6 @@ class Evaluator:
         pad_id = int(tok.pad_token_id)
         eos = int(tok.eos_token_id)
         t_all = time.perf_counter()
-        sharding = NamedSharding(mesh, P(("dp", "fsdp")))
         for bucket, idxs in sorted(by_bucket.items()):
             fn = self._fn(bucket, graphdef, template)
             for start in range(0, len(idxs), bs):
@@ -114,12 +113,11 @@ class Evaluator:
                     p = self.prompts[i].input_ids
                     ids[r, : len(p)] = p
                     lens[r] = len(p)
-                args = [self._put(x, sharding) for x in (ids, lens)]
+                batch = put_batch({"ids": ids, "lens": lens}, mesh, axis=0)
+                args = [batch["ids"], batch["lens"]]
                 t0 = time.perf_counter()
                 first = not getattr(fn, "_sid_warm", False)
-                tokens, scores = fn(params, *args)
-                tokens = np.asarray(jax.device_get(_gather(tokens)))  # [bs, K, T]
-                scores = np.asarray(jax.device_get(_gather(scores)))  # [bs, K]
+                tokens, scores = to_host(fn(params, *args))  # [bs, K, T], [bs, K]
                 if first:
                     self.compiles += 1
                     self.compile_seconds += time.perf_counter() - t0
@@ -132,14 +130,6 @@ class Evaluator:
                   "compiles": self.compiles, "compile_seconds": self.compile_seconds,
                   "prompts_per_sec_excl_compile": len(self.prompts) / max(wall - self.compile_seconds, 1e-9)}
         return [p or [] for p in preds], timing
-
-    @staticmethod
-    def _put(x: np.ndarray, sharding: Any) -> jax.Array:
-        if jax.process_count() > 1:
-            n, i = jax.process_count(), jax.process_index()
-            per = x.shape[0] // n
-            return jax.make_array_from_process_local_data(sharding, x[i * per : (i + 1) * per])
-        return jax.device_put(x, sharding)
 
     def score(self, predictions: Sequence[Sequence[str]]) -> dict[str, Any]:
         targets = [p.target_sid for p in self.prompts]
@@ -168,14 +158,6 @@ class Evaluator:
         flat = {f"hr@{k}": v for k, v in m["hr"].items()}
         flat.update({f"ndcg@{k}": v for k, v in m["ndcg"].items()})
         return flat
-
-
-def _gather(x: jax.Array) -> jax.Array:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        return multihost_utils.process_allgather(x, tiled=True)
-    return x
 
 
 def metrics_json(values: dict[str, float], *, topk: Sequence[int], n: int, n_beams: int) -> dict[str, Any]:

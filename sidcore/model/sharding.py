@@ -23,7 +23,10 @@ from sidcore.errors import ConfigError
 
 __all__ = [
     "AXES", "ShardingRules", "DEFAULT_RULES", "make_mesh", "parse_mesh_shape", "param_partition_spec",
-    "param_shardings", "shard_params", "path_str",
+    "param_shardings", "shard_params",
+    "put_batch",
+    "to_host",
+    "DATA_AXES", "path_str",
 ]
 
 
@@ -186,3 +189,36 @@ def param_shardings(tree: Any, mesh: Mesh, *, rules: ShardingRules = DEFAULT_RUL
 def shard_params(tree: Any, mesh: Mesh, *, rules: ShardingRules = DEFAULT_RULES) -> Any:
     """`jax.device_put` every leaf of `tree` with its rule-based sharding."""
     return jax.device_put(tree, param_shardings(tree, mesh, rules=rules))
+
+
+DATA_AXES = ("dp", "fsdp")
+
+
+def put_batch(batch: dict[str, Any], mesh: Mesh, axis: int = 0) -> dict[str, jax.Array]:
+    """Shard a *global* host batch over the data axes along `axis`.
+
+    Every process passes the same global arrays; each keeps its contiguous share of the rows
+    (``rows / process_count``) and the global array is assembled across processes.
+    """
+    n, i = jax.process_count(), jax.process_index()
+    out = {}
+    for k, v in batch.items():
+        spec = [None] * v.ndim
+        spec[axis] = DATA_AXES
+        sharding = NamedSharding(mesh, P(*spec))
+        if n == 1:
+            out[k] = jax.device_put(v, sharding)
+        else:
+            per = v.shape[axis] // n
+            local = np.take(v, np.arange(i * per, (i + 1) * per), axis=axis)
+            out[k] = jax.make_array_from_process_local_data(sharding, local)
+    return out
+
+
+def to_host(tree: Any) -> Any:
+    """Fetch a (possibly sharded, possibly multi-process) pytree to host numpy arrays on every process."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        tree = multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(np.asarray, jax.device_get(tree))

@@ -17,19 +17,17 @@ from typing import Any, Callable
 
 import attrs
 import jax
-import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sidcore.config.schema import RunConfig
 from sidcore.data.batching import DataOrder
+from sidcore.model.sharding import param_shardings, put_batch, shard_params
 from sidcore.errors import ConfigError, Preempted, TrainingError
 from sidcore.train import batches as B  # noqa: N812
 from sidcore.train import state as S
 from sidcore.train.step import make_eval_loss, make_merge, make_schedule_factory, make_train_step
 
 log = logging.getLogger(__name__)
-DATA_AXES = ("dp", "fsdp")
 
 
 @attrs.define(kw_only=True)
@@ -65,30 +63,6 @@ def total_steps(cfg: RunConfig, n_examples: int, math_: BatchMath) -> int:
     if cfg.train.max_steps > 0:
         return cfg.train.max_steps
     return max(1, math.ceil(cfg.train.num_train_epochs * math.ceil(n_examples / math_.effective)))
-
-
-def put_batch(batch: dict[str, np.ndarray], mesh: Any, axis: int) -> dict[str, jax.Array]:
-    """Shard host arrays over the data axes along `axis` (each process passes only its rows)."""
-    spec = [None] * 3
-    spec[axis] = DATA_AXES
-    out = {}
-    for k, v in batch.items():
-        sharding = NamedSharding(mesh, P(*spec[: v.ndim]))
-        if jax.process_count() > 1:
-            out[k] = jax.make_array_from_process_local_data(sharding, v)
-        else:
-            out[k] = jax.device_put(v, sharding)
-    return out
-
-
-def local_rows(batch: dict[str, np.ndarray], axis: int) -> dict[str, np.ndarray]:
-    """This process's contiguous slice of the rows along `axis`."""
-    n, i = jax.process_count(), jax.process_index()
-    if n == 1:
-        return batch
-    rows = next(iter(batch.values())).shape[axis]
-    per = rows // n
-    return {k: np.take(v, np.arange(i * per, (i + 1) * per), axis=axis) for k, v in batch.items()}
 
 
 class StopFlag:
@@ -133,7 +107,6 @@ class Trainer:
         cfg, mesh = self.cfg, self.bundle.mesh
         math_ = batch_math(cfg, mesh)
         steps = total_steps(cfg, len(self.examples), math_)
-        from sidcore.model.sharding import param_shardings, shard_params
 
         graphdef, st = nnx.split(self.bundle.model)
         params = shard_params(nnx.to_pure_dict(st), mesh)
@@ -165,6 +138,8 @@ class Trainer:
             log.info("resumed from step %d", step)
         self.logger.start(total=steps, initial=step, effective=math_.effective)
         eval_every = self._eval_every(steps, math_)
+        lr_at = make_schedule_factory(cfg.train.lr_schedule, warmup_steps=cfg.train.warmup_steps,
+                                      total_steps=steps)(cfg.train.learning_rate)  # for logging only
         last_metrics: dict[str, Any] = {}
         stopped_early = False
         order = self.order = DataOrder(len(self.examples), math_.effective, seed=cfg.seed, shuffle=cfg.train.seed_shuffle,
@@ -175,7 +150,7 @@ class Trainer:
                 host_batch = B.collate_step([self.examples[i] for i in idx], micro_rows=math_.micro_rows,
                                             n_micro=math_.accumulation, data_cfg=cfg.data, pad_id=pad_id,
                                             row_multiple=math_.replicas)
-                batch = put_batch(local_rows(host_batch, axis=1), mesh, axis=1)
+                batch = put_batch(host_batch, mesh, axis=1)
                 t0 = time.perf_counter()
                 params, opt_state, metrics = step_fn(params, opt_state, batch)
                 loss = float(metrics["loss"])
@@ -185,7 +160,7 @@ class Trainer:
                         f"non-finite loss at step {step + 1}; the last good checkpoint is kept in {self.store.uri}"
                     )
                 step += 1
-                last_metrics = self.logger.train_step(step, metrics, host_batch, dt, lr=self._lr(steps, step))
+                last_metrics = self.logger.train_step(step, metrics, host_batch, dt, lr=float(lr_at(step - 1)))
                 if eval_every and step % eval_every == 0 and step < steps:
                     stopped_early = self._periodic_eval(step, params, opt_state, best, eval_loss, math_,
                                                         pad_id)
@@ -207,11 +182,6 @@ class Trainer:
                 "final_loss": last_metrics.get("train/loss"), "best": best}
 
     # ------------------------------------------------------------------ helpers
-    def _lr(self, steps: int, step: int) -> float:
-        sched = make_schedule_factory(self.cfg.train.lr_schedule, warmup_steps=self.cfg.train.warmup_steps,
-                                      total_steps=steps)(self.cfg.train.learning_rate)
-        return float(sched(step - 1))
-
     def _eval_every(self, steps: int, math_: BatchMath) -> int | None:
         e = self.cfg.train.eval_steps
         if e < 0:
@@ -233,7 +203,7 @@ class Trainer:
             hb = {k: v[0] for k, v in hb.items()}
             if len(self.val_examples[i : i + rows]) < rows:  # padded duplicates carry no weight
                 hb["label_w"][len(self.val_examples[i : i + rows]):] = 0.0
-            s, c = eval_loss(params, put_batch(local_rows(hb, axis=0), self.bundle.mesh, axis=0))
+            s, c = eval_loss(params, put_batch(hb, self.bundle.mesh, axis=0))
             tot += float(s)
             cnt += float(c)
         return tot / max(cnt, 1.0)

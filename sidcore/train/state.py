@@ -10,21 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import jax
 import numpy as np
 from flax import serialization
 
 from sidcore.errors import CheckpointError
 from sidcore.model.hf_params import flatten_params, unflatten_params
-
-
-def host(tree: Any) -> Any:
-    """Fetch a (possibly sharded, possibly multi-process) pytree to host numpy arrays."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        tree = multihost_utils.process_allgather(tree, tiled=True)
-    return jax.tree.map(np.asarray, jax.device_get(tree))
+from sidcore.model.sharding import to_host as host
 
 
 def to_tree(params: Any, opt_state: Any | None) -> dict[str, Any]:

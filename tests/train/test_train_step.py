@@ -102,7 +102,6 @@ def test_first_10_losses_match_pytorch_loop(tmp_path):
 
 
 def test_loss_identical_across_padding_and_packing():
-    import jax
     import optax
     from flax import nnx
 

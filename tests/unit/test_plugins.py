@@ -12,7 +12,6 @@ import pytest
 from sidcore import hookimpl
 from sidcore.errors import (
     AmbiguousComponentError,
-    DuplicateComponentError,
     PluginLoadError,
     UnknownComponentError,
 )
