@@ -25,6 +25,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layers", type=int, default=2)
     g.add_argument("--heads", type=int, default=4)
     g.add_argument("--kv-heads", type=int, default=2)
+    g.add_argument("--preset", default="", choices=["", "qwen2_5_0_5b", "qwen2_5_1_5b"],
+                   help="a real Qwen2.5 shape (random init, real vocab); overrides --hidden/--layers/...")
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="jax.compute_dtype (params stay float32); HF runs under torch.autocast in the same dtype")
     g.add_argument("--compact-vocab", action="store_true",
                    help="remap the token ids used by the data to a small dense vocabulary")
     g.add_argument("--data-dir", default="bundled", help="'bundled' sample or a MiniOneRec data/Amazon folder")
@@ -37,23 +41,66 @@ def load_cfg(args: argparse.Namespace, extra: Sequence[str] = ()) -> Any:
     from sidcore.config import loading
 
     inter = args.intermediate or 4 * args.hidden
+    if getattr(args, "preset", ""):
+        shape = [f"model.preset={args.preset}", "model.overrides={}"]
+    else:
+        shape = [f"model.overrides={{hidden_size: {args.hidden}, intermediate_size: {inter}, "
+                 f"num_hidden_layers: {args.layers}, num_attention_heads: {args.heads}, "
+                 f"num_key_value_heads: {args.kv_heads}}}"]
     overrides = [
         f"data.data_dir={args.data_dir}",
-        f"model.overrides={{hidden_size: {args.hidden}, intermediate_size: {inter}, "
-        f"num_hidden_layers: {args.layers}, num_attention_heads: {args.heads}, "
-        f"num_key_value_heads: {args.kv_heads}}}",
+        *shape,
         f"seed={args.seed}",
         "jax.param_dtype=float32",
-        "jax.compute_dtype=float32",
+        f"jax.compute_dtype={getattr(args, 'dtype', 'float32')}",
         *extra,
     ]
     return loading.load_config(ROOT / "configs" / "default.yaml", get_plugins().registry, overrides=overrides)
 
 
 def machine_line() -> str:
+    import jax
+
     load = os.getloadavg()
+    dev = jax.devices()[0]
+    acc = "" if dev.platform == "cpu" else f"; {dev.device_kind} x{jax.device_count()}"
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"load avg {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}")
+            f"load avg {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}{acc}")
+
+
+def on_gpu() -> bool:
+    import jax
+
+    return jax.devices()[0].platform == "gpu"
+
+
+def torch_device() -> str:
+    """Where the HF PyTorch side runs: the GPU when JAX has one too (same hardware for both)."""
+    import torch
+
+    return "cuda" if on_gpu() and torch.cuda.is_available() else "cpu"
+
+
+def torch_sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+# Dense bf16 / tf32 tensor-core datasheet peaks (FLOP/s) for the MFU column on known GPUs.
+DATASHEET_PEAK = {"H100": {"bfloat16": 989.4e12, "float32": 494.7e12},
+                  "H200": {"bfloat16": 989.4e12, "float32": 494.7e12}}
+
+
+def datasheet_peak(dtype: str) -> float | None:
+    import jax
+
+    kind = jax.devices()[0].device_kind
+    for name, peaks in DATASHEET_PEAK.items():
+        if name in kind:
+            return peaks[dtype]
+    return None
 
 
 class Remap:
@@ -103,14 +150,18 @@ def export_to_hf(bundle: Any, out_dir: Path) -> Any:
     export_hf(bundle.model, None, out_dir, extra_config={"eos_token_id": int(tok.eos_token_id),
                                                         "pad_token_id": int(tok.pad_token_id)})
     hf = transformers.Qwen2ForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
-    return hf
+    return hf.to(torch_device())
 
 
-def matmul_peak_flops(n: int = 2048, inner: int = 8, repeats: int = 5) -> float:
-    """Best fp32 FLOP/s of a jitted loop of ``n x n`` matmuls (this machine's practical peak)."""
+def matmul_peak_flops(n: int = 0, inner: int = 8, repeats: int = 5, dtype: str = "float32") -> float:
+    """Best FLOP/s of a jitted loop of ``n x n`` matmuls in `dtype` (this machine's practical peak).
+
+    ``n`` 0: 2048 on CPU, 8192 on a GPU (large enough to fill the tensor cores).
+    """
     import jax
     import jax.numpy as jnp
 
+    n = n or (8192 if on_gpu() else 2048)
     @jax.jit
     def loop(a, b):
         def body(_, x):
@@ -119,8 +170,8 @@ def matmul_peak_flops(n: int = 2048, inner: int = 8, repeats: int = 5) -> float:
         return jax.lax.fori_loop(0, inner, body, a)
 
     key = jax.random.PRNGKey(0)
-    a = jax.random.normal(key, (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.fold_in(key, 1), (n, n), jnp.float32)
+    a = jax.random.normal(key, (n, n), jnp.float32).astype(dtype)
+    b = jax.random.normal(jax.random.fold_in(key, 1), (n, n), jnp.float32).astype(dtype)
     loop(a, b).block_until_ready()
     best = float("inf")
     for _ in range(repeats):

@@ -38,6 +38,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--beams", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2, help="interleaved warm passes per sid decoder (best kept)")
+    p.add_argument("--decoders", default="trie,pure_beam,pure_beam fixed_length",
+                   help="comma-separated subset of: trie, pure_beam, pure_beam fixed_length")
     p.add_argument("--skip-hf", action="store_true")
     p.add_argument("--json", type=Path)
     return p.parse_args()
@@ -66,13 +68,17 @@ def sid_warm(ev: Any, res: dict[str, Any], params: Any, n: int) -> None:
     res["compile_s"] = res["cold_s"] - res["warm_s"]
 
 
-def hf_eval(hf: Any, tok: Any, catalog: Any, prompts: list[Any], beams: int, batch: int, threads: int) -> dict:
+def hf_eval(hf: Any, tok: Any, catalog: Any, prompts: list[Any], beams: int, batch: int, threads: int,
+            dtype: str = "float32") -> dict:
     import torch
     import transformers
 
     from sidcore.testing.decoders import catalog_paths
 
     torch.set_num_threads(threads)
+    dev = common.torch_device()
+    if dtype == "bfloat16":
+        hf = hf.to(torch.bfloat16)
     eos, pad = int(tok.eos_token_id), int(tok.pad_token_id)
     paths = catalog_paths(catalog, eos)  # [N, T]
     allowed: dict[tuple[int, ...], list[int]] = {}
@@ -89,11 +95,12 @@ def hf_eval(hf: Any, tok: Any, catalog: Any, prompts: list[Any], beams: int, bat
             self.prompt_len = prompt_len
 
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-            scores = torch.log_softmax(scores, dim=-1)
+            scores = torch.log_softmax(scores.float(), dim=-1)
             mask = torch.full_like(scores, -1e6)
-            for row in range(input_ids.shape[0]):
-                for t in allowed.get(tuple(input_ids[row, self.prompt_len :].tolist()), ()):
-                    mask[row, t] = 0.0
+            for row, prefix in enumerate(input_ids[:, self.prompt_len :].tolist()):  # one host copy
+                ok = allowed.get(tuple(prefix))
+                if ok:
+                    mask[row, ok] = 0.0  # one indexed write per beam row, as MiniOneRec's processor
             return scores + mask
 
     gen = transformers.GenerationConfig(num_beams=beams, num_return_sequences=beams, do_sample=False,
@@ -110,12 +117,14 @@ def hf_eval(hf: Any, tok: Any, catalog: Any, prompts: list[Any], beams: int, bat
         for r, p in enumerate(chunk):  # left padding, like upstream evaluate.py
             ids[r, n - len(p.input_ids) :] = torch.tensor(p.input_ids)
             mask[r, n - len(p.input_ids) :] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
         with torch.no_grad():
             out = hf.generate(input_ids=ids, attention_mask=mask, generation_config=gen,
                               logits_processor=transformers.LogitsProcessorList([TrieMask(n)]))
         new = out[:, n:].reshape(len(chunk), beams, -1).tolist()
         depth = catalog.token_ids.shape[1]
         preds += [["".join(tok.convert_ids_to_tokens(seq[:depth])) for seq in row] for row in new]
+    common.torch_sync()
     wall = time.perf_counter() - t0
     return {"seconds": wall, "pps": len(prompts) / wall, "preds": preds}
 
@@ -151,6 +160,8 @@ def main() -> None:
         "pure_beam": pure_beam.build(PureBeamConfig(max_new_tokens=path_len), catalog=catalog, eos_id=eos),
         "pure_beam fixed_length": pure_beam.build(PureBeamConfig(fixed_length=True), catalog=catalog, eos_id=eos),
     }
+    wanted = [d.strip() for d in args.decoders.split(",")]
+    decoders = {k: v for k, v in decoders.items() if k in wanted or k == "trie"}
     res: dict[str, Any] = {}
     evs: dict[str, Any] = {}
     for name, dec in decoders.items():
@@ -165,17 +176,19 @@ def main() -> None:
     if not args.skip_hf:
         with tempfile.TemporaryDirectory() as tmp:
             model = common.export_to_hf(bundle, Path(tmp) / "hf")
-        hf = hf_eval(model, tok, catalog, prompts[: args.hf_prompts], args.beams, args.hf_batch, args.threads)
+        hf = hf_eval(model, tok, catalog, prompts[: args.hf_prompts], args.beams, args.hf_batch, args.threads,
+                     args.dtype)
+        del model
         same_sets = sum(set(a) == set(b) for a, b in zip(hf["preds"], res["trie"]["preds"]))
         same_lists = sum(a == b for a, b in zip(hf["preds"], res["trie"]["preds"]))
         hf["same_sets"], hf["same_lists"] = same_sets, same_lists
         print(f"  hf trie: {hf['pps']:.3f} prompts/s; same 50-SID set as sid trie on {same_sets}/"
               f"{len(hf['preds'])} prompts, same order on {same_lists}", flush=True)
-    peak = common.matmul_peak_flops()
+    peak = common.matmul_peak_flops(dtype=args.dtype)
     h, L, V = mc.hidden_size, mc.num_hidden_layers, bundle.real_vocab
     per_tok = 2 * L * (2 * h * h + 2 * h * (mc.num_key_value_heads * mc.resolved_head_dim) + 3 * h * mc.intermediate_size)
     useful = sum(per_tok * n + 2 * h * V + path_len * args.beams * (per_tok + 2 * h * V) for n in lens)
-    print(f"measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s; sid trie (warm) at "
+    print(f"measured {args.dtype} matmul peak {peak / 1e9:.1f} GFLOP/s; sid trie (warm) at "
           f"{100 * useful / res['trie']['warm_s'] / peak:.1f}% of it (linears + LM head FLOPs)")
     rows = []
     tw = res["trie"]["warm_s"]

@@ -35,6 +35,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--policies", default="buckets,pack,pack_dense")
     p.add_argument("--all-tasks", action="store_true", help="the three default tasks instead of sid_next_item")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--hf-micro", type=int, default=0,
+                   help="HF examples per forward/backward (gradient accumulation, like HF Trainer's "
+                        "per_device_train_batch_size); 0: the whole step at once")
     p.add_argument("--skip-hf", action="store_true")
     p.add_argument("--json", type=Path, help="also write the results here")
     return p.parse_args()
@@ -114,13 +117,20 @@ def _key(hb: dict[str, Any]) -> tuple:
     return tuple((k, tuple(hb[k].shape)) for k in sorted(hb))
 
 
-def run_hf(hf: Any, steps_examples: list[list[Any]], pad_id: int, warmup: int, threads: int) -> dict[str, Any]:
+def run_hf(hf: Any, steps_examples: list[list[Any]], pad_id: int, warmup: int, threads: int,
+           dtype: str = "float32", micro: int = 0) -> dict[str, Any]:
+    import contextlib
+
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     hf.train()
+    dev = common.torch_device()
     opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    # Mixed precision like sid's compute_dtype: fp32 master weights, bf16 matmuls.
+    amp = (torch.autocast(device_type=dev, dtype=torch.bfloat16) if dtype == "bfloat16"
+           else contextlib.nullcontext())
 
     def batch(exs: list[Any]) -> tuple[torch.Tensor, ...]:
         n = max(len(e.input_ids) for e in exs)
@@ -131,26 +141,34 @@ def run_hf(hf: Any, steps_examples: list[list[Any]], pad_id: int, warmup: int, t
             ids[r, : len(e.input_ids)] = torch.tensor(e.input_ids)
             lab[r, : len(e.labels)] = torch.tensor(e.labels)
             mask[r, : len(e.input_ids)] = 1
-        return ids, mask, lab
+        return ids.to(dev), mask.to(dev), lab.to(dev)
 
-    host = [batch(ex) for ex in steps_examples]
+    micro = micro or max(len(ex) for ex in steps_examples)
+    # each step: micro-batches, each padded to its own longest example
+    host = [[batch(ex[i : i + micro]) for i in range(0, len(ex), micro)] for ex in steps_examples]
 
-    def one(ids, mask, lab) -> float:
-        out = hf(input_ids=ids, attention_mask=mask, labels=lab)
-        out.loss.backward()
+    def one(micros) -> float:
+        total = 0.0
+        for ids, mask, lab in micros:
+            with amp:
+                out = hf(input_ids=ids, attention_mask=mask, labels=lab)
+            (out.loss / len(micros)).backward()
+            total += float(out.loss.detach()) / len(micros)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(out.loss)
+        return total
 
     for b in host[:warmup]:
-        one(*b)
+        one(b)
     losses = []
+    common.torch_sync()
     t0 = time.perf_counter()
     for b in host[warmup:]:
-        losses.append(one(*b))
+        losses.append(one(b))
+    common.torch_sync()
     wall = time.perf_counter() - t0
-    real = sum(int(m.sum()) for _, m, _ in host[warmup:])
-    slots = sum(int(m.numel()) for _, m, _ in host[warmup:])
+    real = sum(int(m.sum()) for step in host[warmup:] for _, m, _ in step)
+    slots = sum(int(m.numel()) for step in host[warmup:] for _, m, _ in step)
     return {"policy": "hf dynamic", "seconds": wall, "real_tokens": real, "token_slots": slots,
             "tokens_per_sec": real / wall, "step_ms": 1000 * wall / len(host[warmup:]),
             "first_loss": losses[0], "last_loss": losses[-1]}
@@ -192,8 +210,10 @@ def main() -> None:
     print(f"data: {len(examples)} examples ({cfg.data.data_dir}); timed {len(timed)} examples, "
           f"mean {np.mean(lens):.0f} / max {max(lens)} tokens; batch {args.batch}; "
           f"{args.steps} timed steps after {args.warmup} warm-up")
-    peak = common.matmul_peak_flops()
-    print(f"measured fp32 matmul peak (jitted 2048x2048 loop): {peak/1e9:.1f} GFLOP/s")
+    peak = common.matmul_peak_flops(dtype=args.dtype)
+    sheet = common.datasheet_peak(args.dtype)
+    print(f"measured {args.dtype} matmul peak (jitted square matmul loop): {peak/1e9:.1f} GFLOP/s"
+          + (f"; datasheet dense peak {sheet/1e12:.0f} TFLOP/s" if sheet else ""))
 
     results = []
     for pol in args.policies.split(","):
@@ -206,21 +226,27 @@ def main() -> None:
     if not args.skip_hf:
         with tempfile.TemporaryDirectory() as tmp:
             hf = common.export_to_hf(bundle, Path(tmp) / "hf")
-        hf_res = run_hf(hf, steps_examples, int(bundle.tokenizer.pad_token_id), args.warmup, args.threads)
+        hf_res = run_hf(hf, steps_examples, int(bundle.tokenizer.pad_token_id), args.warmup, args.threads,
+                        args.dtype, args.hf_micro)
+        del hf
         hf_res["flops_frac"] = useful / hf_res["seconds"] / peak
         print(f"  hf: {hf_res['tokens_per_sec']:.0f} tok/s", flush=True)
     rows = []
     for r in results + ([hf_res] if hf_res else []):
+        r["mfu_datasheet"] = useful / r["seconds"] / sheet if sheet else None
         ratio = r["tokens_per_sec"] / hf_res["tokens_per_sec"] if hf_res else float("nan")
         rows.append([("sid " if r is not hf_res else "") + r["policy"], round(r["tokens_per_sec"]),
                      f"{r['real_tokens'] / r['token_slots']:.2f}", f"{r['step_ms']:.0f}", f"{ratio:.2f}x",
-                     f"{100 * r['flops_frac']:.1f}%", f"{r.get('compile_s', 0):.1f} ({r.get('shapes', '-')})",
+                     f"{100 * r['flops_frac']:.1f}%",
+                     f"{100 * r['mfu_datasheet']:.1f}%" if sheet else "-",
+                     f"{r.get('compile_s', 0):.1f} ({r.get('shapes', '-')})",
                      f"{r['first_loss']:.3f} -> {r['last_loss']:.3f}"])
-    print(common.table(rows, ["system", "real tok/s", "real frac", "ms/step", "vs HF", "of matmul peak",
-                              "compile s (shapes)", "loss first -> last"]))
+    print(common.table(rows, ["system", "real tok/s", "real frac", "ms/step", "vs HF", "of measured matmul peak",
+                              "MFU (datasheet)", "compile s (shapes)", "loss first -> last"]))
     print(f"machine after: {common.machine_line()}")
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "peak_flops": peak,
+                                         "datasheet_peak_flops": sheet, "machine": common.machine_line(),
                                          "useful_flops": useful, "sid": results, "hf": hf_res}, indent=2, default=str))
 
 

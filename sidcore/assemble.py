@@ -37,8 +37,25 @@ def dtype(name: str) -> Any:
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
 
 
+def attention_impl(name: str, compute_dtype: Any, head_dim: int) -> str:
+    """Resolve ``model.attention`` (auto | xla | cudnn) for this backend and compute dtype."""
+    import jax
+    import jax.numpy as jnp
+
+    fits = (jax.default_backend() == "gpu" and jnp.dtype(compute_dtype) in (jnp.bfloat16, jnp.float16)
+            and head_dim % 8 == 0 and head_dim <= 128)
+    if name == "auto":
+        return "cudnn" if fits else "xla"
+    if name == "cudnn" and not fits:
+        raise ConfigError("model.attention=cudnn needs an NVIDIA GPU, jax.compute_dtype bfloat16 or float16 and "
+                          f"a head dim that is a multiple of 8 up to 128 (backend {jax.default_backend()}, "
+                          f"compute {jnp.dtype(compute_dtype).name}, head dim {head_dim}); use auto or xla")
+    return name
+
+
 def build_model(cfg: RunConfig, *, tokenizer_spec: str | None = None) -> ModelBundle:
     """Tokenizer with SID tokens + NNX model (loaded or fresh), resized and padded; plus the mesh."""
+    import jax
     from flax import nnx
 
     from sidcore.data.minionerec import read_index
@@ -47,6 +64,11 @@ def build_model(cfg: RunConfig, *, tokenizer_spec: str | None = None) -> ModelBu
     from sidcore.model.config import PRESETS
     from sidcore.model.sharding import make_mesh
     from sidcore.model.vocab import padded_vocab_size, resize_vocab
+
+    if jax.default_backend() == "gpu":
+        # Same threefry bits through JAX's CUDA kernel: XLA's own lowering inlines the hash into every
+        # init fusion, and a Qwen2.5-0.5B random init took 3m18s to compile on an H100 without it.
+        jax.config.update("jax_threefry_gpu_kernel_lowering", True)
 
     spec = tokenizer_spec or cfg.data.tokenizer or (cfg.base_model or "bundled")
     tokenizer = load_tokenizer(spec, padding_side=cfg.data.padding_side)
@@ -91,6 +113,7 @@ def build_model(cfg: RunConfig, *, tokenizer_spec: str | None = None) -> ModelBu
     if padded != real_vocab:
         model = resize_vocab(model, padded, init="normal", rng_seed=cfg.seed + 1)
     log.info("vocab: checkpoint %d -> tokenizer %d -> padded %d (multiple %d)", before, real_vocab, padded, multiple)
+    model.set_attention(attention_impl(cfg.model.attention, cd, model.cfg.resolved_head_dim))
     return ModelBundle(
         model=model, hf_config=model.cfg, tokenizer=tokenizer, token_extension=ext, real_vocab=real_vocab,
         vocab_resize={"original_vocab_size": before, "new_vocab_size": real_vocab, "padded_vocab_size": padded},

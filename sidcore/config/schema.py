@@ -45,6 +45,9 @@ class ModelConfig:
     new_token_init: str = h("Init of added SID rows: mean (transformers mean-resizing) or normal (N(0, 0.02)).",
                             "mean", validator=v.in_(("mean", "normal")))
     remat: bool = h("Rematerialize each decoder layer in the backward pass.", False)
+    attention: str = h("Full-sequence attention kernel: auto (cudnn on an NVIDIA GPU with bfloat16/float16 "
+                        "compute, else xla), xla (einsum + float32 softmax), cudnn (fused flash attention).",
+                        "auto", validator=v.in_(("auto", "xla", "cudnn")))
 
 
 @attrs.frozen(kw_only=True)

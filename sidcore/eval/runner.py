@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import attrs
 import jax
+import jax.numpy as jnp
 
 import numpy as np
 
@@ -47,6 +48,20 @@ def tokens_to_sid(tokenizer: Any, ids: Sequence[int], depth: int | None, eos_id:
         return "".join(tokenizer.convert_ids_to_tokens(ids[:depth]))
     text = tokenizer.decode(ids, skip_special_tokens=True)
     return text.split("Response:\n")[-1].strip()
+
+
+def _params_in_compute_dtype(params: Any, compute_dtype: str) -> Any:
+    """Float params cast once to a narrower compute dtype (e.g. float32 master weights, bf16 compute).
+
+    Every use of a weight in the model casts it to the compute dtype first, so this gives identical
+    results; it spares each decode step re-reading the float32 weights and converting them.
+    """
+    cd = jnp.dtype(compute_dtype)
+    leaves = jax.tree.leaves(params)
+    if not any(jnp.issubdtype(x.dtype, jnp.floating) and x.dtype.itemsize > cd.itemsize for x in leaves):
+        return params
+    cast = lambda x: x.astype(cd) if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
+    return jax.jit(lambda p: jax.tree.map(cast, p))(params)
 
 
 class Evaluator:
@@ -90,6 +105,7 @@ class Evaluator:
         graphdef, st = nnx.split(self.bundle.model)
         template = jax.tree.map(lambda v: v, st)
         cfg, tok = self.cfg, self.bundle.tokenizer
+        params = _params_in_compute_dtype(params, cfg.jax.compute_dtype)
         bs = cfg.eval.batch_size
         mesh = self.bundle.mesh
         replicas = int(mesh.shape["dp"] * mesh.shape["fsdp"])

@@ -136,6 +136,7 @@ class Qwen2Attention(nnx.Module):
         self.k_proj = _dense(H, self.num_kv_heads * D, bias=True, **kw)
         self.v_proj = _dense(H, self.num_kv_heads * D, bias=True, **kw)
         self.o_proj = _dense(self.num_heads * D, H, bias=False, **kw)
+        self.impl = "xla"  # or "cudnn": see Qwen2ForCausalLM.set_attention
 
     def __call__(
         self,
@@ -160,6 +161,13 @@ class Qwen2Attention(nnx.Module):
         if cache is not None:
             k = _write_slot(cache["k"], k, write_index)  # [B, C, K, D]
             v = _write_slot(cache["v"], v, write_index)
+        if self.impl == "cudnn" and cache is None:
+            # Fused flash attention (NVIDIA GPUs, bf16/f16): the [L, S] scores never reach memory. The
+            # mask becomes a large finite negative bias, so a padding query (no allowed key) gets a
+            # uniform row as below instead of NaN.
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], scale=D ** -0.5,
+                                               implementation="cudnn")  # [B, L, N, D]
+            return self.o_proj(out.reshape(B, L, N * D).astype(x.dtype)), {"k": k, "v": v}
         qg = q.reshape(B, L, K, N // K, D)  # query head n = kv_head * G + g (transformers repeat_kv order)
         scores = jnp.einsum("blkgd,bskd->bkgls", qg, k.astype(q.dtype), preferred_element_type=_F32)
         scores = scores * (D ** -0.5)  # [B, K, G, L, S]
@@ -239,6 +247,18 @@ class Qwen2ForCausalLM(nnx.Module):
         self.model = Qwen2Model(cfg, rngs=rngs, param_dtype=param_dtype, compute_dtype=compute_dtype)
         self.lm_head = None if cfg.tie_word_embeddings else _dense(
             cfg.hidden_size, cfg.vocab_size, bias=False, rngs=rngs, pd=param_dtype, cd=compute_dtype)
+
+    def set_attention(self, impl: str) -> None:
+        """Attention kernel of the full-sequence forward (training, validation loss).
+
+        ``"xla"``: einsum + float32 softmax, any device and dtype (the reference path).
+        ``"cudnn"``: `jax.nn.dot_product_attention(implementation="cudnn")`, fused flash attention on
+        NVIDIA GPUs in bf16/f16. KV-cache calls (prefill, decode) always use the einsum path.
+        """
+        if impl not in ("xla", "cudnn"):
+            raise ValueError(f"attention implementation must be 'xla' or 'cudnn', got {impl!r}")
+        for layer in self.model.layers:
+            layer.self_attn.impl = impl
 
     @property
     def vocab_size(self) -> int:

@@ -122,3 +122,19 @@ def test_bf16_compute_close_to_f32(make_tiny):
     assert np.abs(np.asarray(a) - np.asarray(b)).max() < 0.1
     _, cache = nnx.jit(lambda m, i: m.prefill(i, jnp.asarray([6]), 8))(bf, ids)
     assert cache["layers"][0]["k"].dtype == jnp.bfloat16
+
+
+def test_attention_kernel_choice_on_cpu(make_tiny):
+    """``model.attention``: auto is the einsum path off-GPU; cudnn is refused there with a config error."""
+    from sidcore.assemble import attention_impl
+    from sidcore.errors import ConfigError
+
+    assert attention_impl("auto", jnp.bfloat16, 64) == "xla"
+    assert attention_impl("xla", jnp.float32, 64) == "xla"
+    with pytest.raises(ConfigError, match="model.attention=cudnn needs an NVIDIA GPU"):
+        attention_impl("cudnn", jnp.bfloat16, 64)
+    model = make_tiny()
+    model.set_attention("xla")
+    assert {layer.self_attn.impl for layer in model.model.layers} == {"xla"}
+    with pytest.raises(ValueError, match="'xla' or 'cudnn'"):
+        model.set_attention("flash")
