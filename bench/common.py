@@ -33,6 +33,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="remap the token ids used by the data to a small dense vocabulary")
     g.add_argument("--data-dir", default="bundled", help="'bundled' sample or a MiniOneRec data/Amazon folder")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config override (repeatable), e.g. data.pack_rows_multiple=8")
 
 
 def load_cfg(args: argparse.Namespace, extra: Sequence[str] = ()) -> Any:
@@ -54,6 +56,7 @@ def load_cfg(args: argparse.Namespace, extra: Sequence[str] = ()) -> Any:
         "jax.param_dtype=float32",
         f"jax.compute_dtype={getattr(args, 'dtype', 'float32')}",
         *extra,
+        *getattr(args, "set", []),
     ]
     return loading.load_config(ROOT / "configs" / "default.yaml", get_plugins().registry, overrides=overrides)
 

@@ -29,7 +29,6 @@ def parse() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3, help="traced steps")
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--out", type=Path, default=Path("/tmp/sid-profile"))
-    p.add_argument("--set", action="append", default=[], help="extra config override KEY=VALUE")
     return p.parse_args()
 
 
@@ -60,7 +59,7 @@ def kernel_table(trace_dir: Path, top: int, steps: int) -> str:
 
 def main() -> None:
     args = parse()
-    cfg = common.load_cfg(args, args.set)
+    cfg = common.load_cfg(args)
     import jax
     import jax.numpy as jnp
     import numpy as np

@@ -84,6 +84,9 @@ class DataConfig:
     pad_buckets: list[int] = h("Bucket lengths for pad_policy=buckets (multiples of pad_to_multiple_of).",
                                [64, 128, 256, 512])
     pad_to_multiple_of: int = h("Round padded lengths up to a multiple of this.", 8, validator=v.gt(0))
+    pack_rows_multiple: int = h("pad_policy=pack: round a micro-batch's packed rows up to a multiple of this "
+                                "(0: replicas x a power of two, the fewest compiled shapes but up to 2x padding "
+                                "rows; 8: a few % padding rows and a few more shapes).", 0, validator=v.ge(0))
     sample_train: int = h("Random subset size per training task (<=0: all rows).", -1)
     sample_eval: int = h("Random subset of validation rows (<=0: all).", -1)
     sample_test: int = h("Random subset of test rows (<=0: all).", -1)

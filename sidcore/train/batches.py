@@ -7,6 +7,8 @@ a resumable ``(epoch, position)`` cursor); this module turns one optimizer step'
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Sequence
 
 import numpy as np
@@ -80,15 +82,22 @@ def collate_step(
     With ``pad_policy=pack`` the examples are first packed into rows of ``max_len``; the R packed rows
     become ``A' = ceil(R / micro_rows)`` micro-batches of ``B' = row_multiple * 2**k`` rows (the
     smallest such B' that holds them), so padding rows stay few while the number of distinct
-    compiled shapes stays logarithmic. ``row_multiple`` is the number of data replicas.
+    compiled shapes stays logarithmic. With ``data.pack_rows_multiple`` m > 0, B' is instead the
+    smallest multiple of lcm(m, row_multiple) that holds them (less padding, more shapes).
+    ``row_multiple`` is the number of data replicas.
     """
     if data_cfg.pad_policy == "pack":
         packed = batching.pack(list(examples), seq_len=data_cfg.max_len, pad_id=pad_id)
         rows = packed["input_ids"].shape[0]
         a = max(1, -(-rows // micro_rows))
-        per = row_multiple
-        while per * a < rows:
-            per *= 2
+        multiple = getattr(data_cfg, "pack_rows_multiple", 0)
+        if multiple:  # fewer padding rows, a few more compiled shapes
+            unit = row_multiple * multiple // math.gcd(row_multiple, multiple)
+            per = -(-(-(-rows // a)) // unit) * unit
+        else:
+            per = row_multiple
+            while per * a < rows:
+                per *= 2
         total = per * a
         if total > rows:
             packed = {k: np.concatenate([v, np.full((total - rows, v.shape[1]), IGNORE if k == "labels" else

@@ -5,6 +5,7 @@ init, same batches, AdamW + linear warmup/decay), exact loss equality across bat
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -37,6 +38,7 @@ class DataCfg:
     pad_to_multiple_of: int = 8
     max_len: int = 64
     pad_buckets: tuple = (16, 32, 64)
+    pack_rows_multiple: int = 0
 
 
 def sid_setup(model, tx):
@@ -113,7 +115,8 @@ def test_loss_identical_across_padding_and_packing():
     examples = make_examples(8, 64, seed=1)
     losses = {}
     for name, cfg in {"right": DataCfg(), "left": DataCfg(padding_side="left"), "max": DataCfg(pad_policy="max"),
-                      "pack": DataCfg(pad_policy="pack")}.items():
+                      "pack": DataCfg(pad_policy="pack"),
+                      "pack3": DataCfg(pad_policy="pack", pack_rows_multiple=3)}.items():
         params, opt, step = sid_setup(model, optax.sgd(0.0))
         hb = collate_step(examples, micro_rows=4, n_micro=2, data_cfg=cfg, pad_id=0)
         _, _, m = step(params, opt, hb)
@@ -122,6 +125,21 @@ def test_loss_identical_across_padding_and_packing():
     for name, (loss, tokens) in losses.items():
         assert tokens == ref[1], name
         assert abs(loss - ref[0]) < 1e-5, (name, loss, ref[0])
+
+
+def test_pack_rows_multiple_rounds_rows_up_to_the_multiple():
+    from sidcore.train.batches import collate_step
+
+    examples = make_examples(40, 64, seed=2)
+    pow2 = collate_step(examples, micro_rows=64, n_micro=1, data_cfg=DataCfg(pad_policy="pack"), pad_id=0)
+    rows = int((pow2["segment_ids"].max(axis=-1) > 0).sum())  # rows holding any token
+    assert pow2["input_ids"].shape[1] == 1 << (rows - 1).bit_length()
+    for m, replicas in ((3, 1), (4, 2), (3, 2)):
+        hb = collate_step(examples, micro_rows=64, n_micro=1, data_cfg=DataCfg(pad_policy="pack", pack_rows_multiple=m),
+                          pad_id=0, row_multiple=replicas)
+        unit = m * replicas // math.gcd(m, replicas)
+        assert hb["input_ids"].shape[1] == -(-rows // unit) * unit, (m, replicas)
+        assert int((hb["segment_ids"] > 0).sum()) == int((pow2["segment_ids"] > 0).sum())
 
 
 @pytest.mark.slow
