@@ -62,3 +62,26 @@ def test_plugin_registers_both_decoders_without_importing_jax():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "('pure_beam', 'sid_decoders.pure_beam:build')" in out
     assert "('trie', 'sid_decoders.trie:build')" in out
+
+
+def test_eval_casts_float32_weights_to_bf16_compute_once_without_changing_results():
+    """`Evaluator.predict` casts float params to a narrower compute dtype once; every use casts anyway."""
+    from sidcore.eval.runner import _params_in_compute_dtype
+    from sidcore.train.step import make_merge
+
+    cfg = Qwen2Config.tiny(vocab_size=64, tie_word_embeddings=False)
+    model = Qwen2ForCausalLM(cfg, rngs=nnx.Rngs(3), param_dtype=jnp.float32, compute_dtype=jnp.bfloat16)
+    graphdef, state = nnx.split(model)
+    params = nnx.to_pure_dict(state)
+    cast = _params_in_compute_dtype(params, "bfloat16")
+    assert {x.dtype for x in jax.tree.leaves(cast)} == {jnp.dtype(jnp.bfloat16)}
+    assert _params_in_compute_dtype(params, "float32") is params  # nothing narrower: untouched
+    merge = make_merge(graphdef, jax.tree.map(lambda v: v, state))
+    ids, lens = make_prompts(2, 6, seed=4)
+
+    @jax.jit
+    def prefill_logits(p):
+        last, _ = merge(p).prefill(ids, lens, 8)
+        return last
+
+    np.testing.assert_array_equal(np.asarray(prefill_logits(params)), np.asarray(prefill_logits(cast)))
