@@ -32,13 +32,19 @@ def export_hf_cmd(run_dir: str, out_dir: str, name: str | None) -> None:
 
 @click.command("report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--out", "out_dir", default="report", show_default=True, help="Folder for the PNG plots.")
+@click.option("--out", "out_dir", default="report", show_default=True, help="Folder for the plots and summary.")
 def report(run_dirs: tuple[str, ...], out_dir: str) -> None:
-    """Plot loss, learning rate and eval metrics of several runs together (PNG)."""
-    from sidcore.report import write_report
+    """Compare runs: PNG plots of loss, learning rate and eval metrics, and summary.md/.json with
+    each experiment's final HR/NDCG as mean ± 95 % CI over its seeds (runs whose resolved configs
+    differ only in seed and run location form one experiment)."""
+    from sidcore.report import write_report, write_summary
 
-    for path in write_report([Path(r) for r in run_dirs], Path(out_dir)):
+    dirs = [Path(r) for r in run_dirs]
+    summary_files = write_summary(dirs, Path(out_dir))
+    for path in write_report(dirs, Path(out_dir)) + summary_files:
         click.echo(str(path))
+    if summary_files:
+        click.echo(summary_files[0].read_text(encoding="utf-8"), nl=False)
 
 
 def add_kernel_commands(cli: click.Group) -> None:

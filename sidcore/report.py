@@ -1,12 +1,152 @@
-"""``sid report``: PNG plots comparing runs (train loss, learning rate, eval metrics) from metrics.jsonl."""
+"""``sid report``: compare runs.
+
+- ``summary.md`` / ``summary.json``: the final eval metrics (``eval_predictions.metrics.json``) of each
+  run, and runs grouped by their resolved config less the seed and run-location keys: per group and
+  metric the mean, sample standard deviation and 95 % confidence interval over seeds (Student t).
+- PNG plots (train loss, learning rate, eval metrics, throughput) from ``metrics.jsonl``.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from sidcore.errors import DataError
+
+# Keys that differ between seeds of one experiment without changing it.
+UNGROUPED_KEYS = ("seed", "output_dir", "checkpoint_uri", "wandb", "launcher")
+UNGROUPED_TRAIN_KEYS = ("resume_from_checkpoint",)
+
+# Two-sided 95 % Student t quantiles t(0.975, df) for df = 1..30, then a few anchors (interpolated).
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+         2.052, 2.048, 2.045, 2.042]
+_T975_TAIL = [(30, 2.042), (40, 2.021), (60, 2.000), (120, 1.980)]
+
+
+def t975(df: int) -> float:
+    """t quantile for a two-sided 95 % interval with `df` degrees of freedom (df >= 1)."""
+    if df < 1:
+        raise ValueError("df must be >= 1")
+    if df <= 30:
+        return _T975[df - 1]
+    for (d0, t0), (d1, t1) in zip(_T975_TAIL, _T975_TAIL[1:]):
+        if df <= d1:  # linear in 1/df between anchors
+            w = (1 / d0 - 1 / df) / (1 / d0 - 1 / d1)
+            return t0 + w * (t1 - t0)
+    return 1.960 + (1.980 - 1.960) * 120 / df
+
+
+def mean_ci(values: list[float]) -> dict[str, Any]:
+    """``{"n", "mean", "std", "ci95"}``: sample std (n-1) and the t-interval half width (None if n < 2)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return {"n": n, "mean": mean, "std": None, "ci95": None}
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return {"n": n, "mean": mean, "std": std, "ci95": t975(n - 1) * std / math.sqrt(n)}
+
+
+def read_final_metrics(run_dir: Path) -> dict[str, float]:
+    """``{"hr@10": .., "ndcg@10": .., "hr_item@10": .., ...}`` of a run's eval_predictions.metrics.json."""
+    path = run_dir / "eval_predictions.metrics.json"
+    if not path.exists():
+        raise DataError(f"{path}: missing (run the eval, e.g. --run-mode eval, before summarising)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON") from None
+    out = {}
+    for name in ("hr", "ndcg", "hr_item", "ndcg_item"):
+        for k, v in (data.get(name) or {}).items():
+            out[f"{name}@{k}"] = float(v)
+    return out
+
+
+def experiment_key(run_dir: Path) -> dict[str, Any]:
+    """The run's resolved config less the keys that vary between seeds of one experiment."""
+    path = run_dir / "config.resolved.yaml"
+    if not path.exists():
+        raise DataError(f"{path}: missing (is this a sid run directory?)")
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for key in UNGROUPED_KEYS:
+        cfg.pop(key, None)
+    for key in UNGROUPED_TRAIN_KEYS:
+        (cfg.get("train") or {}).pop(key, None)
+    return cfg
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def summarize(run_dirs: list[Path]) -> dict[str, Any]:
+    """Per-run final metrics and per-experiment mean / std / 95 % CI over seeds."""
+    runs, groups = [], []
+    keys: list[dict[str, Any]] = []
+    for d in run_dirs:
+        key = experiment_key(d)
+        metrics = read_final_metrics(d)
+        seed = (yaml.safe_load((d / "config.resolved.yaml").read_text(encoding="utf-8")) or {}).get("seed")
+        runs.append({"run": str(d), "seed": seed, "metrics": metrics})
+        if key in keys:
+            groups[keys.index(key)]["runs"].append(len(runs) - 1)
+        else:
+            keys.append(key)
+            groups.append({"runs": [len(runs) - 1]})
+    flats = [_flat(k) for k in keys]
+    differing = sorted({k for f in flats for k in f if len({json.dumps(g.get(k), sort_keys=True) for g in flats}) > 1})
+    for g, flat in zip(groups, flats):
+        members = [runs[i] for i in g["runs"]]
+        g["label"] = ", ".join(f"{k}={json.dumps(flat.get(k))}" for k in differing) or "all runs"
+        g["seeds"] = [r["seed"] for r in members]
+        names = sorted(set.intersection(*(set(r["metrics"]) for r in members)))
+        g["metrics"] = {m: mean_ci([r["metrics"][m] for r in members]) for m in names}
+        g["runs"] = [r["run"] for r in members]
+        if len(set(g["seeds"])) < len(g["seeds"]):
+            g["warning"] = "some runs share a seed (repeats, not independent seeds)"
+    return {"runs": runs, "groups": groups, "differing_keys": differing}
+
+
+def _metric_order(name: str) -> tuple:
+    base, _, k = name.partition("@")
+    return (("hr", "ndcg", "hr_item", "ndcg_item").index(base), int(k) if k.isdigit() else 0)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Markdown: one column per experiment group, ``mean ± ci95 (n)`` per metric."""
+    groups = summary["groups"]
+    lines = ["# Run summary", ""]
+    for i, g in enumerate(groups, 1):
+        seeds = ", ".join(str(s) for s in g["seeds"])
+        lines.append(f"- **group {i}** ({g['label']}): {len(g['runs'])} run(s), seeds {seeds}"
+                     + (f" — {g['warning']}" if g.get("warning") else ""))
+    lines += ["", "Mean ± half-width of the 95 % t-interval over the group's runs (n); std in brackets.", ""]
+    names = sorted({m for g in groups for m in g["metrics"]}, key=_metric_order)
+    lines.append("| metric | " + " | ".join(f"group {i}" for i in range(1, len(groups) + 1)) + " |")
+    lines.append("|---|" + "---|" * len(groups))
+    for m in names:
+        cells = []
+        for g in groups:
+            st = g["metrics"].get(m)
+            if st is None:
+                cells.append("–")
+            elif st["ci95"] is None:
+                cells.append(f"{st['mean']:.4f} (n=1)")
+            else:
+                cells.append(f"{st['mean']:.4f} ± {st['ci95']:.4f} (n={st['n']}) [{st['std']:.4f}]")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -20,6 +160,22 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             raise DataError(f"{path}:{i}: not a JSON line") from None
     return out
+
+
+def write_summary(run_dirs: list[Path], out_dir: Path) -> list[Path]:
+    """``summary.md`` and ``summary.json`` for the runs that have final eval metrics (none: nothing)."""
+    from sidcore.runner import atomic_write
+
+    with_eval = [d for d in run_dirs if (d / "eval_predictions.metrics.json").exists()]
+    if not with_eval:
+        return []
+    summary = summarize(with_eval)
+    summary["skipped_without_eval"] = [str(d) for d in run_dirs if d not in with_eval]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, js = out_dir / "summary.md", out_dir / "summary.json"
+    atomic_write(md, format_summary(summary))
+    atomic_write(js, json.dumps(summary, indent=2) + "\n")
+    return [md, js]
 
 
 def write_report(run_dirs: list[Path], out_dir: Path) -> list[Path]:

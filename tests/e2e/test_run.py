@@ -178,6 +178,11 @@ def test_report_writes_pngs(smoke_run, tmp_path):
     res = sid("report", str(out), str(out), "--out", str(tmp_path / "rep"))
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "rep" / "loss.png").stat().st_size > 1000
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    (group,) = summary["groups"]  # the same run twice: one experiment, flagged as repeats of one seed
+    assert group["metrics"]["hr@10"]["n"] == 2 and group["metrics"]["hr@10"]["std"] == 0.0
+    assert "share a seed" in group["warning"]
+    assert "| hr@10 |" in res.stdout
 
 
 def test_pure_beam_run_decodes_free_text(tmp_path):
