@@ -106,6 +106,9 @@ def summarize(run_dirs: list[Path]) -> dict[str, Any]:
             groups.append({"runs": [len(runs) - 1]})
     flats = [_flat(k) for k in keys]
     differing = sorted({k for f in flats for k in f if len({json.dumps(g.get(k), sort_keys=True) for g in flats}) > 1})
+    # a component swapped for another (`optimizer.name` differs) is labelled by its name alone
+    swapped = {k[: -len(".name")] for k in differing if k.endswith(".name")}
+    differing = [k for k in differing if k.endswith(".name") or k.rpartition(".")[0] not in swapped]
     for g, flat in zip(groups, flats):
         members = [runs[i] for i in g["runs"]]
         g["label"] = ", ".join(f"{k}={json.dumps(flat.get(k))}" for k in differing) or "all runs"

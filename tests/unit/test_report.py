@@ -17,8 +17,9 @@ from sidcore.report import mean_ci, summarize, t975, write_summary
 def make_run(root, name, *, seed, optimizer, hr10, ndcg10, with_eval=True):
     d = root / name
     d.mkdir()
+    opt = {"name": optimizer, "b1": 0.9} if optimizer == "adamw" else {"name": optimizer, "b1": None, "ns_steps": 5}
     cfg = {"seed": seed, "output_dir": str(d), "checkpoint_uri": str(d), "run_mode": "train_eval",
-           "optimizer": {"name": optimizer}, "train": {"learning_rate": 3e-4, "resume_from_checkpoint": None},
+           "optimizer": opt, "train": {"learning_rate": 3e-4, "resume_from_checkpoint": None},
            "wandb": {"mode": "disabled", "name": name}, "launcher": {"name": "local"}}
     (d / "config.resolved.yaml").write_text(yaml.safe_dump(cfg))
     if with_eval:
