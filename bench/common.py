@@ -142,6 +142,26 @@ def build_bundle(cfg: Any, vocab_size: int | None = None) -> Any:
     return attrs.evolve(bundle, model=model, hf_config=hf_cfg, real_vocab=vocab_size)
 
 
+def sid_train_step(bundle: Any) -> tuple[Any, Any, Any]:
+    """(params, AdamW state, jitted `make_train_step` donating both) for the bundle's model.
+
+    The params are copies, so donating them leaves the model's own buffers intact.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from sidcore.train.step import make_merge, make_train_step
+
+    graphdef, st = nnx.split(bundle.model)
+    params = jax.tree.map(jnp.copy, nnx.to_pure_dict(st))
+    merge = make_merge(graphdef, jax.tree.map(lambda v: v, st))
+    tx = optax.adamw(1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
+    step = jax.jit(make_train_step(merge, tx, real_vocab=bundle.real_vocab), donate_argnums=(0, 1))
+    return params, jax.jit(tx.init)(params), step
+
+
 def export_to_hf(bundle: Any, out_dir: Path) -> Any:
     """Export the bundle's weights and load them into ``transformers.Qwen2ForCausalLM`` (fp32)."""
     import torch

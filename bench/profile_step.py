@@ -43,7 +43,7 @@ def kernel_table(trace_dir: Path, top: int, steps: int) -> str:
     for e in events:
         if e.get("ph") == "M" and e.get("name") == "process_name":
             names[e["pid"]] = e["args"].get("name", "")
-    dev_pids = {p for p, n in names.items() if "/device:GPU" in n or "GPU" in n.upper() and "host" not in n.lower()}
+    dev_pids = {p for p, n in names.items() if "/device:GPU" in n}
     per = collections.Counter()
     count = collections.Counter()
     for e in events:
@@ -61,14 +61,10 @@ def main() -> None:
     args = parse()
     cfg = common.load_cfg(args)
     import jax
-    import jax.numpy as jnp
     import numpy as np
-    import optax
-    from flax import nnx
 
     from sidcore.data.tasks import build_train_examples
     from sidcore.train import batches as B
-    from sidcore.train.step import make_merge, make_train_step
 
     print(f"machine: {common.machine_line()}")
     bundle = common.build_bundle(cfg)
@@ -82,12 +78,7 @@ def main() -> None:
     shapes = {tuple(h["input_ids"].shape) for h in host}
     host = [h for h in host if tuple(h["input_ids"].shape) == tuple(host[0]["input_ids"].shape)]
     print(f"batch shapes {sorted(shapes)}; using {tuple(host[0]['input_ids'].shape)} x {len(host)} steps")
-    graphdef, st = nnx.split(bundle.model)
-    params = jax.tree.map(jnp.copy, nnx.to_pure_dict(st))
-    merge = make_merge(graphdef, jax.tree.map(lambda v: v, st))
-    tx = optax.adamw(1e-4)
-    opt_state = jax.jit(tx.init)(params)
-    step = jax.jit(make_train_step(merge, tx, real_vocab=bundle.real_vocab), donate_argnums=(0, 1))
+    params, opt_state, step = common.sid_train_step(bundle)
     dev = [jax.device_put(h) for h in host]
     losses = []
     for hb in dev[: len(dev) - args.steps]:

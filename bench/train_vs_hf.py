@@ -66,12 +66,8 @@ def dense_pack(examples: list[Any], seq_len: int, pad_id: int) -> dict[str, Any]
 def run_sid(bundle: Any, cfg: Any, steps_examples: list[list[Any]], policy: str, warmup: int) -> dict[str, Any]:
     import attrs
     import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
 
     from sidcore.train import batches as B
-    from sidcore.train.step import make_merge, make_train_step
 
     pad_id = int(bundle.tokenizer.pad_token_id)
     data_cfg = attrs.evolve(cfg.data, pad_policy="pack" if policy == "pack_dense" else policy)
@@ -80,12 +76,7 @@ def run_sid(bundle: Any, cfg: Any, steps_examples: list[list[Any]], policy: str,
     else:
         host = [B.collate_step(ex, micro_rows=len(ex), n_micro=1, data_cfg=data_cfg, pad_id=pad_id)
                 for ex in steps_examples]
-    graphdef, st = nnx.split(bundle.model)
-    params = jax.tree.map(jnp.copy, nnx.to_pure_dict(st))  # donated below: keep the model's own buffers
-    merge = make_merge(graphdef, jax.tree.map(lambda v: v, st))
-    tx = optax.adamw(1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
-    opt_state = jax.jit(tx.init)(params)
-    step = jax.jit(make_train_step(merge, tx, real_vocab=bundle.real_vocab), donate_argnums=(0, 1))
+    params, opt_state, step = common.sid_train_step(bundle)
     compiled: dict[tuple, Any] = {}
     t_compile = 0.0
     for hb in host:

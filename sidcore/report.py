@@ -67,17 +67,20 @@ def read_final_metrics(run_dir: Path) -> dict[str, float]:
     return out
 
 
-def experiment_key(run_dir: Path) -> dict[str, Any]:
-    """The run's resolved config less the keys that vary between seeds of one experiment."""
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The run's ``config.resolved.yaml`` as a plain dict."""
     path = run_dir / "config.resolved.yaml"
     if not path.exists():
         raise DataError(f"{path}: missing (is this a sid run directory?)")
-    cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    for key in UNGROUPED_KEYS:
-        cfg.pop(key, None)
-    for key in UNGROUPED_TRAIN_KEYS:
-        (cfg.get("train") or {}).pop(key, None)
-    return cfg
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def experiment_key(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config less the keys that vary between seeds of one experiment."""
+    key = {k: v for k, v in cfg.items() if k not in UNGROUPED_KEYS}
+    if isinstance(key.get("train"), dict):
+        key["train"] = {k: v for k, v in key["train"].items() if k not in UNGROUPED_TRAIN_KEYS}
+    return key
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -95,10 +98,9 @@ def summarize(run_dirs: list[Path]) -> dict[str, Any]:
     runs, groups = [], []
     keys: list[dict[str, Any]] = []
     for d in run_dirs:
-        key = experiment_key(d)
-        metrics = read_final_metrics(d)
-        seed = (yaml.safe_load((d / "config.resolved.yaml").read_text(encoding="utf-8")) or {}).get("seed")
-        runs.append({"run": str(d), "seed": seed, "metrics": metrics})
+        cfg = read_run_config(d)
+        key = experiment_key(cfg)
+        runs.append({"run": str(d), "seed": cfg.get("seed"), "metrics": read_final_metrics(d)})
         if key in keys:
             groups[keys.index(key)]["runs"].append(len(runs) - 1)
         else:
