@@ -1,6 +1,6 @@
 """Shared set-up of the `sid` benchmarks: config, model bundle, real Industrial data, HF export, peak FLOP/s.
 
-Every benchmark builds its model through the same path as ``sid run`` (`sidcore.assemble.build_model`
+Every benchmark builds its model through the same path as ``sid run`` (`sidcore.run.assemble.build_model`
 on a resolved `RunConfig`), so the vocabulary is the real Qwen2.5 tokenizer plus the Industrial SID
 tokens unless ``--compact-vocab`` remaps the ids the data actually uses onto a small vocabulary.
 Not a test: numbers depend on the machine and its load.
@@ -39,7 +39,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def load_cfg(args: argparse.Namespace, extra: Sequence[str] = ()) -> Any:
     """`RunConfig` of configs/default.yaml with the benchmark's model shape."""
-    from sidcore.cli import get_plugins
+    from sidcore.plugins import load_plugins
     from sidcore.config import loading
 
     inter = args.intermediate or 4 * args.hidden
@@ -58,7 +58,7 @@ def load_cfg(args: argparse.Namespace, extra: Sequence[str] = ()) -> Any:
         *extra,
         *getattr(args, "set", []),
     ]
-    return loading.load_config(ROOT / "configs" / "default.yaml", get_plugins().registry, overrides=overrides)
+    return loading.load_config(ROOT / "configs" / "default.yaml", load_plugins().registry, overrides=overrides)
 
 
 def machine_line() -> str:
@@ -127,7 +127,7 @@ def compact_examples(examples: list[Any], extra_ids: Sequence[int]) -> tuple[lis
 
 def build_bundle(cfg: Any, vocab_size: int | None = None) -> Any:
     """``sid``'s model bundle; with `vocab_size` a fresh model of that vocabulary instead."""
-    from sidcore.assemble import build_model
+    from sidcore.run.assemble import build_model
 
     bundle = build_model(cfg)
     if vocab_size is None:
@@ -137,9 +137,9 @@ def build_bundle(cfg: Any, vocab_size: int | None = None) -> Any:
 
     from sidcore.model import Qwen2ForCausalLM
 
-    hf_cfg = bundle.hf_config.replace(vocab_size=vocab_size)
+    hf_cfg = bundle.model_config.replace(vocab_size=vocab_size)
     model = nnx.jit(lambda: Qwen2ForCausalLM(hf_cfg, rngs=nnx.Rngs(cfg.seed)))()
-    return attrs.evolve(bundle, model=model, hf_config=hf_cfg, real_vocab=vocab_size)
+    return attrs.evolve(bundle, model=model, model_config=hf_cfg, real_vocab=vocab_size)
 
 
 def sid_train_step(bundle: Any) -> tuple[Any, Any, Any]:
@@ -152,7 +152,8 @@ def sid_train_step(bundle: Any) -> tuple[Any, Any, Any]:
     import optax
     from flax import nnx
 
-    from sidcore.train.step import make_merge, make_train_step
+    from sidcore.model.merge import make_merge
+    from sidcore.train.step import make_train_step
 
     graphdef, st = nnx.split(bundle.model)
     params = jax.tree.map(jnp.copy, nnx.to_pure_dict(st))

@@ -2,7 +2,7 @@
 
 Same model and weights (sid model exported with `sidcore.model.export_hf`), the same real Industrial
 test prompts (eval prompt of reference-spec §2.4 via `sidcore.data.tasks.build_eval_prompts`),
-50 beams, 50 returned sequences, length penalty 0. sid runs through `sidcore.eval.runner.Evaluator`
+50 beams, 50 returned sequences, length penalty 0. sid runs through `sidcore.eval.evaluator.Evaluator`
 (prefill buckets, batches of ``eval.batch_size``) with the ``trie`` decoder and with ``pure_beam``
 (HF semantics, ``max_new_tokens`` = the trie path length; and the fixed-length variant). The first
 ``Evaluator.predict`` includes compilation; ``--rounds`` further passes over the same prompts, interleaved
@@ -47,9 +47,10 @@ def parse() -> argparse.Namespace:
 
 def sid_cold(cfg: Any, bundle: Any, decoder: Any, catalog: Any, prompts: list[Any], params: Any) -> tuple:
     """First pass over the prompts (compiles every prefill bucket used): (evaluator, result)."""
-    from sidcore.eval.runner import Evaluator
+    from sidcore.eval.evaluator import Evaluator
 
-    ev = Evaluator(cfg, bundle, decoder, catalog, [], prompts)
+    ev = Evaluator(cfg.eval, compute_dtype=cfg.jax.compute_dtype, bundle=bundle, decoder=decoder, catalog=catalog,
+                   metrics=[], prompts=prompts)
     t0 = time.perf_counter()
     preds, _ = ev.predict(params)
     cold = time.perf_counter() - t0
@@ -144,12 +145,12 @@ def main() -> None:
     bundle = common.build_bundle(cfg)
     tok = bundle.tokenizer
     catalog = build_catalog(cfg.data.info_file, cfg.data.sid_index_path, tok)
-    prompts = build_eval_prompts(cfg, tok, split="test")[: args.prompts]
+    prompts = build_eval_prompts(cfg.data, tok, split="test", seed=cfg.seed)[: args.prompts]
     lens = [len(p.input_ids) for p in prompts]
     print(f"data: {len(prompts)} test prompts ({cfg.data.data_dir}), mean {np.mean(lens):.0f} / max {max(lens)} "
           f"tokens; catalog {len(catalog.sids)} SIDs; beams {args.beams}; sid batch {args.batch}; "
           f"prefill buckets {cfg.eval.prefill_buckets}")
-    mc = bundle.hf_config
+    mc = bundle.model_config
     print(f"model: vocab {bundle.real_vocab}, hidden {mc.hidden_size}, layers {mc.num_hidden_layers}")
     params = nnx.to_pure_dict(nnx.split(bundle.model)[1])
     eos = int(tok.eos_token_id)

@@ -2,7 +2,7 @@
 
 The ranking is the most frequent target SIDs of the training rows (ties by first appearance),
 filled up to 50 with the remaining catalog SIDs in catalog order
-(`sidcore.eval.runner.popularity_ranking`, as in `sidcore.job._make_evaluator`). Every test row
+(`sidcore.eval.metrics_layout.popularity_ranking`, as in `sidcore.run.job._make_evaluator`). Every test row
 gets that same ranking, and `sid_metrics.calc.compute` scores it. A second variant counts every
 interaction of the training rows (history items and target); that is the documented HR@10 ≈ 0.078. No model, no jax. Not a test.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sid_metrics.calc import compute
 from sidcore.data.minionerec import catalog_sids, read_csv, read_info
-from sidcore.eval.runner import popularity_ranking
+from sidcore.eval.metrics_layout import popularity_ranking
 
 
 def main() -> None:

@@ -68,7 +68,7 @@ def main() -> None:
 
     print(f"machine: {common.machine_line()}")
     bundle = common.build_bundle(cfg)
-    examples = build_train_examples(cfg, bundle.tokenizer)
+    examples = build_train_examples(cfg.data, cfg.tasks, bundle.tokenizer, seed=cfg.seed)
     rng = np.random.default_rng(0)
     pad_id = int(bundle.tokenizer.pad_token_id)
     n = 3 + args.steps

@@ -177,7 +177,7 @@ def main() -> None:
     from sidcore.data.tasks import build_train_examples
 
     bundle = common.build_bundle(cfg)
-    examples = build_train_examples(cfg, bundle.tokenizer)
+    examples = build_train_examples(cfg.data, cfg.tasks, bundle.tokenizer, seed=cfg.seed)
     if args.compact_vocab:
         tok = bundle.tokenizer
         examples, rm = common.compact_examples(examples, [tok.pad_token_id, tok.eos_token_id])
@@ -189,7 +189,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)  # seeded example order, repeated if the data is short
     order = np.concatenate([rng.permutation(len(examples)) for _ in range(-(-n_steps * args.batch // len(examples)))])
     steps_examples = [[examples[i] for i in order[s * args.batch : (s + 1) * args.batch]] for s in range(n_steps)]
-    mc = bundle.hf_config
+    mc = bundle.model_config
     vocab = bundle.real_vocab
     timed = [e for ex in steps_examples[args.warmup :] for e in ex]
     useful = sum(flops_per_example(len(e.input_ids), sum(1 for x in e.labels if x != -100), mc, vocab)

@@ -11,22 +11,25 @@ component::
 plugins never imports jax); `config` is a frozen attrs class holding the component's options.
 Factory call shapes per kind are documented in `sidcore.interfaces`.
 
-Errors: if a hook implementation raises, the kernel marks that plugin `error` (one warning on
-stderr) and keeps the other plugins; under `SID_STRICT_PLUGINS=1` the error is fatal.
+Every component hook below is called once per process, right after the plugins are loaded and
+before config resolution, once per plugin (so one plugin's failure stays its own). If a hook
+implementation raises, the kernel marks that plugin ``error`` (one warning on stderr) and keeps
+the other plugins; under ``SID_STRICT_PLUGINS=1`` the error is fatal. Each spec's docstring says
+what its factories are called with and must return.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import pluggy
+
+from sidcore.interfaces import Register
 
 if TYPE_CHECKING:
     import click
 
 hookspec = pluggy.HookspecMarker("sidcore")
-
-Register = Callable[..., None]
 
 # --------------------------------------------------------------------------------------------
 # Components
@@ -37,15 +40,8 @@ Register = Callable[..., None]
 def register_optimizers(register: Register) -> None:
     """Register optimizer components (kind ``optimizer``).
 
-    Args:
-        register: ``register(name, factory, *, config, summary)``.
-
-    When called: once per process, right after plugins are loaded, before config resolution.
-
-    What to register: factories ``factory(cfg, *, learning_rate, make_schedule) ->
-    optax.GradientTransformation``; the kernel chains global-norm clipping in front.
-
-    Errors: an exception marks this plugin ``error``; other plugins are unaffected.
+    Factories: ``factory(cfg, *, learning_rate, make_schedule) -> optax.GradientTransformation``;
+    the kernel chains global-norm clipping in front.
     """
 
 
@@ -53,15 +49,8 @@ def register_optimizers(register: Register) -> None:
 def register_decoders(register: Register) -> None:
     """Register decoder components (kind ``decoder``).
 
-    Args:
-        register: ``register(name, factory, *, config, summary)``.
-
-    When called: once per process, right after plugins are loaded, before config resolution.
-
-    What to register: factories ``factory(cfg, *, catalog, eos_id) -> Decoder`` (see
-    `sidcore.interfaces.Decoder`): a jittable beam search over a model's prefill/step functions.
-
-    Errors: an exception marks this plugin ``error``; other plugins are unaffected.
+    Factories: ``factory(cfg, *, catalog, eos_id) -> Decoder`` (`sidcore.interfaces.Decoder`): a
+    jittable beam search over a model's prefill/step functions.
     """
 
 
@@ -69,15 +58,8 @@ def register_decoders(register: Register) -> None:
 def register_metrics(register: Register) -> None:
     """Register metric components (kind ``metric``).
 
-    Args:
-        register: ``register(name, factory, *, config, summary)``.
-
-    When called: once per process, right after plugins are loaded, before config resolution.
-
-    What to register: factories ``factory(cfg) -> Metric``; a metric maps ranked predictions,
-    targets and the catalog to named floats (e.g. ``{"hr@10": 0.15}``).
-
-    Errors: an exception marks this plugin ``error``; other plugins are unaffected.
+    Factories: ``factory(cfg) -> Metric``; a metric maps ranked predictions, targets and the
+    catalog to named floats (``{"hr@10": 0.15}``; see `sidcore.interfaces.Metric` for key names).
     """
 
 
@@ -85,15 +67,10 @@ def register_metrics(register: Register) -> None:
 def register_checkpoint_stores(register: Register) -> None:
     """Register checkpoint store components (kind ``store``).
 
-    Args:
-        register: ``register(name, factory, *, config, summary)``.
-
-    When called: once per process, right after plugins are loaded, before config resolution.
-
-    What to register: factories ``factory(cfg, *, uri) -> CheckpointStore`` that save and
-    restore pure-dict pytrees of numpy arrays atomically (metadata last, as commit marker).
-
-    Errors: an exception marks this plugin ``error``; other plugins are unaffected.
+    Factories: ``factory(cfg, *, uri) -> CheckpointStore`` that save and restore pure-dict pytrees
+    of numpy arrays atomically (metadata last, as commit marker). Pass ``schemes=(...)`` to
+    ``register``: the URI schemes the store serves (``"file"`` for plain local paths, ``"gs"`` for
+    ``gs://...``); the kernel resolves every URI to the one store that claims its scheme.
     """
 
 
@@ -101,15 +78,8 @@ def register_checkpoint_stores(register: Register) -> None:
 def register_launchers(register: Register) -> None:
     """Register launcher components (kind ``launcher``).
 
-    Args:
-        register: ``register(name, factory, *, config, summary)``.
-
-    When called: once per process, right after plugins are loaded, before config resolution.
-
-    What to register: factories ``factory(cfg) -> Launcher`` whose ``plan(request)`` returns a
-    `LaunchPlan` of argv lists; the kernel executes plans, plugins never spawn processes.
-
-    Errors: an exception marks this plugin ``error``; other plugins are unaffected.
+    Factories: ``factory(cfg) -> Launcher`` whose ``plan(request)`` returns a `LaunchPlan` of argv
+    lists; the kernel executes plans, plugins never spawn processes.
     """
 
 
@@ -125,11 +95,14 @@ def register_commands(cli: "click.Group") -> None:
     Args:
         cli: the top-level ``sid`` click group; call ``cli.add_command(...)`` or decorate.
 
-    When called: once, when the ``sid`` CLI starts, after plugins are loaded.
+    When called: once, when the ``sid`` CLI starts, after plugins are loaded (per plugin, like the
+    component hooks). A command gets the loaded plugins from click's context:
+    ``click.get_current_context().obj.plugins`` (a `sidcore.plugins.Plugins`).
 
     What to register: extra commands (e.g. the ``sid tpu ...`` group of the launcher plugin).
 
-    Errors: an exception marks this plugin ``error``; the built-in commands still work.
+    Errors: an exception marks this plugin ``error`` (fatal under ``SID_STRICT_PLUGINS=1``); the
+    built-in commands still work.
     """
 
 

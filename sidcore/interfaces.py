@@ -19,7 +19,7 @@ the token embedding / output head (they include the added SID rows) and must not
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import attrs
 
@@ -45,17 +45,26 @@ class SidCatalog:
     items_per_sid: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
 
 
+class Register(Protocol):
+    """The callback a ``register_<kind>s`` hook receives; call it once per component.
+
+    ``name`` is snake_case and unique per kind; ``factory`` a callable or a lazy
+    ``"package.module:function"`` string; ``config`` a frozen attrs class of the component's options.
+    Stores also pass ``schemes``: the URI schemes they serve (``"file"`` = plain local paths).
+    """
+
+    def __call__(self, name: str, factory: Callable[..., Any] | str, *, config: type,
+                 summary: str = "", schemes: Sequence[str] = ()) -> None: ...
+
+
 class DecodeModel(Protocol):
     """What a decoder may call on the model, inside ``jit``; built by the kernel.
 
     Every cache leaf has the batch (row) axis first, so beams are reordered with
     ``jax.tree.map(lambda x: x[rows], cache)`` and broadcast with ``jnp.repeat(x, K, axis=0)``.
     Logits are float32 log-space-ready with padded vocabulary rows already set to ``-inf``.
-
-    Optional fused-scoring API (the kernel's adapter has it; decoders must fall back without it):
-    ``prefill_hidden``/``step_hidden`` return final hidden states ``[B, H]`` instead of logits,
-    ``log_normalizer(h) -> [B]`` is the log-sum-exp over the real vocabulary and
-    ``log_probs_at(h, tokens [B, M], lse) -> [B, M]`` the log-probs of selected tokens.
+    The kernel's adapter also implements `FusedDecodeModel`; a decoder must check
+    `supports_fused_scoring` before using it and fall back to logits otherwise.
     """
 
     vocab_size: int  # model (possibly padded) vocabulary size = logits' last dim
@@ -67,8 +76,41 @@ class DecodeModel(Protocol):
         """``tokens [B]`` appended to each row -> (logits ``[B, V]``, cache)."""
 
 
+class FusedDecodeModel(DecodeModel, Protocol):
+    """Fused scoring: final hidden states instead of full-vocabulary logits, so a decoder that
+    scores only a few candidate tokens per beam never materialises ``[B, V]``."""
+
+    def prefill_hidden(self, input_ids: "jax.Array", lengths: "jax.Array", cache_len: int) -> tuple["jax.Array", Any]:
+        """Like `DecodeModel.prefill`, returning the hidden state ``[B, H]`` at the last real token."""
+
+    def step_hidden(self, tokens: "jax.Array", cache: Any) -> tuple["jax.Array", Any]:
+        """Like `DecodeModel.step`, returning hidden states ``[B, H]``."""
+
+    def log_normalizer(self, hidden: "jax.Array") -> "jax.Array":
+        """``[B]`` log-sum-exp of the logits over the real vocabulary."""
+
+    def log_probs_at(self, hidden: "jax.Array", tokens: "jax.Array", lse: "jax.Array") -> "jax.Array":
+        """``[B, M]`` log-probs of the tokens ``[B, M]`` given ``lse`` from `log_normalizer`."""
+
+    def log_probs(self, hidden: "jax.Array") -> "jax.Array":
+        """``[B, V]`` full-vocabulary log-probs (for policies that need every token)."""
+
+
+def supports_fused_scoring(model: Any) -> bool:
+    """Whether `model` implements `FusedDecodeModel` (checked at trace time by decoders)."""
+    return all(callable(getattr(model, m, None))
+               for m in ("prefill_hidden", "step_hidden", "log_normalizer", "log_probs_at", "log_probs"))
+
+
 class Decoder(Protocol):
-    """A beam search. ``decode`` must be traceable by ``jax.jit`` (no host sync per step)."""
+    """A beam search. ``decode`` must be traceable by ``jax.jit`` (no host sync per step).
+
+    ``emits_sids`` (optional, default False): True when every returned beam is a catalog path of
+    SID level tokens, so the kernel joins the level tokens into the prediction string; otherwise
+    the kernel decodes the generated text the way upstream does.
+    """
+
+    emits_sids: bool
 
     def decode(
         self, model: DecodeModel, input_ids: "jax.Array", lengths: "jax.Array", *, num_beams: int
@@ -81,7 +123,15 @@ class Decoder(Protocol):
 
 
 class Metric(Protocol):
-    """Scores ranked string predictions against targets with `calc.py` semantics."""
+    """Scores ranked string predictions against targets with `calc.py` semantics.
+
+    Returned keys are ``"<family>@<K>"`` (reported per K, e.g. ``hr@10``, ``mrr@10``) or plain names
+    (scalars, e.g. ``invalid_prediction_count``); the kernel shows every family in the table,
+    ``metrics.jsonl``, W&B and ``sid report``. ``target_kind`` (optional, default ``"sid"``):
+    ``"item"`` makes the kernel pass item ids instead of SID strings as targets.
+    """
+
+    target_kind: str
 
     def __call__(
         self, predictions: Sequence[Sequence[str]], targets: Sequence[str], *, catalog: SidCatalog
@@ -89,9 +139,20 @@ class Metric(Protocol):
         """Return named values, e.g. ``{"hr@1": .., "hr@10": ..}``."""
 
 
+def emits_sids(decoder: Any) -> bool:
+    """`Decoder.emits_sids` with its default."""
+    return bool(getattr(decoder, "emits_sids", False))
+
+
+def target_kind(metric: Any) -> str:
+    """`Metric.target_kind` with its default."""
+    return str(getattr(metric, "target_kind", "sid"))
+
+
 class CheckpointStore(Protocol):
     """Atomic save/restore of pure-dict pytrees of numpy arrays plus JSON metadata by name
-    (``last``, ``best``, ``step<N>``); a checkpoint without its metadata marker is invisible."""
+    (``last``, ``best``, ``step<N>``); a checkpoint without its metadata marker is invisible.
+    The registry picks a store for a URI by the schemes each store registered."""
 
     uri: str
 
@@ -106,7 +167,7 @@ class CheckpointStore(Protocol):
 
 @attrs.frozen(kw_only=True)
 class LaunchStep:
-    """One process to run: an argv list (never a shell string), extra env, optional stdin text."""
+    """One process to run: an argv list (never a shell string), extra env and a description for logs (stdin is always closed)."""
 
     argv: tuple[str, ...]
     env: Mapping[str, str] = attrs.field(factory=dict)

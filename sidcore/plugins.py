@@ -62,6 +62,32 @@ class Plugins:
     def record(self, name: str) -> PluginRecord:
         return next(r for r in self.records if r.name == name)
 
+    def call_one(self, plugin_name: str, hook_name: str, **kwargs: Any) -> None:
+        """Call one plugin's implementation of a hook through pluggy (tracing, argument-subset
+        rule), without the other plugins' implementations."""
+        call_one(self.pm, plugin_name, hook_name, **kwargs)
+
+    def add_commands(self, group: Any, *, strict: bool | None = None) -> None:
+        """Let every loaded plugin add its CLI commands (``register_commands``), one plugin at a time:
+        a failing plugin is marked ``error`` (fatal in strict mode) and the others still register."""
+        strict = strict_from_env() if strict is None else strict
+        for rec in self.records:
+            if rec.status != "ok" or "register_commands" not in rec.hooks:
+                continue
+            try:
+                self.call_one(rec.name, "register_commands", cli=group)
+            except Exception as exc:  # noqa: BLE001 - a plugin's command bug must not break sid
+                _fail(rec, exc, "register commands", strict)
+
+
+def call_one(pm: pluggy.PluginManager, plugin_name: str, hook_name: str, **kwargs: Any) -> None:
+    plugin = pm.get_plugin(plugin_name)
+    others = [p for name, p in pm.list_name_plugin() if name != plugin_name and p is not None]
+    caller = pm.subset_hook_caller(hook_name, remove_plugins=others)
+    if not any(impl.plugin is plugin for impl in caller.get_hookimpls()):
+        return
+    caller(**kwargs)
+
 
 def _env_list(var: str) -> list[str] | None:
     raw = os.environ.get(var)
@@ -183,11 +209,10 @@ def _register_components(pm: pluggy.PluginManager, registry: Registry, rec: Plug
         hc.name for hc in pm.get_hookcallers(plugin) or [] if hc.name.startswith("register_")
     )
     for kind, hook_name in hookspecs.KINDS.items():
-        impl = getattr(plugin, hook_name, None)
-        if impl is None or hook_name not in rec.hooks:
+        if hook_name not in rec.hooks:
             continue
         try:
-            impl(registry.make_register(kind, rec.name))
+            call_one(pm, rec.name, hook_name, register=registry.make_register(kind, rec.name))
         except Exception as exc:  # noqa: BLE001 - duplicates and plugin bugs alike
             registry.remove_plugin(rec.name)
             rec.components = []

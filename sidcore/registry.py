@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import attrs
 
@@ -21,8 +21,17 @@ from sidcore.errors import (
     UnknownComponentError,
 )
 from sidcore.hookspecs import KINDS
+from sidcore.interfaces import Register
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.\-]*$")
+_URI_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+def uri_scheme(uri: str) -> str:
+    """``gs://b/p`` -> ``gs``; ``file:///x`` -> ``file``; a plain path (no ``scheme://``) -> ``file``."""
+    m = _URI_RE.match(str(uri))
+    return m.group(1).lower() if m else "file"
 
 
 @attrs.frozen(kw_only=True)
@@ -35,6 +44,7 @@ class ComponentSpec:
     config: type
     summary: str
     plugin: str
+    schemes: tuple[str, ...] = ()  # stores: URI schemes served ("file" = plain local paths)
 
     def load_factory(self) -> Callable[..., Any]:
         """Return the factory callable, importing a lazy ``"module:attr"`` target on first use."""
@@ -66,8 +76,8 @@ class Registry:
     def __init__(self) -> None:
         self._by_kind: dict[str, dict[str, ComponentSpec]] = {kind: {} for kind in KINDS}
 
-    def make_register(self, kind: str, plugin: str) -> Callable[..., None]:
-        """Return the ``register(name, factory, *, config, summary)`` callback for one plugin."""
+    def make_register(self, kind: str, plugin: str) -> Register:
+        """Return the `sidcore.interfaces.Register` callback for one plugin and kind."""
 
         def register(
             name: str,
@@ -75,8 +85,10 @@ class Registry:
             *,
             config: type | None = None,
             summary: str = "",
+            schemes: Sequence[str] = (),
         ) -> None:
-            self.add(kind=kind, name=name, factory=factory, config=config, summary=summary, plugin=plugin)
+            self.add(kind=kind, name=name, factory=factory, config=config, summary=summary, plugin=plugin,
+                     schemes=schemes)
 
         return register
 
@@ -89,6 +101,7 @@ class Registry:
         config: type | None,
         summary: str,
         plugin: str,
+        schemes: Sequence[str] = (),
     ) -> ComponentSpec:
         if kind not in self._by_kind:
             raise PluginLoadError(f"plugin '{plugin}': unknown component kind {kind!r}")
@@ -102,6 +115,11 @@ class Registry:
             raise PluginLoadError(
                 f"plugin '{plugin}': {kind} '{name}' factory must be callable or 'module:attr'"
             )
+        schemes = tuple(schemes)
+        if schemes and kind != "store":
+            raise PluginLoadError(f"plugin '{plugin}': only stores declare URI schemes ({kind} '{name}')")
+        if not all(isinstance(x, str) and SCHEME_RE.match(x) for x in schemes):
+            raise PluginLoadError(f"plugin '{plugin}': store '{name}' schemes {schemes!r} must be lowercase names")
         table = self._by_kind[kind]
         if name in table:
             other = table[name].plugin
@@ -109,8 +127,15 @@ class Registry:
                 f"{kind} '{name}' is registered by both plugin '{other}' and plugin '{plugin}'; "
                 f"disable one with SID_DISABLE_PLUGINS={plugin}"
             )
+        for other in table.values():
+            clash = set(other.schemes) & set(schemes)
+            if clash:
+                raise DuplicateComponentError(
+                    f"URI scheme {sorted(clash)[0]!r} is claimed by store '{other.name}' (plugin '{other.plugin}') "
+                    f"and store '{name}' (plugin '{plugin}'); disable one with SID_DISABLE_PLUGINS={plugin}"
+                )
         spec = ComponentSpec(
-            kind=kind, name=name, factory=factory, config=config, summary=summary, plugin=plugin
+            kind=kind, name=name, factory=factory, config=config, summary=summary, plugin=plugin, schemes=schemes
         )
         table[name] = spec
         return spec
@@ -136,6 +161,20 @@ class Registry:
                 f"unknown {kind} '{name}'{suggest(name, list(table))}; available: {available}"
             )
         return table[name]
+
+    def schemes(self) -> dict[str, str]:
+        """URI scheme -> the store serving it."""
+        return {sc: spec.name for spec in self._by_kind["store"].values() for sc in spec.schemes}
+
+    def store_for_uri(self, uri: str) -> ComponentSpec:
+        """The store component serving `uri` (``scheme://...``; a plain path is scheme ``file``)."""
+        scheme = uri_scheme(uri)
+        table = self.schemes()
+        if scheme not in table:
+            served = ", ".join(f"{s}:// ({n})" if s != "file" else f"local paths ({n})"
+                               for s, n in sorted(table.items())) or "none"
+            raise UnknownComponentError(f"{uri}: no installed store serves '{scheme}://' URIs; installed: {served}")
+        return self._by_kind["store"][table[scheme]]
 
     def find(self, name: str) -> ComponentSpec:
         """Resolve a bare component name across kinds (for ``--plugin NAME``)."""

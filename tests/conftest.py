@@ -1,4 +1,4 @@
-"""Shared test setup: no network, no plugin env leaking in, a fresh CLI plugin set per test."""
+"""Shared test setup: no network, no plugin env leaking in (every CLI invocation loads its own plugins)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,4 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def _clean_plugin_env(monkeypatch):
     for var in ("SID_DISABLE_PLUGINS", "SID_LOAD_PLUGINS", "SID_TRACE_PLUGINS"):
         monkeypatch.delenv(var, raising=False)
-    from sidcore import cli
-
-    cli.reset_plugins()
     yield
-    cli.reset_plugins()

@@ -7,11 +7,12 @@ Both are jitted beam searches over a `sidcore.interfaces.DecodeModel`; no extra 
 from __future__ import annotations
 
 from sidcore import hookimpl
+from sidcore.interfaces import Register
 from sid_decoders.config import PureBeamConfig, TrieConfig
 
 
 @hookimpl
-def register_decoders(register):  # type: ignore[no-untyped-def]
+def register_decoders(register: Register) -> None:
     register(
         "trie",
         "sid_decoders.trie:build",

@@ -10,11 +10,12 @@ reference scripts). Launchers only return plans; the kernel's executor runs them
 from __future__ import annotations
 
 from sidcore import hookimpl
+from sidcore.interfaces import Register
 from sid_launchers.config import LocalConfig, LocalMultiprocessConfig, TpuVmConfig
 
 
 @hookimpl
-def register_launchers(register):
+def register_launchers(register: Register) -> None:
     register("local", "sid_launchers.local:build_local", config=LocalConfig,
              summary="Run the job in this process.")
     register("local_multiprocess", "sid_launchers.local:build_local_multiprocess",

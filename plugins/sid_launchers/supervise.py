@@ -1,7 +1,7 @@
 """TPU VM operations with decisions: zone fallback, waiting for READY, auto-resume after preemption.
 
 `TpuOps` glues the pure plans of `sid_launchers.tpu_vm` to the kernel's executor. It never spawns
-processes itself: every gcloud call is a `LaunchPlan` handed to `sidcore.launching.execute` (or
+processes itself: every gcloud call is a `LaunchPlan` handed to `sidcore.run.executor.execute` (or
 printed, in dry-run mode). `TpuOps.supervise` is the spot-VM babysitter: it polls the VM state and
 the workers' exit files; on ``PREEMPTED`` it deletes the VM, recreates it (zone fallback included),
 bootstraps it, re-syncs ``.env`` and starts the same run again, which resumes from the checkpoint
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from sidcore import launching
+from sidcore.run import executor
 from sidcore.errors import LaunchError, SidError
 from sidcore.interfaces import LaunchPlan, LaunchStep
 from sid_launchers import tpu_vm as tv
@@ -31,7 +31,7 @@ class TpuOps:
         cfg: TpuVmConfig,
         *,
         dry_run: bool = False,
-        echo: Callable[[str], None] | None = launching.echo_stderr,
+        echo: Callable[[str], None] | None = executor.echo_stderr,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.cfg = cfg
@@ -46,10 +46,10 @@ class TpuOps:
         if self.echo is not None:
             self.echo(line)
 
-    def _exec(self, plan: LaunchPlan, *, stream: bool = True) -> list[launching.StepResult]:
-        return launching.execute(plan, dry_run=self.dry_run, echo=self.echo, stream=stream)
+    def _exec(self, plan: LaunchPlan, *, stream: bool = True) -> list[executor.StepResult]:
+        return executor.execute(plan, dry_run=self.dry_run, echo=self.echo, stream=stream)
 
-    def _one(self, step: LaunchStep, *, stream: bool = True) -> launching.StepResult:
+    def _one(self, step: LaunchStep, *, stream: bool = True) -> executor.StepResult:
         return self._exec(LaunchPlan(steps=(step,)), stream=stream)[0]
 
     # -- single operations ------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The ``tpu_vm`` launcher: plans of ``gcloud alpha compute tpus`` argv lists for Cloud TPU VMs.
 
 Everything here is pure: functions return `LaunchStep` / `LaunchPlan` values and the kernel's
-executor (`sidcore.launching.execute`) runs them. Remote commands are necessarily shell strings
+executor (`sidcore.run.executor.execute`) runs them. Remote commands are necessarily shell strings
 (``gcloud ... ssh --command=...``); they are built only from validated `TpuVmConfig` values and
 ``sid run`` arguments, every interpolated value passed through `shlex.quote`.
 

@@ -9,14 +9,13 @@ the kernel chains gradient clipping in front. See ``docs/optimizers.md``.
 
 from __future__ import annotations
 
-from typing import Callable
-
 from sid_optim.config import AdamWConfig, MuonLocalConfig, OptaxMuonConfig
 from sidcore import hookimpl
+from sidcore.interfaces import Register
 
 
 @hookimpl
-def register_optimizers(register: Callable[..., None]) -> None:
+def register_optimizers(register: Register) -> None:
     """Register the three built-in optimizers."""
     register("adamw", "sid_optim.adamw:build", config=AdamWConfig,
              summary="optax.adamw (upstream/reference baseline)")

@@ -8,15 +8,15 @@ record ``sft_state_<name>.meta.json``. `sid_stores.copy.copy_checkpoint` copies 
 from __future__ import annotations
 
 from sidcore import hookimpl
-from sidcore.hookspecs import Register
+from sidcore.interfaces import Register
 from sid_stores.config import GcsConfig, MsgpackConfig
 
 
 @hookimpl
 def register_checkpoint_stores(register: Register) -> None:
-    register("msgpack", "sid_stores.msgpack_store:build", config=MsgpackConfig,
+    register("msgpack", "sid_stores.msgpack_store:build", config=MsgpackConfig, schemes=("file",),
              summary="Local directory of sft_state_<name>.msgpack files, written atomically.")
-    register("gcs", "sid_stores.gcs:build", config=GcsConfig,
+    register("gcs", "sid_stores.gcs:build", config=GcsConfig, schemes=("gs",),
              summary="gs://bucket/prefix via google-cloud-storage (checksummed, retried, cached).")
 
 

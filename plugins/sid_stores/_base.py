@@ -25,12 +25,13 @@ import re
 from typing import Any, Mapping
 
 from sidcore.errors import CheckpointError
+from sidcore.files import msgpack_loads
+from sidcore.registry import NAME_RE
 
 FORMAT = "sid-checkpoint/1"
 PAYLOAD_PREFIX = "sft_state_"
 PAYLOAD_SUFFIX = ".msgpack"
 RECORD_SUFFIX = ".meta.json"
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def check_name(name: str) -> str:
@@ -98,16 +99,7 @@ def serialize_tree(tree: Mapping[str, Any], *, where: str) -> bytes:
 
 def deserialize_tree(data: bytes, *, where: str) -> dict[str, Any]:
     """Inverse of `serialize_tree` (dict keys keep their type: str stays str, int stays int)."""
-    from flax import serialization
-
-    try:
-        tree = serialization.msgpack_restore(data)
-    except Exception as exc:  # noqa: BLE001 - msgpack raises many unrelated types on garbage
-        cause = f"{type(exc).__name__}: {exc}"
-        raise CheckpointError(f"{where}: not a readable msgpack checkpoint ({cause})") from None
-    if not isinstance(tree, dict):
-        raise CheckpointError(f"{where}: payload is a {type(tree).__name__}, expected a dict")
-    return tree
+    return msgpack_loads(data, where=where)
 
 
 def _json_default(obj: Any) -> Any:

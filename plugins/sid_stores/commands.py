@@ -6,10 +6,10 @@ import click
 
 
 def _store(uri: str):
-    from sidcore.checkpoints import store_for
-    from sidcore.plugins import load_plugins
+    """The store serving `uri`, from the plugins the running ``sid`` loaded (click context)."""
+    from sidcore.run.checkpoints import store_for
 
-    return store_for(uri, load_plugins().registry)
+    return store_for(uri, click.get_current_context().obj.plugins.registry)
 
 
 @click.group("checkpoint")
@@ -24,7 +24,7 @@ def checkpoint() -> None:
 def copy(src: str, dst: str, dry_run: bool) -> None:
     """Copy SRC[#NAME] to DST[#NAME] (default name: best if present, else last)."""
     from sid_stores.copy import copy_checkpoint
-    from sidcore.checkpoints import split_uri
+    from sidcore.run.checkpoints import split_uri
     from sidcore.errors import CheckpointError
 
     src_base, name = split_uri(src)

@@ -12,77 +12,29 @@ reference-port file (no record) explicitly.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
+from sidcore import files
 from sidcore.errors import CheckpointError
-from sid_stores._base import PAYLOAD_PREFIX, PayloadStore, deserialize_tree
+from sidcore.files import read_msgpack_file
+from sidcore.registry import uri_scheme
+from sid_stores._base import PAYLOAD_PREFIX, PayloadStore
 from sid_stores.config import MsgpackConfig
 
 __all__ = ["MsgpackStore", "atomic_write", "build", "read_msgpack_file"]
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms that cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_temp(path: Path, data: bytes, *, fsync: bool) -> Path:
-    """Write `data` to a hidden temporary file next to `path`; return the temporary path."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-    except BaseException as exc:
-        _unlink_quietly(Path(tmp))
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc})") from None
-        raise
-    return Path(tmp)
+    return files.write_temp(path, data, fsync=fsync, error=CheckpointError)
 
 
 def _replace(tmp: Path, path: Path, *, fsync: bool) -> None:
-    """``os.replace`` a finished temporary file over `path` (then fsync the directory)."""
-    try:
-        os.replace(tmp, path)
-    except OSError as exc:
-        _unlink_quietly(tmp)
-        raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    if fsync:
-        _fsync_dir(path.parent)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+    files.publish(tmp, path, fsync=fsync, error=CheckpointError)
 
 
 def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Write `data` to `path` atomically (temp file in the same directory + ``os.replace``).
-
-    Raises:
-        CheckpointError: the directory cannot be created or written.
-    """
-    path = Path(path)
-    _replace(_write_temp(path, data, fsync=fsync), path, fsync=fsync)
+    """Write `data` to `path` atomically (`sidcore.files.atomic_write` with `CheckpointError`)."""
+    files.atomic_write(path, data, fsync=fsync, error=CheckpointError)
 
 
 class MsgpackStore(PayloadStore):
@@ -110,7 +62,7 @@ class MsgpackStore(PayloadStore):
         _replace(staged, self.root / filename, fsync=self.cfg.fsync)
 
     def _discard(self, staged: Path) -> None:
-        _unlink_quietly(staged)
+        files.unlink_quietly(staged)
 
     def _get(self, filename: str) -> bytes | None:
         try:
@@ -128,7 +80,7 @@ class MsgpackStore(PayloadStore):
         except OSError as exc:
             raise CheckpointError(f"{self.root / filename}: cannot delete ({exc.strerror or exc})") from None
         if self.cfg.fsync:
-            _fsync_dir(self.root)
+            files.fsync_dir(self.root)
 
     def _listing(self) -> dict[str, int]:
         try:
@@ -142,29 +94,10 @@ class MsgpackStore(PayloadStore):
         return out
 
 
-def read_msgpack_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read any msgpack checkpoint file directly, without a record (reference-port files).
-
-    The reference port's payload is ``{"step": int, "params": {...}}``; this returns whatever
-    dict the file holds. No checksum can be verified without a record.
-
-    Raises:
-        CheckpointError: missing, unreadable or not a msgpack dict.
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint file not found") from None
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return deserialize_tree(data, where=str(path))
-
-
 def build(cfg: MsgpackConfig, *, uri: str) -> MsgpackStore:
     """Factory of the `msgpack` store; `uri` is a local directory (``file://`` prefix allowed)."""
-    if not uri or str(uri).startswith("gs://"):
-        raise CheckpointError(
-            f"store 'msgpack' needs a local directory, got {uri!r} (use store 'gcs' for gs://)"
-        )
+    scheme = uri_scheme(str(uri)) if uri else ""
+    if scheme != "file":
+        hint = " (use store 'gcs' for gs://)" if scheme == "gs" else ""
+        raise CheckpointError(f"store 'msgpack' needs a local directory, got {uri!r}{hint}")
     return MsgpackStore(uri, cfg)

@@ -25,13 +25,6 @@ def h(text: str, default: Any = attrs.NOTHING, **kw: Any) -> Any:
     return field(default=default, **kw)
 
 
-CATEGORY_TEXT = {
-    "Industrial_and_Scientific": "industrial and scientific items",
-    "Office_Products": "office products",
-    "Toys_and_Games": "toys and games",
-    "Sports": "sports and outdoors",
-    "Books": "books",
-}
 DTYPES = ("float32", "bfloat16", "float16")
 
 

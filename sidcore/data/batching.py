@@ -29,7 +29,8 @@ IGNORE = -100
 POLICIES = ("fixed", "buckets", "max")
 
 
-def _round_up(n: int, multiple: int) -> int:
+def round_up(n: int, multiple: int) -> int:
+    """The smallest multiple of `multiple` that is >= `n` (0 stays 0)."""
     return -(-n // multiple) * multiple
 
 
@@ -60,7 +61,7 @@ def padded_length(
         length = longest
     else:
         raise ConfigError(f"data.pad_policy: unknown batch policy {policy!r} (expected one of {POLICIES})")
-    length = _round_up(max(length, 1), pad_to_multiple_of)
+    length = round_up(max(length, 1), pad_to_multiple_of)
     if longest > length:
         raise ConfigError(f"data: an example has {longest} tokens, more than the padded length {length}")
     return length

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sidcore.config.schema import CATEGORY_TEXT
+# Category names as the prompts spell them (upstream's category map; others: underscores -> spaces).
+CATEGORY_TEXT = {
+    "Industrial_and_Scientific": "industrial and scientific items",
+    "Office_Products": "office products",
+    "Toys_and_Games": "toys and games",
+    "Sports": "sports and outdoors",
+    "Books": "books",
+}
 
 #: Shared instruction header (note the space after "request.").
 HEADER = (

@@ -22,12 +22,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import numpy as np
 
-from sidcore.data import prompts as P
+from sidcore.data import prompts
 from sidcore.data.encoding import EvalPrompt, Example, PieceEncoder, Pieces
 from sidcore.data.minionerec import (
     InteractionRow,
@@ -41,6 +41,9 @@ from sidcore.data.minionerec import (
 from sidcore.data.tokenizer import sid_token_ids, sid_vocabulary
 from sidcore.errors import ConfigError
 
+if TYPE_CHECKING:  # typing only: data/ never imports config/ at run time
+    from sidcore.config.schema import DataConfig, TasksConfig
+
 T = TypeVar("T")
 Index = Mapping[str, Sequence[str]]
 Items = Mapping[str, ItemMeta]
@@ -52,11 +55,11 @@ Items = Mapping[str, ItemMeta]
 
 def sid_next_item_pieces(rows: Sequence[InteractionRow]) -> list[Pieces]:
     """Task 1: target ``item_sid + "\\n"``."""
-    instruction = P.HEADER + P.SID_NEXT_ITEM_INSTRUCTION
+    instruction = prompts.HEADER + prompts.SID_NEXT_ITEM_INSTRUCTION
     return [
         Pieces(
             instruction=instruction,
-            body=P.body(P.sid_next_item_input(r.history_item_sid)),
+            body=prompts.body(prompts.sid_next_item_input(r.history_item_sid)),
             target=r.item_sid + "\n",
         )
         for r in rows
@@ -84,23 +87,23 @@ def sid_item_alignment_pieces(index: Index, items: Items, *, leak: bool = False)
         leak: reproduce upstream's bug (the answer is also written after ``"### Response:\\n"`` inside
             the masked prompt). Off: the prompt ends at ``"### Response:\\n"`` like every other task.
     """
-    instruction = P.HEADER + P.ALIGNMENT_INSTRUCTION
+    instruction = prompts.HEADER + prompts.ALIGNMENT_INSTRUCTION
     sid2title, title2sid = alignment_maps(index, items)
-    qa = [(P.sid2title_input(s), t) for s, t in sid2title.items()]
-    qa += [(P.title2sid_input(t), s) for t, s in title2sid.items()]
+    qa = [(prompts.sid2title_input(s), t) for s, t in sid2title.items()]
+    qa += [(prompts.title2sid_input(t), s) for t, s in title2sid.items()]
     return [
-        Pieces(instruction=instruction, body=P.body(q, a if leak else ""), target=a + "\n") for q, a in qa
+        Pieces(instruction=instruction, body=prompts.body(q, a if leak else ""), target=a + "\n") for q, a in qa
     ]
 
 
 def fusion_seq_rec_pieces(rows: Sequence[InteractionRow], index: Index, items: Items) -> list[Pieces]:
     """Task 3: target ``sid2title.get(item_sid, item_sid) + "\\n"``."""
-    instruction = P.HEADER + P.FUSION_INSTRUCTION
+    instruction = prompts.HEADER + prompts.FUSION_INSTRUCTION
     sid2title, _ = alignment_maps(index, items)
     return [
         Pieces(
             instruction=instruction,
-            body=P.body(P.fusion_input(r.history_item_sid)),
+            body=prompts.body(prompts.fusion_input(r.history_item_sid)),
             target=sid2title.get(r.item_sid, r.item_sid) + "\n",
         )
         for r in rows
@@ -114,11 +117,11 @@ def title_next_item_pieces(rows: Sequence[InteractionRow], *, category: str, see
     ``random.seed(seed); random.randint(0, 10)`` sequence without touching the global RNG.
     """
     rng = random.Random(seed)
-    cat = P.category_text(category)
+    cat = prompts.category_text(category)
     return [
         Pieces(
-            instruction=P.HEADER + P.title_next_item_instruction(rng.randint(0, 10), cat),
-            body=P.body(P.title_next_item_input(r.history_item_title, cat)),
+            instruction=prompts.HEADER + prompts.title_next_item_instruction(rng.randint(0, 10), cat),
+            body=prompts.body(prompts.title_next_item_input(r.history_item_title, cat)),
             target='"' + r.item_title + '"\n',
         )
         for r in rows
@@ -129,13 +132,13 @@ def title_history_to_sid_pieces(
     rows: Sequence[InteractionRow], index: Index, *, category: str
 ) -> list[Pieces]:
     """Task 5: target ``id2sid.get(str(item_id), str(item_id)) + "\\n"``."""
-    instruction = P.HEADER + P.TITLE_TO_SID_INSTRUCTION
-    cat = P.category_text(category)
+    instruction = prompts.HEADER + prompts.TITLE_TO_SID_INSTRUCTION
+    cat = prompts.category_text(category)
     id2sid = {k: "".join(v) for k, v in index.items()}
     return [
         Pieces(
             instruction=instruction,
-            body=P.body(P.title_history_to_sid_input(r.history_item_title, cat)),
+            body=prompts.body(prompts.title_history_to_sid_input(r.history_item_title, cat)),
             target=id2sid.get(str(r.item_id), str(r.item_id)) + "\n",
         )
         for r in rows
@@ -144,8 +147,8 @@ def title_history_to_sid_pieces(
 
 def eval_pieces(rows: Sequence[InteractionRow]) -> list[Pieces]:
     """Eval prompt (`EvalSidDataset`): task-1 instruction, different input wording, no target."""
-    instruction = P.HEADER + P.SID_NEXT_ITEM_INSTRUCTION
-    return [Pieces(instruction=instruction, body=P.body(P.eval_input(r.history_item_sid))) for r in rows]
+    instruction = prompts.HEADER + prompts.SID_NEXT_ITEM_INSTRUCTION
+    return [Pieces(instruction=instruction, body=prompts.body(prompts.eval_input(r.history_item_sid))) for r in rows]
 
 
 # ------------------------------------------------------------------------------------------
@@ -232,17 +235,18 @@ def enabled_tasks(tasks_cfg: Any) -> list[str]:
     return [name for name in TASKS if getattr(tasks_cfg, name)]
 
 
-def build_train_examples(cfg: Any, tokenizer: Any) -> list[Example]:
+def build_train_examples(d: "DataConfig", t: "TasksConfig", tokenizer: Any, *, seed: int) -> list[Example]:
     """All enabled tasks' examples, concatenated in upstream order.
 
     Args:
-        cfg: a `RunConfig`-like object with ``data``, ``tasks`` and ``seed``.
+        d: the ``data`` config section (file paths, sampling, lengths).
+        t: the ``tasks`` config section (which tasks).
         tokenizer: an HF tokenizer that already holds the SID tokens (`add_sid_tokens`).
+        seed: the run seed (row sampling, task-internal shuffles).
 
     Raises:
         DataError: bad files, CSV SIDs missing from the catalog, or a tokenizer without SID tokens.
     """
-    d, t = cfg.data, cfg.tasks
     names = enabled_tasks(t)
     if not names:
         raise ConfigError(
@@ -258,14 +262,14 @@ def build_train_examples(cfg: Any, tokenizer: Any) -> list[Example]:
         rows = read_csv(
             _path(d.train_file, "train_file"), valid_sids=valid, skip_empty_history=d.skip_empty_history
         )
-        rows = sample_like_pandas(rows, d.sample_train, cfg.seed)
+        rows = sample_like_pandas(rows, d.sample_train, seed)
     items = read_items(_path(d.item_meta_path, "item_meta_path")) if needs_items else {}
     sources = TaskSources(
         rows=rows,
         index=index,
         items=items,
         category=d.category,
-        seed=cfg.seed,
+        seed=seed,
         leak=t.sid_item_alignment_upstream_leak,
     )
     encoder = PieceEncoder(tokenizer)
@@ -274,24 +278,23 @@ def build_train_examples(cfg: Any, tokenizer: Any) -> list[Example]:
         spec = TASKS[name]
         pieces = spec.pieces(sources)
         if not spec.from_csv and d.sample_train > 0 and d.sample_train < len(pieces):
-            pieces = random.Random(cfg.seed).sample(pieces, d.sample_train)
+            pieces = random.Random(seed).sample(pieces, d.sample_train)
         out.extend(encoder.examples(pieces, task=name, max_len=d.max_len))
     return out
 
 
-def _split_rows(cfg: Any, split: str, sample: int) -> list[InteractionRow]:
-    d = cfg.data
+def _split_rows(d: "DataConfig", split: str, sample: int, seed: int) -> list[InteractionRow]:
     key = {"valid": "eval_file", "test": "test_file"}[split]
     valid = catalog_sids(read_info(_path(d.info_file, "info_file"))) if d.info_file else None
     rows = read_csv(_path(getattr(d, key), key), valid_sids=valid, skip_empty_history=d.skip_empty_history)
-    return sample_like_pandas(rows, sample, cfg.seed)
+    return sample_like_pandas(rows, sample, seed)
 
 
-def build_validation_examples(cfg: Any, tokenizer: Any) -> list[Example]:
+def build_validation_examples(d: "DataConfig", tokenizer: Any, *, seed: int) -> list[Example]:
     """Validation-loss set: task 1 on ``data.eval_file`` (``data.sample_eval`` rows), upstream's eval_loss."""
-    rows = _split_rows(cfg, "valid", cfg.data.sample_eval)
+    rows = _split_rows(d, "valid", d.sample_eval, seed)
     return PieceEncoder(tokenizer).examples(
-        sid_next_item_pieces(rows), task="sid_next_item", max_len=cfg.data.max_len
+        sid_next_item_pieces(rows), task="sid_next_item", max_len=d.max_len
     )
 
 
@@ -302,19 +305,18 @@ def eval_prompts(rows: Sequence[InteractionRow], tokenizer: Any, *, max_len: int
     encoder.warm(t for p in pieces for t in (p.instruction, p.body))
     return [
         encoder.eval_prompt(
-            p, input_text=P.eval_input(r.history_item_sid), target_sid=r.item_sid, max_len=max_len,
+            p, input_text=prompts.eval_input(r.history_item_sid), target_sid=r.item_sid, max_len=max_len,
             target_item=str(r.item_id),
         )
         for p, r in zip(pieces, rows)
     ]
 
 
-def build_eval_prompts(cfg: Any, tokenizer: Any, *, split: str | None = None) -> list[EvalPrompt]:
-    """Decoding prompts of ``split`` (default ``cfg.eval.split``) with ``data.eval_max_len``."""
-    split = split or cfg.eval.split
-    sample = cfg.data.sample_test if split == "test" else cfg.data.sample_eval
-    rows = _split_rows(cfg, split, sample)
-    return eval_prompts(rows, tokenizer, max_len=cfg.data.eval_max_len)
+def build_eval_prompts(d: "DataConfig", tokenizer: Any, *, split: str, seed: int) -> list[EvalPrompt]:
+    """Decoding prompts of ``split`` (test or valid) with ``data.eval_max_len``."""
+    sample = d.sample_test if split == "test" else d.sample_eval
+    rows = _split_rows(d, split, sample, seed)
+    return eval_prompts(rows, tokenizer, max_len=d.eval_max_len)
 
 
 __all__ = [

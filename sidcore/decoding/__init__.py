@@ -1,7 +1,7 @@
 """Decoding core shared by decoder plugins: the catalog trie, the jitted beam-search cores and the
 `DecodeModel` adapter over the NNX LM.
 
-`trie` (numpy only) builds the per-level CSR prefix index; `beam` runs fixed-length beam levels
+`trie` builds the per-level CSR prefix index (plain numpy; the beam cores move it to the device); `beam` runs fixed-length beam levels
 (trie-constrained, free or forced tokens); `open_beam` runs open-ended beam search with HF
 ``generate`` semantics; `adapter.LMDecodeModel` wraps the model. Importing this package imports jax.
 """

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sidcore.model.modules import mask_padded_vocab
+
 __all__ = ["LMDecodeModel"]
 
 
@@ -41,10 +43,7 @@ class LMDecodeModel:
         return nnx.merge(self._graphdef, self._state)
 
     def _mask(self, logits: jax.Array) -> jax.Array:
-        logits = logits.astype(jnp.float32)  # [B, V]
-        if self.real_vocab_size == self.vocab_size:
-            return logits
-        return jnp.where(jnp.arange(self.vocab_size) < self.real_vocab_size, logits, -jnp.inf)
+        return mask_padded_vocab(logits.astype(jnp.float32), self.real_vocab_size)  # [B, V]
 
     def prefill(self, input_ids: jax.Array, lengths: jax.Array, cache_len: int) -> tuple[jax.Array, Any]:
         """``input_ids [B, Lp]`` right-padded -> (logits ``[B, V]`` at ``lengths - 1``, cache)."""

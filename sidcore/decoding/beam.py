@@ -1,8 +1,10 @@
 """Fixed-length beam search core: ``T`` levels, one candidate policy per level, all inside ``jit``.
 
 Every prompt is prefilled **once**; the cache is then broadcast to ``K`` beam rows. At level ``t``
-each beam takes the full-vocabulary float32 ``log_softmax`` of its logits, a per-level *policy*
-turns that into ``M_t`` candidates per beam (tokens, log-probs, next trie node), candidate scores
+each beam's full-vocabulary float32 log-probs are available to a per-level *policy* — either as a
+``[B, K, V]`` log-softmax (`DenseScores`) or, with fused scoring, computed only for the candidate
+tokens against a log-sum-exp of the hidden state (`FusedScores`) — which turns them into ``M_t``
+candidates per beam (tokens, log-probs, next trie node); candidate scores
 are ``beam score + log-prob``, and a global ``lax.top_k`` over the ``K * M_t`` candidates of a prompt
 picks the next beams; the cache rows are gathered by parent. Only beam 0 is live at level 0 (the
 others score ``-inf``), so beams are always distinct sequences. Beams that have no valid candidate
@@ -22,7 +24,7 @@ import jax.numpy as jnp
 
 from sidcore.decoding.trie import TrieLevel
 from sidcore.errors import ConfigError
-from sidcore.interfaces import DecodeModel
+from sidcore.interfaces import DecodeModel, supports_fused_scoring
 
 __all__ = [
     "DenseScores", "FusedScores", "Policy", "level_beam_search", "trie_policy", "free_policy", "forced_policy", "repeat_rows",
@@ -146,7 +148,7 @@ def level_beam_search(
     k = int(num_beams)
     b = input_ids.shape[0]
     t_len = len(policies)
-    fused = fused and hasattr(model, "step_hidden")
+    fused = fused and supports_fused_scoring(model)
     if fused:
         h, cache = model.prefill_hidden(input_ids, lengths, cache_len)  # [B, H]
         lse = model.log_normalizer(h)  # [B]

@@ -18,8 +18,9 @@ from sidcore.data import batching
 IGNORE = -100
 
 
-def round_up(x: int, m: int) -> int:
-    return max(m, -(-x // m) * m)
+def _round_up_nonzero(x: int, m: int) -> int:
+    """`round_up` but at least one multiple (a batch with no labels still gets width `m`)."""
+    return max(m, batching.round_up(x, m))
 
 
 def label_arrays(labels: np.ndarray, multiple: int = 8, width: int | None = None) -> dict[str, np.ndarray]:
@@ -36,7 +37,7 @@ def label_arrays(labels: np.ndarray, multiple: int = 8, width: int | None = None
     B = labels.shape[0]
     mask = labels != IGNORE
     counts = mask.sum(axis=1)
-    n = round_up(int(counts.max(initial=0)), multiple) if width is None else width
+    n = _round_up_nonzero(int(counts.max(initial=0)), multiple) if width is None else width
     pos = np.zeros((B, n), np.int32)
     ids = np.zeros((B, n), np.int32)
     w = np.zeros((B, n), np.float32)
@@ -64,7 +65,7 @@ def step_batch(
     stacked: dict[str, list[np.ndarray]] = {k: [] for k in
                                             ("input_ids", "positions", "segment_ids", "label_pos", "label_ids", "label_w")}
     labels = [pad_to(m["labels"], L, IGNORE) for m in micro_batches]
-    n = max(round_up(int((lab != IGNORE).sum(axis=1).max(initial=0)), label_multiple) for lab in labels)
+    n = max(_round_up_nonzero(int((lab != IGNORE).sum(axis=1).max(initial=0)), label_multiple) for lab in labels)
     for m, lab in zip(micro_batches, labels):
         stacked["input_ids"].append(pad_to(m["input_ids"], L, pad_id))
         stacked["positions"].append(pad_to(m["positions"], L, 0))

@@ -1,9 +1,6 @@
-"""The SFT training loop: batch math, jitted steps on the mesh, eval cadence, checkpoints, resume.
+"""The SFT training loop: jitted steps on the mesh, eval cadence, checkpoints, resume.
 
-Batch math (reference §4.2): ``replicas = dp*fsdp``; ``micro = per_device_train_batch_size *
-replicas`` rows per micro-batch; ``train.global_batch_size > 0`` must be an exact multiple of
-``micro`` and gives the accumulation count; the effective batch is ``micro * accumulation``.
-Process 0 alone writes checkpoints and logs. SIGTERM/SIGINT finish the current step, write
+The batch math and step count come in a `sidcore.train.plan.TrainPlan`. Process 0 alone writes checkpoints and logs. SIGTERM/SIGINT finish the current step, write
 ``last`` and exit with `Preempted` (75); a rerun resumes from the newest complete checkpoint.
 """
 
@@ -19,50 +16,17 @@ import attrs
 import jax
 from flax import nnx
 
-from sidcore.config.schema import RunConfig
+from sidcore.config.schema import DataConfig, TrainConfig
 from sidcore.data.batching import DataOrder
 from sidcore.model.sharding import param_shardings, put_batch, shard_params
-from sidcore.errors import ConfigError, Preempted, TrainingError
-from sidcore.train import batches as B  # noqa: N812
-from sidcore.train import state as S
-from sidcore.train.step import make_eval_loss, make_merge, make_schedule_factory, make_train_step
+from sidcore.errors import Preempted, TrainingError
+from sidcore.model.merge import make_merge
+from sidcore.train import batches
+from sidcore.train import state as ckpt_state
+from sidcore.train.plan import BatchMath, TrainPlan
+from sidcore.train.step import make_eval_loss, make_train_step
 
 log = logging.getLogger(__name__)
-
-
-@attrs.define(kw_only=True)
-class BatchMath:
-    replicas: int
-    micro_rows: int
-    accumulation: int
-
-    @property
-    def effective(self) -> int:
-        return self.micro_rows * self.accumulation
-
-
-def batch_math(cfg: RunConfig, mesh: Any) -> BatchMath:
-    replicas = int(mesh.shape["dp"] * mesh.shape["fsdp"])
-    micro = cfg.train.per_device_train_batch_size * replicas
-    gbs = cfg.train.global_batch_size
-    if gbs > 0:
-        if gbs % micro:
-            raise ConfigError(
-                f"train.global_batch_size={gbs} is not a multiple of per_device_train_batch_size * replicas "
-                f"= {cfg.train.per_device_train_batch_size} * {replicas} = {micro}"
-            )
-        accum = gbs // micro
-    else:
-        accum = cfg.train.gradient_accumulation_steps
-    if micro % jax.process_count():
-        raise ConfigError(f"micro-batch rows {micro} do not split over {jax.process_count()} processes")
-    return BatchMath(replicas=replicas, micro_rows=micro, accumulation=accum)
-
-
-def total_steps(cfg: RunConfig, n_examples: int, math_: BatchMath) -> int:
-    if cfg.train.max_steps > 0:
-        return cfg.train.max_steps
-    return max(1, math.ceil(cfg.train.num_train_epochs * math.ceil(n_examples / math_.effective)))
 
 
 class StopFlag:
@@ -90,29 +54,36 @@ class StopFlag:
 
 @attrs.define(kw_only=True)
 class Trainer:
-    """Owns the jitted step and the mutable training state of one run."""
+    """Owns the jitted step and the mutable training state of one run.
 
-    cfg: RunConfig
-    bundle: Any  # sidcore.assemble.ModelBundle
+    It gets typed config sections and built components only: the plan (batch math, step count,
+    schedule) and the optax transform are computed once by the job.
+    """
+
+    train: TrainConfig
+    data: DataConfig
+    seed: int
+    plan: TrainPlan
+    bundle: Any  # sidcore.run.assemble.ModelBundle
     tx: Any
     store: Any
     examples: list[Any]
     val_examples: list[Any]
-    logger: Any  # sidcore.train.logging.RunLogger
+    logger: Any  # sidcore.train.run_logger.RunLogger
     evaluate: Callable[[Any, int], dict[str, float]] | None = None  # decoding eval (train_eval)
+    optimizer_name: str = ""  # recorded in checkpoint metadata
     params: Any = None  # final params after run()
     order: Any = None  # the DataOrder of this run (its state goes into checkpoint metadata)
 
     def run(self) -> dict[str, Any]:
-        cfg, mesh = self.cfg, self.bundle.mesh
-        math_ = batch_math(cfg, mesh)
-        steps = total_steps(cfg, len(self.examples), math_)
+        cfg, mesh = self.train, self.bundle.mesh
+        math_, steps = self.plan.batch, self.plan.total_steps
 
         graphdef, st = nnx.split(self.bundle.model)
         params = shard_params(nnx.to_pure_dict(st), mesh)
         template = jax.tree.map(lambda v: v, st)
         merge = make_merge(graphdef, template)
-        expected = S.shape_signature(params)
+        expected = ckpt_state.shape_signature(params)
         # Optimizer state follows the parameter rules (scalars replicated) on the whole mesh.
         opt_sh = param_shardings(jax.eval_shape(self.tx.init, params), mesh)
         opt_state = jax.jit(self.tx.init, out_shardings=opt_sh)(params)
@@ -122,7 +93,7 @@ class Trainer:
         shardings = (param_shardings(params, mesh), opt_sh)
         step_fn = jax.jit(
             make_train_step(merge, self.tx, real_vocab=self.bundle.real_vocab,
-                            normalization=cfg.train.loss_normalization),
+                            normalization=cfg.loss_normalization),
             donate_argnums=(0, 1),
             out_shardings=(*shardings, None),
         )
@@ -138,17 +109,16 @@ class Trainer:
             log.info("resumed from step %d", step)
         self.logger.start(total=steps, initial=step, effective=math_.effective)
         eval_every = self._eval_every(steps, math_)
-        lr_at = make_schedule_factory(cfg.train.lr_schedule, warmup_steps=cfg.train.warmup_steps,
-                                      total_steps=steps)(cfg.train.learning_rate)  # for logging only
+        lr_at = self.plan.make_schedule(cfg.learning_rate)  # for logging only
         last_metrics: dict[str, Any] = {}
         stopped_early = False
-        order = self.order = DataOrder(len(self.examples), math_.effective, seed=cfg.seed, shuffle=cfg.train.seed_shuffle,
-                          state=order_state)
+        order = self.order = DataOrder(len(self.examples), math_.effective, seed=self.seed,
+                                       shuffle=cfg.seed_shuffle, state=order_state)
         with StopFlag() as stop:
             while step < steps:
                 idx = order.next_batch()
-                host_batch = B.collate_step([self.examples[i] for i in idx], micro_rows=math_.micro_rows,
-                                            n_micro=math_.accumulation, data_cfg=cfg.data, pad_id=pad_id,
+                host_batch = batches.collate_step([self.examples[i] for i in idx], micro_rows=math_.micro_rows,
+                                            n_micro=math_.accumulation, data_cfg=self.data, pad_id=pad_id,
                                             row_multiple=math_.replicas)
                 batch = put_batch(host_batch, mesh, axis=1)
                 t0 = time.perf_counter()
@@ -164,7 +134,7 @@ class Trainer:
                 if eval_every and step % eval_every == 0 and step < steps:
                     stopped_early = self._periodic_eval(step, params, opt_state, best, eval_loss, math_,
                                                         pad_id)
-                if cfg.train.save_steps and step % cfg.train.save_steps == 0:
+                if cfg.save_steps and step % cfg.save_steps == 0:
                     self._save(f"step{step}", params, opt_state, step, best)
                     self._rotate()
                 if stop.raised:
@@ -175,7 +145,7 @@ class Trainer:
                     break
         if eval_every is not None and not stopped_early:
             self._periodic_eval(step, params, opt_state, best, eval_loss, math_, pad_id, final=True)
-        if cfg.train.save_last:
+        if cfg.save_last:
             self._save("last", params, opt_state, step, best)
         self.params = params
         return {"steps": step, "micro_steps": step * math_.accumulation, "effective_batch_size": math_.effective,
@@ -183,7 +153,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ helpers
     def _eval_every(self, steps: int, math_: BatchMath) -> int | None:
-        e = self.cfg.train.eval_steps
+        e = self.train.eval_steps
         if e < 0:
             return None
         if e == 0:
@@ -191,15 +161,15 @@ class Trainer:
         return e
 
     def validation_loss(self, params: Any, eval_loss: Any, math_: BatchMath, pad_id: int) -> float:
-        rows = self.cfg.train.per_device_eval_batch_size * math_.replicas
+        rows = self.train.per_device_eval_batch_size * math_.replicas
         # one example per row (never packed), so padded duplicates can be zero-weighted below
-        data_cfg = attrs.evolve(self.cfg.data, pad_policy="buckets") if self.cfg.data.pad_policy == "pack" \
-            else self.cfg.data
+        data_cfg = attrs.evolve(self.data, pad_policy="buckets") if self.data.pad_policy == "pack" \
+            else self.data
         tot = cnt = 0.0
         for i in range(0, len(self.val_examples), rows):
             chunk = self.val_examples[i : i + rows]
             chunk = chunk + [chunk[-1]] * (rows - len(chunk))
-            hb = B.collate_step(chunk, micro_rows=rows, n_micro=1, data_cfg=data_cfg, pad_id=pad_id)
+            hb = batches.collate_step(chunk, micro_rows=rows, n_micro=1, data_cfg=data_cfg, pad_id=pad_id)
             hb = {k: v[0] for k, v in hb.items()}
             if len(self.val_examples[i : i + rows]) < rows:  # padded duplicates carry no weight
                 hb["label_w"][len(self.val_examples[i : i + rows]):] = 0.0
@@ -209,8 +179,8 @@ class Trainer:
         return tot / max(cnt, 1.0)
 
     def _periodic_eval(self, step, params, opt_state, best, eval_loss, math_, pad_id, final=False) -> bool:
-        cfg = self.cfg
-        metric = cfg.train.save_best_metric
+        cfg = self.train
+        metric = cfg.save_best_metric
         values: dict[str, float] = {}
         if self.val_examples and (metric == "eval_loss" or not self.evaluate):
             values["eval/loss"] = self.validation_loss(params, eval_loss, math_, pad_id)
@@ -231,25 +201,25 @@ class Trainer:
             values["eval/best_value"] = best["value"]
             values["eval/best_step"] = best["step"]
         self.logger.eval_step(step, values)
-        if improved and cfg.train.save_best:
+        if improved and cfg.save_best:
             self._save("best", params, opt_state, step, best)
-        patience = cfg.train.early_stopping_patience
+        patience = cfg.early_stopping_patience
         if patience and best["bad_evals"] >= patience and not final:
             log.info("early stopping at step %d (no improvement in %d evals)", step, patience)
             return True
         return False
 
     def _meta(self, step: int, best: dict[str, Any]) -> dict[str, Any]:
-        return {"step": step, "data_order": list(self.order.state), "best": dict(best), "seed": self.cfg.seed,
-                "vocab_size": self.bundle.real_vocab, "optimizer": self.cfg.optimizer.name}
+        return {"step": step, "data_order": list(self.order.state), "best": dict(best), "seed": self.seed,
+                "vocab_size": self.bundle.real_vocab, "optimizer": self.optimizer_name}
 
     def _save(self, name: str, params: Any, opt_state: Any, step: int, best: dict[str, Any]) -> None:
-        tree = S.to_tree(params, opt_state)  # all processes join the gather
+        tree = ckpt_state.to_tree(params, opt_state)  # all processes join the gather
         if jax.process_index() == 0:
             self.store.save(name, tree, self._meta(step, best))
 
     def _rotate(self) -> None:
-        limit = self.cfg.train.save_total_limit
+        limit = self.train.save_total_limit
         if not limit or jax.process_index() != 0:
             return
         snaps = sorted((n for n in self.store.names() if n.startswith("step") and n[4:].isdigit()),
@@ -264,12 +234,12 @@ class Trainer:
         names = (["last"] if "last" in all_names else []) + snaps[-1:]
         if not names:
             return None
-        best_name, best_tree, best_meta = None, None, None
+        newest_name, newest_tree, newest_meta = None, None, None
         for name in names:
             tree, meta = self.store.restore(name)
-            if best_meta is None or meta.get("step", -1) > best_meta.get("step", -1):
-                best_name, best_tree, best_meta = name, tree, meta
-        src = f"{self.store.uri}:{best_name}"
-        params = S.params_from_tree(best_tree, expected, src)
-        opt_state = S.opt_state_from_tree(best_tree, S.host(opt_template), src)
-        return params, opt_state, best_meta
+            if newest_meta is None or meta.get("step", -1) > newest_meta.get("step", -1):
+                newest_name, newest_tree, newest_meta = name, tree, meta
+        src = f"{self.store.uri}:{newest_name}"
+        params = ckpt_state.params_from_tree(newest_tree, expected, src)
+        opt_state = ckpt_state.opt_state_from_tree(newest_tree, ckpt_state.host(opt_template), src)
+        return params, opt_state, newest_meta

@@ -21,21 +21,11 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 
-Params = dict[str, Any]
+from sidcore.model.merge import Params
+from sidcore.model.modules import mask_padded_vocab
+
 Batch = dict[str, jax.Array]
-
-
-def make_merge(graphdef: Any, state_template: Any) -> Callable[[Params], Any]:
-    """Return ``merge(params_pure_dict) -> model`` usable inside jit."""
-
-    def merge(params: Params) -> Any:
-        state = jax.tree.map(lambda v: v, state_template)
-        nnx.replace_by_pure_dict(state, params)
-        return nnx.merge(graphdef, state)
-
-    return merge
 
 
 def label_nll(model: Any, batch: Batch, real_vocab: int) -> tuple[jax.Array, jax.Array]:
@@ -52,10 +42,7 @@ def label_nll(model: Any, batch: Batch, real_vocab: int) -> tuple[jax.Array, jax
     """
     h = model.hidden(batch["input_ids"], batch["positions"], batch["segment_ids"])  # [B, L, H]
     hl = jnp.take_along_axis(h, batch["label_pos"][..., None], axis=1)  # [B, N, H]
-    logits = model.logits(hl)  # [B, N, V] f32
-    if logits.shape[-1] > real_vocab:
-        col = jnp.arange(logits.shape[-1])
-        logits = jnp.where(col < real_vocab, logits, -jnp.inf)
+    logits = mask_padded_vocab(model.logits(hl), real_vocab)  # [B, N, V] f32
     lse = jax.nn.logsumexp(logits, axis=-1)  # [B, N]
     tgt = jnp.take_along_axis(logits, batch["label_ids"][..., None], axis=-1)[..., 0]  # [B, N]
     w = batch["label_w"]

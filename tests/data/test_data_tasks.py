@@ -32,6 +32,10 @@ EOS = 151643
 ROW = 1  # valid row of user A5382: 4 history items (one repeated)
 
 
+
+def _train(cfg, tokenizer):
+    return build_train_examples(cfg.data, cfg.tasks, tokenizer, seed=cfg.seed)
+
 def B(inp, out=""):
     return "### User Input: \n" + inp + "\n\n### Response:\n" + out
 
@@ -72,7 +76,7 @@ def rows(sample_paths):
 
 
 def _only(cfg, tok, task):
-    examples = build_train_examples(cfg, tok)
+    examples = _train(cfg, tok)
     assert {e.task for e in examples} == {task}
     return examples
 
@@ -120,7 +124,7 @@ def test_task2_alignment_counts_and_rows(sid_tokenizer, sample_paths):
         sid_item_alignment=True,
         sid_item_alignment_upstream_leak=True,
     )
-    leak = build_train_examples(leak_cfg, sid_tokenizer)
+    leak = _train(leak_cfg, sid_tokenizer)
     ids, labels = expected(
         sid_tokenizer, instr, B("Which item has the title: " + title0 + "?", sid0), sid0 + "\n"
     )
@@ -220,7 +224,8 @@ def test_task5_title_history_to_sid(sid_tokenizer, sample_paths, rows):
 
 def test_eval_prompt(sid_tokenizer, sample_paths):
     test_rows = read_csv(sample_paths["test"])
-    prompts = build_eval_prompts(make_cfg(sample_paths, sid_next_item=True), sid_tokenizer)
+    cfg = make_cfg(sample_paths, sid_next_item=True)
+    prompts = build_eval_prompts(cfg.data, sid_tokenizer, split=cfg.eval.split, seed=cfg.seed)
     assert len(prompts) == 200
     r, p = test_rows[0], prompts[0]
     inp = (
@@ -246,7 +251,7 @@ def test_concatenation_order_truncation_and_validation(sid_tokenizer, sample_pat
         title_next_item=True,
         title_history_to_sid=True,
     )
-    ex = build_train_examples(cfg, sid_tokenizer)
+    ex = _train(cfg, sid_tokenizer)
     order = [e.task for e in ex]
     assert order == (
         ["sid_next_item"] * 300
@@ -258,7 +263,7 @@ def test_concatenation_order_truncation_and_validation(sid_tokenizer, sample_pat
     assert max(len(e) for e in ex) == 512
     long = next(e for e in ex if len(e) == 512)  # left truncation keeps the answer and its labels
     assert long.input_ids[-1] == EOS and long.labels[-1] == EOS and len(long.labels) == 512
-    val = build_validation_examples(cfg, sid_tokenizer)
+    val = build_validation_examples(cfg.data, sid_tokenizer, seed=cfg.seed)
     assert [e.input_ids for e in val] == [e.input_ids for e in ex[:300]]
 
 
@@ -267,9 +272,9 @@ def test_sample_train(sid_tokenizer, sample_paths):
 
     cfg = make_cfg(sample_paths, sid_next_item=True, sid_item_alignment=True)
     cfg.data = attrs.evolve(cfg.data, sample_train=7)
-    ex = build_train_examples(cfg, sid_tokenizer)
+    ex = _train(cfg, sid_tokenizer)
     assert Counter(e.task for e in ex) == {"sid_next_item": 7, "sid_item_alignment": 7}
-    full = build_train_examples(make_cfg(sample_paths, sid_next_item=True), sid_tokenizer)
+    full = _train(make_cfg(sample_paths, sid_next_item=True), sid_tokenizer)
     picks = np.random.RandomState(42).permutation(300)[:7]
     assert [e.input_ids for e in ex[:7]] == [full[i].input_ids for i in picks]
     assert sample_like_pandas([1, 2, 3], 0, seed=1) == [1, 2, 3]
@@ -277,4 +282,4 @@ def test_sample_train(sid_tokenizer, sample_paths):
 
 def test_tokenizer_without_sid_tokens_is_rejected(fresh_tokenizer, sample_paths):
     with pytest.raises(DataError, match="tokenizer lacks SID tokens"):
-        build_train_examples(make_cfg(sample_paths, sid_next_item=True), fresh_tokenizer())
+        _train(make_cfg(sample_paths, sid_next_item=True), fresh_tokenizer())

@@ -66,8 +66,8 @@ def test_plugin_registers_both_decoders_without_importing_jax():
 
 def test_eval_casts_float32_weights_to_bf16_compute_once_without_changing_results():
     """`Evaluator.predict` casts float params to a narrower compute dtype once; every use casts anyway."""
-    from sidcore.eval.runner import _params_in_compute_dtype
-    from sidcore.train.step import make_merge
+    from sidcore.eval.evaluator import _params_in_compute_dtype
+    from sidcore.model.merge import make_merge
 
     cfg = Qwen2Config.tiny(vocab_size=64, tie_word_embeddings=False)
     model = Qwen2ForCausalLM(cfg, rngs=nnx.Rngs(3), param_dtype=jnp.float32, compute_dtype=jnp.bfloat16)

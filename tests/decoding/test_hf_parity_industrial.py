@@ -87,9 +87,9 @@ def test_trie_decoder_matches_hf_generate_on_real_prompts(setup):
         hf_scores.append(out.sequences_scores.numpy())
     # --- sid: the production eval path
     from sidcore.config import load_config
-    from sidcore.assemble import build_model
+    from sidcore.run.assemble import build_model
     from sidcore.data.catalog import build_catalog
-    from sidcore.eval.runner import Evaluator
+    from sidcore.eval.evaluator import Evaluator
     from sidcore.plugins import load_plugins
 
     plugins = load_plugins(strict=True)
@@ -100,7 +100,8 @@ def test_trie_decoder_matches_hf_generate_on_real_prompts(setup):
     catalog = build_catalog(cfg.data.info_file, cfg.data.sid_index_path, bundle.tokenizer)
     spec = plugins.registry.get("decoder", "trie")
     decoder = spec.build(spec.config(), catalog=catalog, eos_id=eos)
-    ev = Evaluator(cfg, bundle, decoder, catalog, [], prompts)
+    ev = Evaluator(cfg.eval, compute_dtype=cfg.jax.compute_dtype, bundle=bundle, decoder=decoder, catalog=catalog,
+                   metrics=[], prompts=prompts)
     from flax import nnx
 
     params = nnx.to_pure_dict(nnx.split(bundle.model)[1])

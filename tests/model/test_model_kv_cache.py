@@ -126,7 +126,7 @@ def test_bf16_compute_close_to_f32(make_tiny):
 
 def test_attention_kernel_choice_on_cpu(make_tiny):
     """``model.attention``: auto is the einsum path off-GPU; cudnn is refused there with a config error."""
-    from sidcore.assemble import attention_impl
+    from sidcore.run.assemble import attention_impl
     from sidcore.errors import ConfigError
 
     assert attention_impl("auto", jnp.bfloat16, 64) == "xla"

@@ -16,7 +16,7 @@ class WandbCfg:
 
 
 def test_metrics_jsonl_and_wandb_offline(tmp_path, monkeypatch):
-    from sidcore.train.logging import RunLogger
+    from sidcore.train.run_logger import RunLogger
 
     monkeypatch.setenv("WANDB_API_KEY", "secret-value-should-not-leak")
     monkeypatch.setenv("WANDB_SILENT", "true")

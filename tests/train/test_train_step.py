@@ -45,7 +45,8 @@ def sid_setup(model, tx):
     import jax
     from flax import nnx
 
-    from sidcore.train.step import make_merge, make_train_step
+    from sidcore.model.merge import make_merge
+    from sidcore.train.step import make_train_step
 
     gd, st = nnx.split(model)
     params = nnx.to_pure_dict(st)
@@ -153,7 +154,8 @@ def test_eight_fake_devices_match_one(tmp_path):
         from sidcore.model import Qwen2Config, Qwen2ForCausalLM, make_mesh, shard_params
         from sidcore.train.batches import collate_step
         from sidcore.train.loop import put_batch
-        from sidcore.train.step import make_merge, make_train_step
+        from sidcore.model.merge import make_merge
+        from sidcore.train.step import make_train_step
         mesh = make_mesh(sys.argv[1])
         model = Qwen2ForCausalLM(Qwen2Config.tiny(vocab_size=64, hidden_size=32, num_hidden_layers=2),
                                  rngs=nnx.Rngs(0))

@@ -166,3 +166,71 @@ def test_listing_plugins_does_not_import_jax():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+# ---------------------------------------------------------------------------- hooks called through pluggy
+
+
+class CommandsPlugin:
+    @hookimpl
+    def register_commands(self, cli):
+        raise RuntimeError("boom in commands")
+
+
+class StorePlugin:
+    @hookimpl
+    def register_checkpoint_stores(self, register):
+        register("s3ish", lambda cfg, *, uri: ("s3ish", uri), config=Cfg, schemes=("s3",))
+
+
+class ClashPlugin:
+    @hookimpl
+    def register_checkpoint_stores(self, register):
+        register("other_s3", lambda cfg, *, uri: None, config=Cfg, schemes=("s3",))
+
+
+def test_hooks_are_called_through_pluggy_and_traced(monkeypatch, capsys):
+    monkeypatch.setenv("SID_TRACE_PLUGINS", "1")
+    load_plugins(entry_points=False, extra=[("a", OptPlugin())], strict=True)
+    err = capsys.readouterr().err
+    assert "register_optimizers [hook]" in err and "finish register_optimizers" in err
+
+
+def test_each_plugin_is_called_alone():
+    calls = []
+
+    class Rec:
+        def __init__(self, tag):
+            self.tag = tag
+
+        @hookimpl
+        def register_metrics(self, register):
+            calls.append(self.tag)
+
+    load_plugins(entry_points=False, extra=[("x", Rec("x")), ("y", Rec("y"))], strict=True)
+    assert calls == ["x", "y"]  # one call per plugin, never both at once
+
+
+def test_register_commands_failure_is_isolated_and_strict(capsys):
+    import click
+
+    p = load_plugins(entry_points=False, extra=[("cmd", CommandsPlugin())], strict=False)
+    p.add_commands(click.Group("sid"), strict=False)
+    assert p.record("cmd").status == "error" and "boom in commands" in capsys.readouterr().err
+    p = load_plugins(entry_points=False, extra=[("cmd", CommandsPlugin())], strict=False)
+    with pytest.raises(PluginLoadError, match="boom in commands"):
+        p.add_commands(click.Group("sid"), strict=True)
+
+
+def test_stores_declare_schemes_and_the_registry_resolves_uris():
+    p = load_plugins(strict=True)  # built-ins: msgpack serves local paths, gcs serves gs://
+    reg = p.registry
+    assert reg.store_for_uri("runs/x").name == "msgpack"
+    assert reg.store_for_uri("file:///tmp/x").name == "msgpack"
+    assert reg.store_for_uri("gs://bucket/x").name == "gcs"
+    with pytest.raises(UnknownComponentError, match=r"s3://bucket/x: no installed store serves 's3://'.*gs://"):
+        reg.store_for_uri("s3://bucket/x")
+    reg3 = load_plugins(entry_points=False, extra=[("s", StorePlugin())], strict=True).registry
+    assert reg3.store_for_uri("s3://b/k").name == "s3ish"
+    with pytest.raises(PluginLoadError, match="scheme 's3' is claimed by store 's3ish'"):
+        load_plugins(entry_points=False, extra=[("s", StorePlugin()), ("c", ClashPlugin())], strict=True)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from sidcore.errors import DataError
-from sidcore.report import mean_ci, summarize, t975, write_summary
+from sidcore.run.report import mean_ci, summarize, t975, write_summary
 
 
 def make_run(root, name, *, seed, optimizer, hr10, ndcg10, with_eval=True):

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 @attrs.define(kw_only=True)
 class ModelBundle:
     model: Any  # Qwen2ForCausalLM
-    hf_config: Any  # Qwen2Config
+    model_config: Any  # sid's own `Qwen2Config` of the built model
     tokenizer: Any
     token_extension: Any
     real_vocab: int  # = len(tokenizer); rows >= this are sharding padding
@@ -115,7 +115,7 @@ def build_model(cfg: RunConfig, *, tokenizer_spec: str | None = None) -> ModelBu
     log.info("vocab: checkpoint %d -> tokenizer %d -> padded %d (multiple %d)", before, real_vocab, padded, multiple)
     model.set_attention(attention_impl(cfg.model.attention, cd, model.cfg.resolved_head_dim))
     return ModelBundle(
-        model=model, hf_config=model.cfg, tokenizer=tokenizer, token_extension=ext, real_vocab=real_vocab,
+        model=model, model_config=model.cfg, tokenizer=tokenizer, token_extension=ext, real_vocab=real_vocab,
         vocab_resize={"original_vocab_size": before, "new_vocab_size": real_vocab, "padded_vocab_size": padded},
         mesh=mesh,
     )

@@ -11,18 +11,18 @@ from sidcore.config.schema import RunConfig
 def export_run(cfg: RunConfig, plugins: Any, out_dir: Path, *, name: str | None = None) -> Path:
     from flax import nnx
 
-    from sidcore.assemble import build_model, store_uri
-    from sidcore.checkpoints import open_checkpoint
+    from sidcore.run.assemble import build_model, store_uri
+    from sidcore.run.checkpoints import open_checkpoint
     from sidcore.model import export_hf, resize_vocab
-    from sidcore.train import state as S
+    from sidcore.train import state as ckpt_state
 
     run_dir = Path(cfg.output_dir)
     bundle = build_model(cfg, tokenizer_spec=str(run_dir) if (run_dir / "tokenizer.json").exists() else None)
     _, st = nnx.split(bundle.model)
-    expected = S.shape_signature(nnx.to_pure_dict(st))
+    expected = ckpt_state.shape_signature(nnx.to_pure_dict(st))
     uri = store_uri(cfg) + (f"#{name}" if name else "")
     tree, src = open_checkpoint(uri, plugins.registry)
-    params = S.params_from_tree(tree, expected, src)
+    params = ckpt_state.params_from_tree(tree, expected, src)
     nnx.replace_by_pure_dict(st, params)
     model = nnx.merge(*nnx.split(bundle.model)[:1], st)
     if model.vocab_size != bundle.real_vocab:  # drop sharding padding rows

@@ -1,13 +1,14 @@
 """One ``sid run`` job in this process: set up, train and/or evaluate, write the run summary.
 
-Run directory layout (reference §7.3 + ours): ``config.resolved.yaml``, ``plugins.json``,
+Order: ``jax.distributed`` (if asked) -> run files -> model bundle -> eval data + catalog -> train
+data + plan -> every component built once (`build_components`) -> `Trainer` -> `Evaluator` ->
+outputs. Run directory layout (reference §7.3 + ours): ``config.resolved.yaml``, ``plugins.json``,
 ``metrics.jsonl``, ``sft_state_{last,best,step<N>}.*`` (store), tokenizer files,
 ``eval_predictions.json``, ``eval_predictions.metrics.json``, ``run_summary.json``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,13 +19,9 @@ import attrs
 from sidcore.config import loading
 from sidcore.config.schema import RunConfig
 from sidcore.plugins import Plugins
-from sidcore.runner import atomic_write, build_component as _build
+from sidcore.run.rundir import write_json, write_run_files
 
 log = logging.getLogger(__name__)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def flops_per_token(model_cfg: Any) -> float:
@@ -35,24 +32,41 @@ def flops_per_token(model_cfg: Any) -> float:
     return 6.0 * per_layer * n
 
 
+@attrs.define(kw_only=True)
+class EvalInputs:
+    """What a decoding eval needs besides the components: catalog, prompts, baseline ranking."""
+
+    catalog: Any
+    prompts: list[Any]
+    popularity: list[str] | None
+    source: str
+
+
 def run_in_process(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
     import jax
 
-    from sidcore.assemble import build_model, store_uri
-    from sidcore.launching import maybe_initialize_distributed
+    from sidcore.run.assemble import build_model, store_uri
+    from sidcore.run.components import build_components
+    from sidcore.run.distributed import maybe_initialize_distributed
 
     maybe_initialize_distributed(cfg.jax.distributed)
     is_main = jax.process_index() == 0
     out = Path(cfg.output_dir)
     if is_main:
-        from sidcore.runner import write_run_files
-
         write_run_files(cfg, plugins)
     started = time.time()
     bundle = build_model(cfg)
     if is_main:
         bundle.tokenizer.save_pretrained(str(out))
-    store = _build(plugins, "store", cfg.store, uri=store_uri(cfg))
+    evaluates = cfg.run_mode != "train" and cfg.eval.enabled
+    eval_inputs = _eval_inputs(cfg, bundle) if evaluates else None
+    trains = cfg.run_mode in ("train", "train_eval")
+    train_data = _train_data(cfg, bundle) if trains else None
+    comps = build_components(
+        cfg, plugins, store_uri=store_uri(cfg),
+        catalog=eval_inputs.catalog if eval_inputs else None, eos_id=int(bundle.tokenizer.eos_token_id),
+        make_schedule=train_data[2].make_schedule if train_data else None,
+    )
     summary: dict[str, Any] = {
         "config": loading.to_dict(cfg),
         "token_extension": attrs.asdict(bundle.token_extension),
@@ -62,13 +76,13 @@ def run_in_process(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
         "devices": {"count": jax.device_count(), "kind": jax.devices()[0].device_kind,
                     "processes": jax.process_count(), "mesh": dict(bundle.mesh.shape)},
     }
-    evaluator = _make_evaluator(cfg, plugins, bundle) if cfg.run_mode != "train" and cfg.eval.enabled else None
+    evaluator = _make_evaluator(cfg, bundle, comps, eval_inputs) if eval_inputs else None
     params = None
-    if cfg.run_mode in ("train", "train_eval"):
-        params = _train(cfg, plugins, bundle, store, evaluator, summary, is_main)
+    if train_data is not None:
+        params = _train(cfg, bundle, comps, train_data, evaluator, summary, is_main)
     if evaluator is not None:
         if params is None or cfg.eval.use_best_checkpoint:
-            params = _eval_params(cfg, bundle, store, plugins.registry, prefer_best=cfg.eval.use_best_checkpoint)
+            params = _eval_params(cfg, bundle, comps.store, plugins.registry, prefer_best=cfg.eval.use_best_checkpoint)
         result = evaluator.run(params)
         summary["eval"] = {**result.metrics, "timing": result.timing}
         if is_main:
@@ -76,54 +90,62 @@ def run_in_process(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
             print_table(result.metrics)
     summary["wall_seconds"] = time.time() - started
     if is_main:
-        _write_json(out / "run_summary.json", summary)
+        write_json(out / "run_summary.json", summary)
         log.info("summary_json=%s", out / "run_summary.json")
     return summary
 
 
-def _make_evaluator(cfg: RunConfig, plugins: Plugins, bundle: Any) -> Any:
+def _eval_inputs(cfg: RunConfig, bundle: Any) -> EvalInputs:
     from sidcore.data.catalog import build_catalog
     from sidcore.data.minionerec import read_csv
     from sidcore.data.tasks import build_eval_prompts
-    from sidcore.eval.runner import Evaluator, popularity_ranking
+    from sidcore.eval.metrics_layout import popularity_ranking
 
     catalog = build_catalog(cfg.data.info_file, cfg.data.sid_index_path, bundle.tokenizer)
-    decoder = _build(plugins, "decoder", cfg.decoder, catalog=catalog, eos_id=int(bundle.tokenizer.eos_token_id))
-    metrics = [_build(plugins, "metric", m) for m in cfg.metrics]
-    prompts = build_eval_prompts(cfg, bundle.tokenizer, split=cfg.eval.split)
+    prompts = build_eval_prompts(cfg.data, bundle.tokenizer, split=cfg.eval.split, seed=cfg.seed)
     popularity = None
     if cfg.eval.popularity_baseline and cfg.data.train_file:
         ranked = popularity_ranking(read_csv(cfg.data.train_file), cfg.eval.num_beams)
         rest = [s for s in catalog.sids if s not in set(ranked)]
         popularity = (ranked + rest)[: cfg.eval.num_beams]
-    return Evaluator(cfg, bundle, decoder, catalog, metrics, prompts, popularity=popularity)
+    source = str(cfg.data.test_file if cfg.eval.split == "test" else cfg.data.eval_file)
+    return EvalInputs(catalog=catalog, prompts=prompts, popularity=popularity, source=source)
 
 
-def _train(cfg: RunConfig, plugins: Plugins, bundle: Any, store: Any, evaluator: Any, summary: dict[str, Any],
-           is_main: bool) -> Any:
+def _make_evaluator(cfg: RunConfig, bundle: Any, comps: Any, inputs: EvalInputs) -> Any:
+    from sidcore.eval.evaluator import Evaluator
+
+    return Evaluator(cfg.eval, compute_dtype=cfg.jax.compute_dtype, bundle=bundle, decoder=comps.decoder,
+                     catalog=inputs.catalog, metrics=comps.metrics, prompts=inputs.prompts,
+                     popularity=inputs.popularity, source=inputs.source)
+
+
+def _train_data(cfg: RunConfig, bundle: Any) -> tuple[list[Any], list[Any], Any]:
+    """(train examples, validation examples, `TrainPlan`) — the plan is computed here, once."""
+    import jax
+
     from sidcore.data.tasks import build_train_examples, build_validation_examples
-    from sidcore.train.logging import RunLogger
-    from sidcore.train.loop import Trainer, batch_math, total_steps
-    from sidcore.train.step import make_schedule_factory
+    from sidcore.train.plan import make_plan
 
-    import optax
+    examples = build_train_examples(cfg.data, cfg.tasks, bundle.tokenizer, seed=cfg.seed)
+    val = build_validation_examples(cfg.data, bundle.tokenizer, seed=cfg.seed) if cfg.train.eval_steps >= 0 else []
+    plan = make_plan(cfg.train, bundle.mesh, len(examples), jax.process_count())
+    return examples, val, plan
 
-    examples = build_train_examples(cfg, bundle.tokenizer)
-    val = build_validation_examples(cfg, bundle.tokenizer) if cfg.train.eval_steps >= 0 else []
-    math_ = batch_math(cfg, bundle.mesh)
-    steps = total_steps(cfg, len(examples), math_)
-    make_schedule = make_schedule_factory(cfg.train.lr_schedule, warmup_steps=cfg.train.warmup_steps,
-                                          total_steps=steps)
-    tx = _build(plugins, "optimizer", cfg.optimizer, learning_rate=cfg.train.learning_rate,
-                make_schedule=make_schedule)
-    if cfg.train.max_grad_norm > 0:
-        tx = optax.chain(optax.clip_by_global_norm(cfg.train.max_grad_norm), tx)
-    logger = RunLogger(cfg.output_dir, wandb_cfg=cfg.wandb, run_config=loading.to_dict(cfg),
-                       flops_per_token=flops_per_token(bundle.hf_config), enabled=is_main,
+
+def _train(cfg: RunConfig, bundle: Any, comps: Any, train_data: tuple[list[Any], list[Any], Any], evaluator: Any,
+           summary: dict[str, Any], is_main: bool) -> Any:
+    from sidcore.train.loop import Trainer
+    from sidcore.train.run_logger import RunLogger
+
+    examples, val, plan = train_data
+    logger = RunLogger(cfg.output_dir, wandb_cfg=cfg.wandb, run_config=summary["config"],
+                       flops_per_token=flops_per_token(bundle.model_config), enabled=is_main,
                        every=cfg.train.logging_steps)
     periodic = evaluator.periodic if (evaluator is not None and cfg.train.save_best_metric != "eval_loss") else None
-    trainer = Trainer(cfg=cfg, bundle=bundle, tx=tx, store=store, examples=examples, val_examples=val,
-                      logger=logger, evaluate=periodic)
+    trainer = Trainer(train=cfg.train, data=cfg.data, seed=cfg.seed, plan=plan, bundle=bundle, tx=comps.optimizer,
+                      store=comps.store, examples=examples, val_examples=val, logger=logger, evaluate=periodic,
+                      optimizer_name=cfg.optimizer.name)
     try:
         summary["train"] = trainer.run()
     finally:
@@ -134,18 +156,16 @@ def _train(cfg: RunConfig, plugins: Plugins, bundle: Any, store: Any, evaluator:
 
 def _eval_params(cfg: RunConfig, bundle: Any, store: Any, registry: Any, *, prefer_best: bool) -> Any:
     """Weights to evaluate: ``train.resume_from_checkpoint`` / the run's best or last checkpoint / the model."""
-    from flax import nnx
-
+    from sidcore.model.merge import split_params
     from sidcore.model.sharding import shard_params
-    from sidcore.train import state as S
+    from sidcore.train import state as ckpt_state
 
-    _, st = nnx.split(bundle.model)
-    params = nnx.to_pure_dict(st)
-    expected = S.shape_signature(params)
+    _, _, params = split_params(bundle.model)
+    expected = ckpt_state.shape_signature(params)
     names = store.names()
     tree, src = None, None
     if cfg.train.resume_from_checkpoint:
-        from sidcore.checkpoints import open_checkpoint
+        from sidcore.run.checkpoints import open_checkpoint
 
         tree, src = open_checkpoint(cfg.train.resume_from_checkpoint, registry)
     elif prefer_best and "best" in names:
@@ -155,20 +175,22 @@ def _eval_params(cfg: RunConfig, bundle: Any, store: Any, registry: Any, *, pref
         tree, _ = store.restore("last")
         src = f"{store.uri}:last"
     if tree is not None:
-        params = S.params_from_tree(tree, expected, src)
+        params = ckpt_state.params_from_tree(tree, expected, src)
         log.info("evaluating weights from %s", src)
     return shard_params(params, bundle.mesh)
 
 
 def _write_eval_outputs(cfg: RunConfig, out: Path, result: Any) -> None:
     if cfg.eval.save_predictions_json:
-        _write_json(out / "eval_predictions.json", result.records)
-    _write_json(out / "eval_predictions.metrics.json", result.metrics)
+        write_json(out / "eval_predictions.json", result.records)
+    write_json(out / "eval_predictions.metrics.json", result.metrics)
 
 
 def print_table(metrics: dict[str, Any]) -> None:
-    """HR@K / NDCG@K table on stdout (with the popularity baseline when present)."""
+    """Every metric family @K on stdout (with the popularity baseline when present)."""
     import click
+
+    from sidcore.eval.metrics_layout import metric_families
 
     ks = metrics["topk"]
     click.echo(f"{'':<16}" + "".join(f"{'@' + str(k):>9}" for k in ks))
@@ -176,8 +198,8 @@ def print_table(metrics: dict[str, Any]) -> None:
     if "popularity_baseline" in metrics:
         rows.append(("popular", metrics["popularity_baseline"]))
     for label, m in rows:
-        for name in ("hr", "ndcg", "hr_item", "ndcg_item"):
-            if name not in m:
+        for name in metric_families(m):
+            if not m[name]:
                 continue
             vals = "".join(f"{m[name].get(str(k), float('nan')):>9.4f}" for k in ks)
             click.echo(f"{name.upper().replace('_ITEM', '-it') + ' ' + label:<16}{vals}")

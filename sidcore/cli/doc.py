@@ -1,6 +1,6 @@
 """Render ``docs/cli.md`` from the CLI's own ``--help`` texts (a test keeps the file in sync).
 
-Regenerate with ``python -m sidcore.clidoc > docs/cli.md``.
+Regenerate with ``COLUMNS=100 python -m sidcore.cli.doc > docs/cli.md``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def render() -> str:
 
     root = build_cli()
     out = ["# `sid` command reference", "",
-           "Generated from `--help` by `python -m sidcore.clidoc`; `tests/cli/test_clidoc.py` fails when stale.", ""]
+           "Generated from `--help` by `python -m sidcore.cli.doc`; `tests/cli/test_clidoc.py` fails when stale.", ""]
     for path, cmd, ctx in _walk(root, ["sid"]):
         out += [f"## {' '.join(path)}", "", "```", cmd.get_help(ctx).rstrip(), "```", ""]
     return "\n".join(out)

@@ -15,7 +15,10 @@ from typing import Any
 
 import yaml
 
+from sidcore.config.loading import flatten
 from sidcore.errors import DataError
+from sidcore.eval.metrics_layout import flat_metrics
+from sidcore.files import atomic_write
 
 # Keys that differ between seeds of one experiment without changing it.
 UNGROUPED_KEYS = ("seed", "output_dir", "checkpoint_uri", "wandb", "launcher")
@@ -60,11 +63,8 @@ def read_final_metrics(run_dir: Path) -> dict[str, float]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: not valid JSON") from None
-    out = {}
-    for name in ("hr", "ndcg", "hr_item", "ndcg_item"):
-        for k, v in (data.get(name) or {}).items():
-            out[f"{name}@{k}"] = float(v)
-    return out
+    return {name: float(v) for name, v in flat_metrics(data).items()
+            if "@" in name and isinstance(v, (int, float))}
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:
@@ -83,16 +83,6 @@ def experiment_key(cfg: dict[str, Any]) -> dict[str, Any]:
     return key
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def summarize(run_dirs: list[Path]) -> dict[str, Any]:
     """Per-run final metrics and per-experiment mean / std / 95 % CI over seeds."""
     runs, groups = [], []
@@ -106,7 +96,7 @@ def summarize(run_dirs: list[Path]) -> dict[str, Any]:
         else:
             keys.append(key)
             groups.append({"runs": [len(runs) - 1]})
-    flats = [_flat(k) for k in keys]
+    flats = [flatten(k) for k in keys]
     differing = sorted({k for f in flats for k in f if len({json.dumps(g.get(k), sort_keys=True) for g in flats}) > 1})
     # a component swapped for another (`optimizer.name` differs) is labelled by its name alone
     swapped = {k[: -len(".name")] for k in differing if k.endswith(".name")}
@@ -124,8 +114,10 @@ def summarize(run_dirs: list[Path]) -> dict[str, Any]:
 
 
 def _metric_order(name: str) -> tuple:
+    """hr, ndcg, hr_item, ndcg_item first (upstream's headline order), then other families by name."""
     base, _, k = name.partition("@")
-    return (("hr", "ndcg", "hr_item", "ndcg_item").index(base), int(k) if k.isdigit() else 0)
+    known = ("hr", "ndcg", "hr_item", "ndcg_item")
+    return (known.index(base) if base in known else len(known), base, int(k) if k.isdigit() else 0)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -169,7 +161,6 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 def write_summary(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     """``summary.md`` and ``summary.json`` for the runs that have final eval metrics (none: nothing)."""
-    from sidcore.runner import atomic_write
 
     with_eval = [d for d in run_dirs if (d / "eval_predictions.metrics.json").exists()]
     if not with_eval:
@@ -195,7 +186,7 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     groups = {
         "loss": [k for k in keys if k in ("train/loss", "eval/loss")],
         "learning_rate": [k for k in keys if k == "train/learning_rate"],
-        "eval_metrics": [k for k in keys if k.startswith("eval/") and ("hr@" in k or "ndcg@" in k)],
+        "eval_metrics": [k for k in keys if k.startswith("eval/") and "@" in k],
         "throughput": [k for k in keys if k == "train/tokens_per_sec"],
     }
     out_dir.mkdir(parents=True, exist_ok=True)

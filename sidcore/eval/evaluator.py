@@ -19,8 +19,10 @@ import jax.numpy as jnp
 
 import numpy as np
 
-from sidcore.config.schema import RunConfig
+from sidcore.config.schema import EvalConfig
 from sidcore.errors import ConfigError, DataError
+from sidcore.eval.metrics_layout import flat_metrics, metrics_json
+from sidcore.interfaces import emits_sids, target_kind
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +69,18 @@ def _params_in_compute_dtype(params: Any, compute_dtype: str) -> Any:
 class Evaluator:
     """Holds the compiled decode functions so periodic evals reuse them."""
 
-    def __init__(self, cfg: RunConfig, bundle: Any, decoder: Any, catalog: Any, metrics: Sequence[Any],
-                 prompts: Sequence[Any], *, popularity: Sequence[str] | None = None) -> None:
+    def __init__(self, eval_cfg: EvalConfig, *, compute_dtype: str, bundle: Any, decoder: Any, catalog: Any,
+                 metrics: Sequence[Any], prompts: Sequence[Any], popularity: Sequence[str] | None = None,
+                 source: str = "the evaluation split") -> None:
         if not prompts:
-            raise DataError(f"{cfg.data.test_file if cfg.eval.split == 'test' else cfg.data.eval_file}: "
-                            "no evaluation rows")
-        if cfg.eval.num_beams > len(catalog.sids):
-            raise ConfigError(f"eval.num_beams={cfg.eval.num_beams} exceeds the catalog size {len(catalog.sids)}")
-        self.cfg, self.bundle, self.decoder, self.catalog = cfg, bundle, decoder, catalog
+            raise DataError(f"{source}: no evaluation rows")
+        if eval_cfg.num_beams > len(catalog.sids):
+            raise ConfigError(f"eval.num_beams={eval_cfg.num_beams} exceeds the catalog size {len(catalog.sids)}")
+        self.cfg, self.compute_dtype = eval_cfg, compute_dtype
+        self.bundle, self.decoder, self.catalog = bundle, decoder, catalog
         self.metrics, self.prompts, self.popularity = list(metrics), list(prompts), popularity
         # trie outputs are catalog paths: join their level tokens; anything else is decoded like upstream
-        self.depth = int(catalog.token_ids.shape[1]) if getattr(decoder, "emits_sids", False) else None
+        self.depth = int(catalog.token_ids.shape[1]) if emits_sids(decoder) else None
         self._fns: dict[int, Any] = {}
         self.compiles = 0
         self.compile_seconds = 0.0
@@ -85,10 +88,10 @@ class Evaluator:
     def _fn(self, bucket: int, graphdef: Any, template: Any) -> Any:
         if bucket not in self._fns:
             from sidcore.decoding.adapter import LMDecodeModel
-            from sidcore.train.step import make_merge
+            from sidcore.model.merge import make_merge
 
             merge = make_merge(graphdef, template)
-            decoder, k = self.decoder, self.cfg.eval.num_beams
+            decoder, k = self.decoder, self.cfg.num_beams
             real_vocab = self.bundle.real_vocab
 
             def run(params, input_ids, lengths):
@@ -105,14 +108,14 @@ class Evaluator:
         graphdef, st = nnx.split(self.bundle.model)
         template = jax.tree.map(lambda v: v, st)
         cfg, tok = self.cfg, self.bundle.tokenizer
-        params = _params_in_compute_dtype(params, cfg.jax.compute_dtype)
-        bs = cfg.eval.batch_size
+        params = _params_in_compute_dtype(params, self.compute_dtype)
+        bs = cfg.batch_size
         mesh = self.bundle.mesh
         replicas = int(mesh.shape["dp"] * mesh.shape["fsdp"])
         bs = -(-bs // replicas) * replicas
         by_bucket: dict[int, list[int]] = collections.defaultdict(list)
         for i, p in enumerate(self.prompts):
-            by_bucket[bucket_of(len(p.input_ids), cfg.eval.prefill_buckets)].append(i)
+            by_bucket[bucket_of(len(p.input_ids), cfg.prefill_buckets)].append(i)
         preds: list[list[str] | None] = [None] * len(self.prompts)
         self.scores: list[np.ndarray | None] = [None] * len(self.prompts)  # [K] per prompt, best first
         pad_id = int(tok.pad_token_id)
@@ -153,9 +156,9 @@ class Evaluator:
         values: dict[str, float] = {}
         for m in self.metrics:
             # item-level metrics (SID collisions resolved) score against the row's item id
-            item_level = getattr(m, "target_kind", "sid") == "item"
+            item_level = target_kind(m) == "item"
             values.update(m(predictions, items if item_level else targets, catalog=self.catalog))
-        return metrics_json(values, topk=self.cfg.eval.topk, n=len(targets),
+        return metrics_json(values, topk=self.cfg.topk, n=len(targets),
                             n_beams=len(predictions[0]) if predictions else 0)
 
     def run(self, params: Any) -> EvalResult:
@@ -168,42 +171,7 @@ class Evaluator:
         return EvalResult(records=records, metrics=metrics, timing=timing)
 
     def periodic(self, params: Any, step: int) -> dict[str, float]:
-        """Flat ``{"hr@10": ..}`` values for the train loop's best-checkpoint selection."""
+        """Flat ``{"hr@10": .., "ndcg@10": .., "<family>@K": ..}`` values of every metric family, for
+        the train loop's logging and best-checkpoint selection."""
         predictions, _ = self.predict(params)
-        m = self.score(predictions)
-        flat = {f"hr@{k}": v for k, v in m["hr"].items()}
-        flat.update({f"ndcg@{k}": v for k, v in m["ndcg"].items()})
-        return flat
-
-
-def metrics_json(values: dict[str, float], *, topk: Sequence[int], n: int, n_beams: int) -> dict[str, Any]:
-    """Group ``{"hr@10": v, "ndcg@10": v, "invalid_prediction_count": c, ...}`` into the reference
-    ``eval_predictions.metrics.json`` layout (extra metric values are kept under ``extra``)."""
-    out: dict[str, Any] = {"hr": {}, "ndcg": {}, "topk": [k for k in topk if k <= n_beams], "n_samples": n,
-                           "n_beams": n_beams, "invalid_prediction_count": 0}
-    extra: dict[str, float] = {}
-    for key, v in values.items():
-        name, _, k = key.partition("@")
-        if name in ("hr_item", "ndcg_item") and k:
-            if k.isdigit() and int(k) in out["topk"]:
-                out.setdefault(name, {})[k] = v
-        elif name in ("hr", "ndcg") and k:
-            if k.isdigit() and int(k) in out["topk"]:
-                out[name][k] = v
-        elif key == "invalid_prediction_count":
-            out[key] = int(v)
-        else:
-            extra[key] = v
-    if extra:
-        out["extra"] = extra
-    return out
-
-
-def popularity_ranking(train_rows: Sequence[Any], k: int) -> list[str]:
-    """The K most frequent SIDs among the training rows' histories and targets (ties by first
-    appearance). Counting histories too reproduces the documented baseline of the Industrial test
-    split (HR@10 0.078; targets alone give 0.075)."""
-    counts = collections.Counter(s for r in train_rows for s in (*r.history_item_sid, r.item_sid))
-    return [sid for sid, _ in counts.most_common(k)]
-
-
+        return flat_metrics(self.score(predictions))

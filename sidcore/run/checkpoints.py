@@ -1,9 +1,9 @@
 """Open a checkpoint by URI, whatever store holds it.
 
-Accepted forms: a run directory or ``gs://bucket/prefix`` (optionally ``#name``, default: ``best``
-if present, else ``last``), or a bare reference-port file ``.../sft_state_<name>.msgpack``
-(``{"step", "params"}`` as written by MLLM-JAX). The store component is chosen by scheme
-(``gs://`` -> ``gcs``, otherwise ``msgpack``) through the plugin registry.
+Accepted forms: a run directory or a store URI such as ``gs://bucket/prefix`` (optionally
+``#name``, default: ``best`` if present, else ``last``), or a bare reference-port file
+``.../sft_state_<name>.msgpack`` (``{"step", "params"}`` as written by MLLM-JAX). The store is the
+one that registered the URI's scheme (`sidcore.registry.Registry.store_for_uri`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sidcore.errors import CheckpointError
+from sidcore.files import read_msgpack_file
+from sidcore.registry import Registry, uri_scheme
 
 
 def split_uri(uri: str) -> tuple[str, str | None]:
@@ -19,37 +21,28 @@ def split_uri(uri: str) -> tuple[str, str | None]:
     return base, name or None
 
 
-def store_for(uri: str, registry: Any) -> Any:
-    kind = "gcs" if uri.startswith("gs://") else "msgpack"
-    spec = registry.get("store", kind)
+def store_for(uri: str, registry: Registry) -> Any:
+    """The store serving `uri`, built with its default options."""
+    spec = registry.store_for_uri(uri)
     return spec.build(spec.config(), uri=uri)
 
 
 def read_reference_file(path: Path) -> dict[str, Any]:
     """A bare reference-port msgpack file -> ``{"params": flat}`` (nested params flattened)."""
-    from flax import serialization
-
     from sidcore.model.hf_params import flatten_params
 
-    try:
-        payload = serialization.msgpack_restore(path.read_bytes())
-    except Exception as exc:  # noqa: BLE001 - msgpack raises several types
-        raise CheckpointError(f"{path}: not a readable msgpack checkpoint ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or "params" not in payload:
+    payload = read_msgpack_file(path)
+    if "params" not in payload:
         raise CheckpointError(f"{path}: msgpack checkpoint has no 'params'")
     return {"params": flatten_params(payload["params"])}
 
 
-def open_checkpoint(uri: str, registry: Any | None = None) -> tuple[dict[str, Any], str]:
+def open_checkpoint(uri: str, registry: Registry) -> tuple[dict[str, Any], str]:
     """Return ``(tree, source)`` for a checkpoint URI."""
     base, name = split_uri(uri)
     p = Path(base)
-    if not base.startswith("gs://") and p.is_file():
+    if uri_scheme(base) == "file" and p.is_file():
         return read_reference_file(p), str(p)
-    if registry is None:
-        from sidcore.plugins import load_plugins
-
-        registry = load_plugins().registry
     store = store_for(base, registry)
     names = store.names()
     if name is None:

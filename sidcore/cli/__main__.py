@@ -1,0 +1,5 @@
+"""``python -m sidcore.cli`` = the ``sid`` console script."""
+
+from sidcore.cli import main
+
+main()

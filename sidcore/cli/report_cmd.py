@@ -1,0 +1,24 @@
+"""``sid report``: plots and seed statistics over run directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--out", "out_dir", default="report", show_default=True, help="Folder for the plots and summary.")
+def report(run_dirs: tuple[str, ...], out_dir: str) -> None:
+    """Compare runs: PNG plots of loss, learning rate and eval metrics, and summary.md/.json with
+    each experiment's final HR/NDCG as mean ± 95 % CI over its seeds (runs whose resolved configs
+    differ only in seed and run location form one experiment)."""
+    from sidcore.run.report import write_report, write_summary
+
+    dirs = [Path(r) for r in run_dirs]
+    summary_files = write_summary(dirs, Path(out_dir))
+    for path in write_report(dirs, Path(out_dir)) + summary_files:
+        click.echo(str(path))
+    if summary_files:
+        click.echo(summary_files[0].read_text(encoding="utf-8"), nl=False)
