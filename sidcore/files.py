@@ -123,3 +123,25 @@ def read_msgpack_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return msgpack_loads(data, where=str(path))
+
+
+_FAILPOINT_HITS: dict[str, int] = {}
+
+
+def failpoint(name: str) -> None:
+    """Fault injection for the crash tests: with ``SID_FAILPOINT=<name>[:<n>]`` in the environment the
+    process SIGKILLs itself at the n-th time (default 1st) it passes the point `name`. Points:
+    ``store.staged`` (new payload fully written, old checkpoint still committed),
+    ``store.uncommitted`` (old record removed), ``store.published`` (new payload in place, record
+    not yet written). No effect without the variable (one dict lookup)."""
+    spec = os.environ.get("SID_FAILPOINT")
+    if not spec:
+        return
+    want, _, count = spec.partition(":")
+    if want != name:
+        return
+    _FAILPOINT_HITS[name] = _FAILPOINT_HITS.get(name, 0) + 1
+    if _FAILPOINT_HITS[name] >= int(count or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

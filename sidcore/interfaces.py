@@ -160,7 +160,12 @@ class CheckpointStore(Protocol):
 
     def restore(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]: ...
 
-    def names(self) -> list[str]: ...
+    def names(self) -> list[str]:
+        """Committed, intact checkpoints."""
+
+    def damaged(self) -> dict[str, str]:
+        """``{name: one-line reason}`` of checkpoints whose commit marker exists but which cannot be
+        restored (the kernel refuses to train over them or evaluate without them)."""
 
     def delete(self, name: str) -> None: ...
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Collection, Iterable, Sequence
 
@@ -23,6 +24,8 @@ import attrs
 
 from sidcore.errors import DataError, file_error
 from sid_metrics.config import DEFAULT_TOPK
+
+_SID_LIKE = re.compile(r"^(<[^<>\s]+>)+$")  # column 0 of an info line: level tokens, e.g. <a_1><b_2><c_3>
 
 __all__ = [
     "DEFAULT_TOPK",
@@ -232,7 +235,15 @@ def load_predictions(path: str | Path) -> tuple[list[list[str]], list[str]]:
 def load_valid_sids(path: str | Path) -> frozenset[str]:
     """The valid SID set of an info file: column 0 (stripped) of every non-empty line."""
     path = Path(path)
-    sids = frozenset(line.split("\t")[0].strip() for line in _read_text(path).splitlines() if line.strip())
+    sids = set()
+    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3 or not _SID_LIKE.match(fields[0].strip()):
+            raise file_error(path, "not an info file: expected <sid>\\t<title>\\t<item_id> lines "
+                             f"(got {line[:40]!r})", line=lineno)
+        sids.add(fields[0].strip())
     if not sids:
         raise file_error(path, "no SIDs (empty info file)")
-    return sids
+    return frozenset(sids)

@@ -12,17 +12,27 @@ import click
               help="eval_predictions.json (list of {output, predict[, input]}).")
 @click.option("--item-path", "item_path", required=True, type=click.Path(dir_okay=False),
               help="Catalog info file (<sid>\\t<title>\\t<item_id>); column 0 = valid SIDs.")
-@click.option("--topk", default="1,3,5,10,20,50", show_default=True, help="Comma-separated K values.")
+@click.option("--topk", default=None,
+              help="Comma-separated K values (default 1,3,5,10,20,50, keeping those <= the beam count like "
+                   "calc.py; explicit values above it are an error).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics JSON instead of calc.py's text.")
 def calc(pred_path: str, item_path: str, topk: str, as_json: bool) -> None:
     """Compute HR@K / NDCG@K / invalid count exactly like MiniOneRec's calc.py."""
     from sid_metrics.calc import compute, format_report, load_predictions, load_valid_sids
     from sidcore.errors import UsageError
 
+    explicit = topk is not None
+    topk = topk if explicit else "1,3,5,10,20,50"
     try:
         ks = [int(k) for k in topk.split(",") if k.strip()]
     except ValueError:
         raise UsageError(f"--topk {topk!r}: expected comma-separated integers") from None
+    if not ks or any(k <= 0 for k in ks):
+        raise UsageError(f"--topk {topk!r}: K values must be positive integers")
     predictions, targets = load_predictions(pred_path)
+    beams = min((len(p) for p in predictions), default=0)
+    over = [k for k in ks if k > beams]
+    if over and explicit:
+        raise UsageError(f"--topk {over}: more than the {beams} predictions per sample in {pred_path}")
     result = compute(predictions, targets, load_valid_sids(item_path), ks)
     click.echo(json.dumps(result, indent=2) if as_json else format_report(result))

@@ -25,7 +25,7 @@ import re
 from typing import Any, Mapping
 
 from sidcore.errors import CheckpointError
-from sidcore.files import msgpack_loads
+from sidcore.files import failpoint, msgpack_loads
 from sidcore.registry import NAME_RE
 
 FORMAT = "sid-checkpoint/1"
@@ -210,21 +210,39 @@ class PayloadStore(abc.ABC):
         return deserialize_tree(data, where=self._where(payload_file(name))), meta
 
     def names(self) -> list[str]:
-        """Committed checkpoint names (record present, payload size as recorded), sorted."""
+        """Committed, intact checkpoint names (record readable, payload size as recorded), sorted."""
+        return sorted(self._scan()[0], key=name_sort_key)
+
+    def damaged(self) -> dict[str, str]:
+        """Checkpoints whose commit record exists but that cannot be restored: ``{name: reason}``
+        (record unreadable, payload missing, or payload size differs from the record)."""
+        return self._scan()[1]
+
+    def _scan(self) -> tuple[list[str], dict[str, str]]:
         listing = self._listing()
-        out = []
+        good: list[str] = []
+        bad: dict[str, str] = {}
         for filename in listing:
             name = name_of_record(filename)
-            if name is None or payload_file(name) not in listing:
+            if name is None:
                 continue
+            payload = payload_file(name)
             raw = self._get(filename)
             try:
                 record = parse_record(raw, where=self._where(filename)) if raw is not None else None
-            except CheckpointError:
-                record = None
-            if record is not None and record["size"] == listing[payload_file(name)]:
-                out.append(name)
-        return sorted(out, key=name_sort_key)
+            except CheckpointError as exc:
+                bad[name] = str(exc)
+                continue
+            if record is None:
+                continue  # deleted while we listed
+            if payload not in listing:
+                bad[name] = f"{self._where(payload)}: payload missing (its record {self._where(filename)} exists)"
+            elif record["size"] != listing[payload]:
+                bad[name] = (f"{self._where(payload)}: {listing[payload]} bytes but its record says "
+                             f"{record['size']} (truncated or overwritten)")
+            else:
+                good.append(name)
+        return good, bad
 
     def delete(self, name: str) -> None:
         """Remove a checkpoint (record first, so it disappears atomically); missing names are fine."""
@@ -251,11 +269,14 @@ class PayloadStore(abc.ABC):
         record = make_record(name, data, meta, where=self._where(record_file(name)))
         staged = self._stage(payload_file(name), data)
         try:
+            failpoint("store.staged")
             self._remove(record_file(name))  # un-commit the previous version first
+            failpoint("store.uncommitted")
             self._publish(payload_file(name), staged)
         except BaseException:
             self._discard(staged)
             raise
+        failpoint("store.published")
         self._put(record_file(name), record)  # commit marker, last
 
     def read_payload(self, name: str) -> tuple[bytes, dict[str, Any]]:

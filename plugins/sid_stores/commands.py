@@ -20,23 +20,33 @@ def checkpoint() -> None:
 @checkpoint.command("copy")
 @click.argument("src")
 @click.argument("dst")
-@click.option("--dry-run", is_flag=True, help="Print what would be copied.")
+@click.option("--dry-run", is_flag=True, help="Check the source and print what would be copied.")
 def copy(src: str, dst: str, dry_run: bool) -> None:
-    """Copy SRC[#NAME] to DST[#NAME] (default name: best if present, else last)."""
-    from sid_stores.copy import copy_checkpoint
-    from sidcore.run.checkpoints import split_uri
-    from sidcore.errors import CheckpointError
+    """Copy SRC[#NAME] to DST[#NAME] (default name: best if present, else last).
 
-    src_base, name = split_uri(src)
+    SRC may also be a checkpoint file: sid's sft_state_<name>.msgpack (with its .meta.json) or a
+    bare params .msgpack written by the reference port (copied as params only, named by DST#NAME
+    or the file stem)."""
+    from sid_stores.copy import copy_checkpoint
+    from sidcore.files import read_msgpack_file
+    from sidcore.run.checkpoints import pick_name, resolve, split_uri
+
+    src_base, name, bare = resolve(src)
     dst_base, dst_name = split_uri(dst)
-    if dry_run:
-        click.echo(f"copy {src_base}#{name or 'best|last'} -> {dst_base}#{dst_name or name or 'same'}")
+    target = _store(dst_base)  # an unserved scheme fails here, before anything is read or written
+    if bare is not None:
+        tree = read_msgpack_file(bare)  # validates the file
+        out_name = dst_name or bare.stem.removeprefix("sft_state_").lower().replace("-", "_")
+        if dry_run:
+            click.echo(f"copy {bare} (bare params file) -> {dst_base}#{out_name}")
+            return
+        target.save(out_name, tree, {"source": str(bare)})
+        click.echo(f"copied {bare} -> {dst_base}#{out_name} (bare params file, no optimizer state)")
         return
     source = _store(src_base)
-    if name is None:
-        names = source.names()
-        name = "best" if "best" in names else "last" if "last" in names else None
-        if name is None:
-            raise CheckpointError(f"{src_base}: no checkpoint to copy (found: {', '.join(names) or 'none'})")
-    digest = copy_checkpoint(source, _store(dst_base), name, dst_name=dst_name)
+    name = pick_name(source, src_base, name)
+    if dry_run:
+        click.echo(f"copy {src_base}#{name} -> {dst_base}#{dst_name or name}")
+        return
+    digest = copy_checkpoint(source, target, name, dst_name=dst_name)
     click.echo(f"copied {src_base}#{name} -> {dst_base}#{dst_name or name} sha256={digest}")

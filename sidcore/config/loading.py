@@ -31,13 +31,31 @@ BUNDLED = "bundled"
 # ------------------------------------------------------------------------------------------
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key repeated in one mapping (PyYAML keeps the last silently)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read one YAML mapping; errors name the file and line."""
+    """Read one YAML mapping; errors name the file and line (a duplicate key is an error)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
@@ -75,17 +93,21 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def load_file_chain(path: str | os.PathLike[str], _depth: int = 0) -> dict[str, Any]:
+def load_file_chain(path: str | os.PathLike[str], _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Load a config file and its ``base:`` ancestors (relative paths resolve beside the file)."""
     p = Path(path)
+    here = p.resolve()
+    if here in _seen:
+        chain = " -> ".join(str(x) for x in (*_seen, here))
+        raise ConfigError(f"{p}: 'base:' cycle ({chain})")
     data = read_yaml(p)
     base = data.pop("base", None)
     if base is not None:
-        if _depth >= 3:
+        if len(_seen) >= 3:
             raise ConfigError(f"{p}: 'base:' chain deeper than 3 files")
         if not isinstance(base, str):
             raise ConfigError(f"{p}: 'base' must be a path string")
-        parent = load_file_chain(p.parent / base, _depth + 1)
+        parent = load_file_chain(p.parent / base, (*_seen, here))
         data = deep_merge(parent, data)
     return data
 
@@ -269,7 +291,26 @@ def resolve(raw: Mapping[str, Any], registry: Registry, *, source: str = "config
         cfg = schema.RunConfig(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {_attrs_message(exc)}") from None
+    check_cross_fields(cfg, source)
     return fill_data_paths(cfg)
+
+
+def check_cross_fields(cfg: schema.RunConfig, source: str) -> None:
+    """Checks that involve several keys (each a one-line `ConfigError` naming the keys)."""
+    e = cfg.eval
+    bad = [k for k in e.topk if not isinstance(k, int) or k <= 0]
+    if bad or not e.topk:
+        raise ConfigError(f"{source}: eval.topk: expected positive integers, got {list(e.topk)}")
+    over = [k for k in e.topk if k > e.num_beams]
+    if over:
+        raise ConfigError(f"{source}: eval.topk {over} exceed eval.num_beams={e.num_beams} (a K > beams has no "
+                          "predictions to score); raise eval.num_beams or drop those K")
+    if not e.prefill_buckets or any(not isinstance(b, int) or b <= 0 for b in e.prefill_buckets):
+        raise ConfigError(f"{source}: eval.prefill_buckets: expected positive integers, got {list(e.prefill_buckets)}")
+    if e.use_best_checkpoint and cfg.run_mode == "train_eval" and (not cfg.train.save_best or cfg.train.eval_steps < 0):
+        raise ConfigError(f"{source}: eval.use_best_checkpoint needs a best checkpoint, but train.save_best="
+                          f"{str(cfg.train.save_best).lower()} and train.eval_steps={cfg.train.eval_steps} "
+                          "(set train.eval_steps >= 0 and train.save_best=true)")
 
 
 def fill_data_paths(cfg: schema.RunConfig) -> schema.RunConfig:

@@ -125,8 +125,13 @@ class TrainConfig:
     save_best_metric: str = h("eval_loss (lower is better, upstream) or ndcg@K / hr@K (decoding eval).", "eval_loss")
     early_stopping_patience: int = h("Stop after N evals without improvement (0: off).", 0, validator=v.ge(0))
     train_from_scratch: bool = h("Random init from model.preset/base_model config instead of weights.", False)
-    resume_from_checkpoint: str | None = h("Store URI or file of params to start from (eval runs: the weights).",
-                                           None)
+    resume_from_checkpoint: str | None = h(
+        "Weights to start from (train/train_eval; eval: the weights to score): an HF folder, a sid run dir or "
+        "store URI (#name picks a checkpoint), or a params .msgpack file. Optimizer state and data cursor are "
+        "restored too when the checkpoint has them. The run's own newest checkpoint wins on a rerun.", None)
+    resume_fallback: bool = h("When the run's newest checkpoint is damaged, resume from its newest intact one "
+                              "instead of stopping with an error (the damaged one is replaced at the next save).",
+                              False)
     seed_shuffle: bool = h("Shuffle training examples each epoch with the run seed.", True)
 
 
@@ -138,8 +143,11 @@ class EvalConfig:
     batch_size: int = h("Prompts per decode call (global; sharded over the data axes).", 8, validator=v.gt(0))
     num_beams: int = h("Beams = returned predictions per prompt.", 50, validator=v.gt(0))
     topk: list[int] = h("K values for HR@K / NDCG@K (K <= num_beams).", [1, 3, 5, 10, 20, 50])
-    prefill_buckets: list[int] = h("Prompt lengths compiled for prefill (smallest fitting is used).",
-                                   [128, 256, 512, 1024, 2048])
+    prefill_buckets: list[int] = h("Prompt lengths compiled for prefill (smallest fitting is used; the largest "
+                                   "must hold data.eval_max_len, checked before training).",
+                                   [128, 256, 512, 1024, 2048, 2560])
+    random_weights: bool = h("eval runs: score a randomly initialised model (a sanity floor) instead of refusing "
+                             "when no trained weights are found.", False)
     save_predictions_json: bool = h("Write eval_predictions.json (calc.py-compatible).", True)
     popularity_baseline: bool = h("Also report a most-popular-items baseline from the training targets.", True)
 

@@ -198,6 +198,7 @@ def read_info(path: str | Path) -> list[InfoEntry]:
     path = Path(path)
     _require_file(path)
     out: list[InfoEntry] = []
+    first_line: dict[str, int] = {}
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -215,7 +216,12 @@ def read_info(path: str | Path) -> list[InfoEntry]:
         sid = fields[0].strip()
         if not is_sid(sid):
             raise file_error(path, f"expected a SID like <a_1><b_2><c_3>, got {sid!r}", line=lineno)
-        out.append(InfoEntry(sid=sid, title=fields[1], item_id=fields[2].strip()))
+        item_id = fields[2].strip()
+        if item_id in first_line:
+            raise file_error(path, f"item id {item_id} is listed twice (first on line {first_line[item_id]})",
+                             line=lineno)
+        first_line[item_id] = lineno
+        out.append(InfoEntry(sid=sid, title=fields[1], item_id=item_id))
     if not out:
         raise file_error(path, "empty catalog (no items)")
     return out
@@ -278,7 +284,13 @@ def catalog_sids(info: list[InfoEntry]) -> frozenset[str]:
 def check_info_matches_index(
     info_path: str | Path, info: list[InfoEntry], index: Mapping[str, tuple[str, ...]]
 ) -> None:
-    """Every info line's SID must equal the concatenated index.json tokens of its item id."""
+    """Every info line's SID must equal the concatenated index.json tokens of its item id, and every
+    index.json item must be in the catalog (else it could never be recommended)."""
+    listed = {e.item_id for e in info}
+    absent = [k for k in index if k not in listed]
+    if absent:
+        raise file_error(info_path, f"{len(absent)} item(s) of index.json are missing from the catalog "
+                         f"(e.g. item id {absent[0]})")
     for entry in info:
         tokens = index.get(entry.item_id)
         if tokens is None:

@@ -10,6 +10,8 @@ softmax (training and decoding).
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -53,6 +55,24 @@ def attention_impl(name: str, compute_dtype: Any, head_dim: int) -> str:
     return name
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
+
+
+def check_model_location(key: str, value: str) -> None:
+    """A ``base_model`` / tokenizer that is neither an existing folder nor shaped like a hub id
+    (``org/name``) is a one-line error saying there is no such folder (instead of HF's message)."""
+    if not value or value == "bundled":
+        return
+    p = Path(value).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ConfigError(f"{key}={value}: not a folder (an HF model folder with config.json is expected)")
+        return
+    looks_like_path = value.startswith(("/", "./", "../", "~")) or value.count("/") > 1 or "\\" in value
+    if looks_like_path or not _HUB_ID.match(value):
+        raise ConfigError(f"{key}={value}: no such folder")
+
+
 def build_model(cfg: RunConfig, *, tokenizer_spec: str | None = None) -> ModelBundle:
     """Tokenizer with SID tokens + NNX model (loaded or fresh), resized and padded; plus the mesh."""
     import jax
@@ -70,6 +90,8 @@ def build_model(cfg: RunConfig, *, tokenizer_spec: str | None = None) -> ModelBu
         # init fusion, and a Qwen2.5-0.5B random init took 3m18s to compile on an H100 without it.
         jax.config.update("jax_threefry_gpu_kernel_lowering", True)
 
+    check_model_location("base_model", cfg.base_model)
+    check_model_location("data.tokenizer", cfg.data.tokenizer or "")
     spec = tokenizer_spec or cfg.data.tokenizer or (cfg.base_model or "bundled")
     tokenizer = load_tokenizer(spec, padding_side=cfg.data.padding_side)
     if cfg.data.sid_index_path is None:

@@ -21,8 +21,8 @@ def export_run(cfg: RunConfig, plugins: Any, out_dir: Path, *, name: str | None 
     _, st = nnx.split(bundle.model)
     expected = ckpt_state.shape_signature(nnx.to_pure_dict(st))
     uri = store_uri(cfg) + (f"#{name}" if name else "")
-    tree, src = open_checkpoint(uri, plugins.registry)
-    params = ckpt_state.params_from_tree(tree, expected, src)
+    opened = open_checkpoint(uri, plugins.registry)
+    params = ckpt_state.params_from_tree(opened.tree, expected, opened.source)
     nnx.replace_by_pure_dict(st, params)
     model = nnx.merge(*nnx.split(bundle.model)[:1], st)
     if model.vocab_size != bundle.real_vocab:  # drop sharding padding rows

@@ -9,6 +9,7 @@ outputs. Run directory layout (reference §7.3 + ours): ``config.resolved.yaml``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -19,7 +20,9 @@ import attrs
 from sidcore.config import loading
 from sidcore.config.schema import RunConfig
 from sidcore.plugins import Plugins
-from sidcore.run.rundir import write_json, write_run_files
+from sidcore.errors import CheckpointError, ConfigError
+from sidcore.files import clean_temp_files
+from sidcore.run.rundir import RunLock, prepare_dir, write_json, write_run_files
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +46,48 @@ class EvalInputs:
 
 
 def run_in_process(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
+    """Everything that can be checked is checked before the run files are written and before the
+    first step: output dir, lock, start weights, data, prompt lengths, components."""
     import jax
 
-    from sidcore.run.assemble import build_model, store_uri
-    from sidcore.run.components import build_components
     from sidcore.run.distributed import maybe_initialize_distributed
 
     maybe_initialize_distributed(cfg.jax.distributed)
     is_main = jax.process_index() == 0
-    out = Path(cfg.output_dir)
-    if is_main:
-        write_run_files(cfg, plugins)
+    cfg = _resolve_start_weights(cfg)
+    out = prepare_dir(cfg.output_dir) if is_main else Path(cfg.output_dir)
+    with RunLock(out) if is_main else contextlib.nullcontext():
+        if is_main:
+            for path in clean_temp_files(out):
+                log.info("removed %s (left by an interrupted write)", path.name)
+        return _run_locked(cfg, plugins, out, is_main)
+
+
+def _resolve_start_weights(cfg: RunConfig) -> RunConfig:
+    """An HF folder as ``train.resume_from_checkpoint`` becomes the model's weights (``base_model``);
+    any other value must name an existing checkpoint (checked again, fully, when it is opened)."""
+    from sidcore.run.checkpoints import is_hf_folder, resolve
+
+    resume = cfg.train.resume_from_checkpoint
+    if not resume:
+        return cfg
+    if is_hf_folder(resume):
+        log.info("train.resume_from_checkpoint=%s is an HF folder: loading it as the model weights", resume)
+        return attrs.evolve(cfg, base_model=resume, train=attrs.evolve(
+            cfg.train, resume_from_checkpoint=None, train_from_scratch=False))
+    resolve(resume)
+    return cfg
+
+
+def _run_locked(cfg: RunConfig, plugins: Plugins, out: Path, is_main: bool) -> dict[str, Any]:
+    import jax
+
+    from sidcore.run.assemble import build_model, store_uri
+    from sidcore.run.checkpoints import open_checkpoint
+    from sidcore.run.components import build_components
+
     started = time.time()
     bundle = build_model(cfg)
-    if is_main:
-        bundle.tokenizer.save_pretrained(str(out))
     evaluates = cfg.run_mode != "train" and cfg.eval.enabled
     eval_inputs = _eval_inputs(cfg, bundle) if evaluates else None
     trains = cfg.run_mode in ("train", "train_eval")
@@ -67,6 +97,18 @@ def run_in_process(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
         catalog=eval_inputs.catalog if eval_inputs else None, eos_id=int(bundle.tokenizer.eos_token_id),
         make_schedule=train_data[2].make_schedule if train_data else None,
     )
+    if trains:
+        from sidcore.train.loop import resume_candidates
+
+        resume_candidates(comps.store, cfg.train)  # a damaged own checkpoint stops the run here
+    start_from = open_checkpoint(cfg.train.resume_from_checkpoint, plugins.registry) \
+        if trains and cfg.train.resume_from_checkpoint else None
+    evaluator = _make_evaluator(cfg, bundle, comps, eval_inputs) if eval_inputs else None
+    eval_weights = _eval_params(cfg, bundle, comps.store, plugins.registry) if evaluator and not trains else None
+    # The run is known to start: only now the run directory's own files are (re)written.
+    if is_main:
+        write_run_files(cfg, plugins)
+        bundle.tokenizer.save_pretrained(str(out))
     summary: dict[str, Any] = {
         "config": loading.to_dict(cfg),
         "token_extension": attrs.asdict(bundle.token_extension),
@@ -76,13 +118,12 @@ def run_in_process(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
         "devices": {"count": jax.device_count(), "kind": jax.devices()[0].device_kind,
                     "processes": jax.process_count(), "mesh": dict(bundle.mesh.shape)},
     }
-    evaluator = _make_evaluator(cfg, bundle, comps, eval_inputs) if eval_inputs else None
-    params = None
+    params = eval_weights
     if train_data is not None:
-        params = _train(cfg, bundle, comps, train_data, evaluator, summary, is_main)
+        params = _train(cfg, bundle, comps, train_data, evaluator, summary, is_main, start_from)
+        if evaluator is not None and cfg.eval.use_best_checkpoint:
+            params = _best_params(cfg, bundle, comps.store)
     if evaluator is not None:
-        if params is None or cfg.eval.use_best_checkpoint:
-            params = _eval_params(cfg, bundle, comps.store, plugins.registry, prefer_best=cfg.eval.use_best_checkpoint)
         result = evaluator.run(params)
         summary["eval"] = {**result.metrics, "timing": result.timing}
         if is_main:
@@ -109,6 +150,11 @@ def _eval_inputs(cfg: RunConfig, bundle: Any) -> EvalInputs:
         rest = [s for s in catalog.sids if s not in set(ranked)]
         popularity = (ranked + rest)[: cfg.eval.num_beams]
     source = str(cfg.data.test_file if cfg.eval.split == "test" else cfg.data.eval_file)
+    longest = max((len(p.input_ids) for p in prompts), default=0)
+    if longest > max(cfg.eval.prefill_buckets):
+        raise ConfigError(f"{source}: an eval prompt has {longest} tokens but the largest eval.prefill_buckets "
+                          f"entry is {max(cfg.eval.prefill_buckets)}; add a bucket >= {longest} (or lower "
+                          f"data.eval_max_len={cfg.data.eval_max_len})")
     return EvalInputs(catalog=catalog, prompts=prompts, popularity=popularity, source=source)
 
 
@@ -134,7 +180,7 @@ def _train_data(cfg: RunConfig, bundle: Any) -> tuple[list[Any], list[Any], Any]
 
 
 def _train(cfg: RunConfig, bundle: Any, comps: Any, train_data: tuple[list[Any], list[Any], Any], evaluator: Any,
-           summary: dict[str, Any], is_main: bool) -> Any:
+           summary: dict[str, Any], is_main: bool, start_from: Any) -> Any:
     from sidcore.train.loop import Trainer
     from sidcore.train.run_logger import RunLogger
 
@@ -145,7 +191,7 @@ def _train(cfg: RunConfig, bundle: Any, comps: Any, train_data: tuple[list[Any],
     periodic = evaluator.periodic if (evaluator is not None and cfg.train.save_best_metric != "eval_loss") else None
     trainer = Trainer(train=cfg.train, data=cfg.data, seed=cfg.seed, plan=plan, bundle=bundle, tx=comps.optimizer,
                       store=comps.store, examples=examples, val_examples=val, logger=logger, evaluate=periodic,
-                      optimizer_name=cfg.optimizer.name)
+                      optimizer_name=cfg.optimizer.name, start_from=start_from)
     try:
         summary["train"] = trainer.run()
     finally:
@@ -154,30 +200,64 @@ def _train(cfg: RunConfig, bundle: Any, comps: Any, train_data: tuple[list[Any],
     return trainer.params
 
 
-def _eval_params(cfg: RunConfig, bundle: Any, store: Any, registry: Any, *, prefer_best: bool) -> Any:
-    """Weights to evaluate: ``train.resume_from_checkpoint`` / the run's best or last checkpoint / the model."""
+def _expected(bundle: Any) -> Any:
     from sidcore.model.merge import split_params
-    from sidcore.model.sharding import shard_params
     from sidcore.train import state as ckpt_state
 
     _, _, params = split_params(bundle.model)
-    expected = ckpt_state.shape_signature(params)
-    names = store.names()
-    tree, src = None, None
-    if cfg.train.resume_from_checkpoint:
-        from sidcore.run.checkpoints import open_checkpoint
+    return params, ckpt_state.shape_signature(params)
 
-        tree, src = open_checkpoint(cfg.train.resume_from_checkpoint, registry)
-    elif prefer_best and "best" in names:
-        tree, _ = store.restore("best")
-        src = f"{store.uri}:best"
-    elif cfg.run_mode == "eval" and "last" in names:
-        tree, _ = store.restore("last")
-        src = f"{store.uri}:last"
-    if tree is not None:
-        params = ckpt_state.params_from_tree(tree, expected, src)
-        log.info("evaluating weights from %s", src)
+
+def _eval_params(cfg: RunConfig, bundle: Any, store: Any, registry: Any) -> Any:
+    """Weights an eval-only run scores: ``train.resume_from_checkpoint``, else the run's own
+    ``use_best_checkpoint ? best : last``, else the loaded ``base_model`` weights; a random init
+    only with ``eval.random_weights``. A damaged checkpoint is an error, never skipped."""
+    from sidcore.model.sharding import shard_params
+    from sidcore.run.checkpoints import open_checkpoint, pick_name
+    from sidcore.train import state as ckpt_state
+
+    params, expected = _expected(bundle)
+    want = "best" if cfg.eval.use_best_checkpoint else "last"
+    opened = None
+    if cfg.train.resume_from_checkpoint:
+        opened = open_checkpoint(cfg.train.resume_from_checkpoint, registry)
+    elif want in store.names() or want in store.damaged():
+        name = pick_name(store, store.uri, want)
+        tree, meta = store.restore(name)
+        opened_src = f"{store.uri}#{name}"
+        params = ckpt_state.params_from_tree(tree, expected, opened_src)
+        log.info("evaluating weights from %s", opened_src)
+        return shard_params(params, bundle.mesh)
+    if opened is not None:
+        params = ckpt_state.params_from_tree(opened.tree, expected, opened.source)
+        log.info("evaluating weights from %s", opened.source)
+    elif cfg.base_model and not cfg.train.train_from_scratch:
+        log.info("evaluating the weights of base_model=%s", cfg.base_model)
+    elif cfg.eval.random_weights:
+        log.warning("evaluating RANDOM weights (eval.random_weights=true)")
+    else:
+        found = ", ".join(store.names()) or "none"
+        raise CheckpointError(
+            f"nothing to evaluate: {store.uri} has no '{want}' checkpoint (found: {found}) and no base_model weights "
+            "are loaded; set train.resume_from_checkpoint=<run dir, store URI or file>, or eval.random_weights=true "
+            "to score a random init on purpose")
     return shard_params(params, bundle.mesh)
+
+
+def _best_params(cfg: RunConfig, bundle: Any, store: Any) -> Any:
+    """train_eval with ``eval.use_best_checkpoint``: the best checkpoint this run wrote."""
+    from sidcore.model.sharding import shard_params
+    from sidcore.run.checkpoints import pick_name
+    from sidcore.train import state as ckpt_state
+
+    if "best" not in store.names() and "best" not in store.damaged():
+        raise CheckpointError(f"eval.use_best_checkpoint: the run wrote no best checkpoint to {store.uri} "
+                              f"(train.save_best_metric={cfg.train.save_best_metric} was never evaluated)")
+    name = pick_name(store, store.uri, "best")
+    tree, _ = store.restore(name)
+    _, expected = _expected(bundle)
+    log.info("evaluating weights from %s#best", store.uri)
+    return shard_params(ckpt_state.params_from_tree(tree, expected, f"{store.uri}#best"), bundle.mesh)
 
 
 def _write_eval_outputs(cfg: RunConfig, out: Path, result: Any) -> None:

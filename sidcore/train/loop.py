@@ -19,7 +19,7 @@ from flax import nnx
 from sidcore.config.schema import DataConfig, TrainConfig
 from sidcore.data.batching import DataOrder
 from sidcore.model.sharding import param_shardings, put_batch, shard_params
-from sidcore.errors import Preempted, TrainingError
+from sidcore.errors import CheckpointError, Preempted, TrainingError
 from sidcore.model.merge import make_merge
 from sidcore.train import batches
 from sidcore.train import state as ckpt_state
@@ -27,6 +27,32 @@ from sidcore.train.plan import BatchMath, TrainPlan
 from sidcore.train.step import make_eval_loss, make_train_step
 
 log = logging.getLogger(__name__)
+
+
+def _is_snapshot(name: str) -> bool:
+    return name.startswith("step") and name[4:].isdigit()
+
+
+def resume_candidates(store: Any, train: TrainConfig) -> list[str]:
+    """The run's own checkpoints a rerun resumes from (``last`` and the newest ``step<N>``).
+
+    A damaged ``last`` / ``step<N>`` is a `CheckpointError` (training would overwrite it) unless
+    ``train.resume_fallback`` is set; the job calls this before anything is written.
+    """
+    all_names = store.names()
+    damaged = {n: why for n, why in store.damaged().items() if n == "last" or _is_snapshot(n)}
+    snaps = sorted((n for n in all_names if _is_snapshot(n)), key=lambda n: int(n[4:]))
+    names = (["last"] if "last" in all_names else []) + snaps[-1:]
+    if damaged:
+        name, why = sorted(damaged.items())[0]
+        if not train.resume_fallback:
+            instead = f"'{names[0]}'" if names else "a fresh start"
+            raise CheckpointError(
+                f"checkpoint '{name}' of {store.uri} is damaged ({why}); not training over it. Move it "
+                f"away, or set train.resume_fallback=true to resume from {instead} instead")
+        log.warning("checkpoint '%s' is damaged (%s); train.resume_fallback: resuming from %s", name, why,
+                    names[0] if names else "scratch")
+    return names
 
 
 class StopFlag:
@@ -72,6 +98,7 @@ class Trainer:
     logger: Any  # sidcore.train.run_logger.RunLogger
     evaluate: Callable[[Any, int], dict[str, float]] | None = None  # decoding eval (train_eval)
     optimizer_name: str = ""  # recorded in checkpoint metadata
+    start_from: Any = None  # sidcore.run.checkpoints.Opened: train.resume_from_checkpoint, if set
     params: Any = None  # final params after run()
     order: Any = None  # the DataOrder of this run (its state goes into checkpoint metadata)
 
@@ -104,9 +131,10 @@ class Trainer:
         if resumed is not None:
             params, restored_opt, meta = resumed
             params = shard_params(params, mesh)
-            opt_state = jax.device_put(restored_opt, opt_sh)
-            step, order_state, best = meta["step"], tuple(meta["data_order"]), meta.get("best", best)
-            log.info("resumed from step %d", step)
+            if restored_opt is not None:
+                opt_state = jax.device_put(restored_opt, opt_sh)
+            if meta:
+                step, order_state, best = meta["step"], tuple(meta["data_order"]), meta.get("best", best)
         self.logger.start(total=steps, initial=step, effective=math_.effective)
         eval_every = self._eval_every(steps, math_)
         lr_at = self.plan.make_schedule(cfg.learning_rate)  # for logging only
@@ -228,10 +256,34 @@ class Trainer:
             self.store.delete(name)
 
     def _restore(self, expected: Any, opt_template: Any) -> tuple[Any, Any, dict[str, Any]] | None:
-        """Newest complete checkpoint among ``last`` and ``step<N>`` (by recorded step), if any."""
-        all_names = self.store.names()
-        snaps = sorted((n for n in all_names if n.startswith("step") and n[4:].isdigit()), key=lambda n: int(n[4:]))
-        names = (["last"] if "last" in all_names else []) + snaps[-1:]
+        """What to start from: the run's own newest checkpoint (``last`` / ``step<N>``, by recorded
+        step) on a rerun; else ``train.resume_from_checkpoint``; else nothing (fresh start).
+
+        A damaged own checkpoint stops the run (training would overwrite it) unless
+        ``train.resume_fallback`` is set. Returns ``(params, opt_state or None, meta or {})``.
+        """
+        own = self._own_checkpoint(expected, opt_template)
+        if own is not None:
+            return own
+        start = self.start_from
+        if start is None:
+            return None
+        params = ckpt_state.params_from_tree(start.tree, expected, start.source)
+        meta = start.meta
+        resumable = "opt_state" in start.tree and "step" in meta and "data_order" in meta
+        same_opt = meta.get("optimizer", self.optimizer_name) == self.optimizer_name
+        if resumable and same_opt:
+            opt_state = ckpt_state.opt_state_from_tree(start.tree, ckpt_state.host(opt_template), start.source)
+            log.info("starting from %s: weights, optimizer state and data cursor (step %d) restored",
+                     start.source, meta["step"])
+            return params, opt_state, meta
+        why = ("it has no optimizer state or data cursor" if not resumable else
+               f"it was trained with optimizer {meta.get('optimizer')!r}, this run uses {self.optimizer_name!r}")
+        log.info("starting from %s: weights restored; fresh optimizer state and data order (%s)", start.source, why)
+        return params, None, {}
+
+    def _own_checkpoint(self, expected: Any, opt_template: Any) -> tuple[Any, Any, dict[str, Any]] | None:
+        names = resume_candidates(self.store, self.train)
         if not names:
             return None
         newest_name, newest_tree, newest_meta = None, None, None
@@ -242,4 +294,5 @@ class Trainer:
         src = f"{self.store.uri}:{newest_name}"
         params = ckpt_state.params_from_tree(newest_tree, expected, src)
         opt_state = ckpt_state.opt_state_from_tree(newest_tree, ckpt_state.host(opt_template), src)
+        log.info("resumed from %s (step %d): weights, optimizer state and data cursor", src, newest_meta["step"])
         return params, opt_state, newest_meta

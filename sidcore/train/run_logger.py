@@ -19,6 +19,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from sidcore.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 # Dense bf16 peak FLOP/s per chip, for the MFU estimate.
@@ -32,6 +34,27 @@ def device_peak_flops() -> float | None:
         if kind.startswith(name):
             return peak * jax.device_count()
     return None
+
+
+def drop_records_after(path: Path, step: int) -> int:
+    """Rewrite a ``metrics.jsonl`` without its records of steps > `step` (atomically); return how
+    many were dropped. Unparseable lines (a torn last line after kill -9) are dropped too."""
+    if not path.exists():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] > step:
+            dropped += 1
+        else:
+            keep.append(line)
+    if dropped:
+        atomic_write(path, "".join(x + "\n" for x in keep))
+    return dropped
 
 
 class RunLogger:
@@ -65,6 +88,11 @@ class RunLogger:
     def start(self, *, total: int, initial: int, effective: int) -> None:
         self.total, self.initial, self.effective = total, initial, effective
         self.t_start = time.perf_counter()
+        if self.enabled and initial > 0:
+            # A resumed run repeats the steps between its checkpoint and the crash: drop their records.
+            dropped = drop_records_after(self.path, initial)
+            if dropped:
+                log.info("metrics.jsonl: dropped %d records after step %d (re-run after resume)", dropped, initial)
 
     def write(self, step: int, values: Mapping[str, Any]) -> None:
         if not self.enabled:
