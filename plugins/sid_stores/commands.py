@@ -29,18 +29,25 @@ def copy(src: str, dst: str, dry_run: bool) -> None:
     or the file stem)."""
     from sid_stores.copy import copy_checkpoint
     from sidcore.files import read_msgpack_file
+    from sidcore.registry import uri_scheme
     from sidcore.run.checkpoints import pick_name, resolve, split_uri
 
+    registry = click.get_current_context().obj.plugins.registry
     src_base, name, bare = resolve(src)
     dst_base, dst_name = split_uri(dst)
-    target = _store(dst_base)  # an unserved scheme fails here, before anything is read or written
+    registry.store_for_uri(dst_base)  # an unserved scheme fails here, before anything is read or written
+    if dry_run and uri_scheme(src_base) != "file":
+        registry.store_for_uri(src_base)
+        click.echo(f"copy {src_base}#{name or 'best|last'} -> {dst_base}#{dst_name or name or 'same'} "
+                   "(remote source: existence checked when copying)")
+        return
     if bare is not None:
         tree = read_msgpack_file(bare)  # validates the file
         out_name = dst_name or bare.stem.removeprefix("sft_state_").lower().replace("-", "_")
         if dry_run:
             click.echo(f"copy {bare} (bare params file) -> {dst_base}#{out_name}")
             return
-        target.save(out_name, tree, {"source": str(bare)})
+        _store(dst_base).save(out_name, tree, {"source": str(bare)})
         click.echo(f"copied {bare} -> {dst_base}#{out_name} (bare params file, no optimizer state)")
         return
     source = _store(src_base)
@@ -48,5 +55,5 @@ def copy(src: str, dst: str, dry_run: bool) -> None:
     if dry_run:
         click.echo(f"copy {src_base}#{name} -> {dst_base}#{dst_name or name}")
         return
-    digest = copy_checkpoint(source, target, name, dst_name=dst_name)
+    digest = copy_checkpoint(source, _store(dst_base), name, dst_name=dst_name)
     click.echo(f"copied {src_base}#{name} -> {dst_base}#{dst_name or name} sha256={digest}")
