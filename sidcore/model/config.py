@@ -19,7 +19,10 @@ import attrs
 
 from sidcore.errors import ConfigError
 
-__all__ = ["Qwen2Config", "MODEL_TYPES", "PRESETS", "from_hf_config", "to_hf_config", "HANDLED_HF_KEYS", "IGNORED_HF_KEYS"]
+__all__ = [
+    "Qwen2Config", "MODEL_TYPES", "PRESETS", "from_hf_config", "to_hf_config", "HANDLED_HF_KEYS",
+    "IGNORED_HF_KEYS",
+]
 
 
 MODEL_TYPES = ("qwen2", "qwen3")
@@ -155,7 +158,8 @@ class Qwen2Config:
         base = dict(
             model_type="qwen3", vocab_size=151936, hidden_size=1024, intermediate_size=3072,
             num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
-            rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, max_position_embeddings=40960,
+            rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+            max_position_embeddings=40960,
         )
         base.update(overrides)
         return cls(**base)
@@ -190,7 +194,8 @@ _FIELD_KEYS = {
 }
 # Keys that are read/validated by special code below.
 _CHECKED_KEYS = {
-    "model_type", "attention_bias", "rope_theta", "rope_parameters", "rope_scaling", "hidden_act", "attention_dropout",
+    "model_type", "attention_bias", "rope_theta", "rope_parameters", "rope_scaling", "hidden_act",
+    "attention_dropout",
     "use_sliding_window", "sliding_window", "max_window_layers", "layer_types", "use_mrope",
 }
 HANDLED_HF_KEYS: frozenset[str] = frozenset(_FIELD_KEYS) | frozenset(_CHECKED_KEYS)

@@ -56,7 +56,8 @@ HF_PARAM_TABLE: tuple[tuple[str, str, bool], ...] = (
     ("model.embed_tokens.weight", "model/embed_tokens/embedding", False),  # [V, H] both sides
     ("model.layers.{layer}.self_attn.{attn}.weight", "model/layers/{layer}/self_attn/{attn}/kernel", True),
     ("model.layers.{layer}.self_attn.{qkv}.bias", "model/layers/{layer}/self_attn/{qkv}/bias", False),
-    ("model.layers.{layer}.self_attn.{qknorm}.weight", "model/layers/{layer}/self_attn/{qknorm}/scale", False),
+    ("model.layers.{layer}.self_attn.{qknorm}.weight", "model/layers/{layer}/self_attn/{qknorm}/scale",
+     False),  # Qwen3 only
     ("model.layers.{layer}.mlp.{mlp}.weight", "model/layers/{layer}/mlp/{mlp}/kernel", True),
     ("model.layers.{layer}.{norm}.weight", "model/layers/{layer}/{norm}/scale", False),
     ("model.norm.weight", "model/norm/scale", False),

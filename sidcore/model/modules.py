@@ -1,4 +1,4 @@
-"""Flax NNX modules of the Qwen2/Qwen2.5 and Qwen3 causal LMs (self-contained; no other model family is reused).
+"""Flax NNX modules of the Qwen2/Qwen2.5 and Qwen3 causal LMs (self-contained; no other family reused).
 
 One mask mechanism covers left padding, right padding and sequence packing: token *i* may attend
 to token *j* iff ``j <= i`` in physical order, both carry the same segment id, and that id is not 0

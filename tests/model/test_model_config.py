@@ -1,4 +1,4 @@
-"""`Qwen2Config` presets (Qwen2 and Qwen3) and the HF config.json allow-list (`from_hf_config` / `to_hf_config`)."""
+"""`Qwen2Config` presets (Qwen2, Qwen3) and the config.json allow-list (`from_hf_config`, `to_hf_config`)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ QWEN25_15B = {
 # The real Qwen3-0.6B config.json (transformers 4.51).
 QWEN3_06B = {
     "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
-    "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu", "hidden_size": 1024,
+    "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
+    "hidden_size": 1024,
     "initializer_range": 0.02, "intermediate_size": 3072, "max_position_embeddings": 40960,
     "max_window_layers": 28, "model_type": "qwen3", "num_attention_heads": 16, "num_hidden_layers": 28,
     "num_key_value_heads": 8, "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000,
@@ -70,7 +71,8 @@ def test_presets():
     assert set(PRESETS) == {"tiny", "tiny_qwen3", "qwen2_5_0_5b", "qwen2_5_1_5b", "qwen3_0_6b", "qwen3_1_7b"}
     assert PRESETS["tiny_qwen3"]().model_type == "qwen3" and PRESETS["tiny_qwen3"]().resolved_head_dim == 32
     big = PRESETS["qwen3_1_7b"]()
-    assert (big.hidden_size, big.intermediate_size, big.num_hidden_layers, big.head_dim) == (2048, 6144, 28, 128)
+    assert (big.hidden_size, big.intermediate_size, big.num_hidden_layers) == (2048, 6144, 28)
+    assert big.head_dim == 128
     tiny = PRESETS["tiny"]()
     assert tiny.vocab_size <= 256 and tiny.hidden_size == 64 and tiny.num_key_value_heads == 2
     small = PRESETS["qwen2_5_0_5b"]()

@@ -72,8 +72,10 @@ def test_mapping_table_both_directions():
     assert path_to_hf("lm_head/kernel") == ("lm_head.weight", True)
     assert path_to_hf("model/embed_tokens/embedding") == ("model.embed_tokens.weight", False)
     assert path_to_hf("model/layers/1/mlp/down_proj/kernel") == ("model.layers.1.mlp.down_proj.weight", True)
-    assert hf_to_path("model.layers.4.self_attn.q_norm.weight") == ("model/layers/4/self_attn/q_norm/scale", False)
-    assert path_to_hf("model/layers/0/self_attn/k_norm/scale") == ("model.layers.0.self_attn.k_norm.weight", False)
+    assert hf_to_path("model.layers.4.self_attn.q_norm.weight") == (
+        "model/layers/4/self_attn/q_norm/scale", False)
+    assert path_to_hf("model/layers/0/self_attn/k_norm/scale") == (
+        "model.layers.0.self_attn.k_norm.weight", False)
 
 
 def _tamper(folder, fn):
@@ -149,7 +151,8 @@ def test_base_model_checkpoint_loads_without_head(tmp_path, make_tiny):
     assert base.lm_head is None and not cfg.tie_word_embeddings
     ids = np.arange(1, 7)[None]
     pos, seg = np.arange(6)[None], np.ones((1, 6), np.int32)
-    np.testing.assert_array_equal(np.asarray(base.hidden(ids, pos, seg)), np.asarray(model.hidden(ids, pos, seg)))
+    want = np.asarray(model.hidden(ids, pos, seg))
+    np.testing.assert_array_equal(np.asarray(base.hidden(ids, pos, seg)), want)
     with pytest.raises(ValueError, match="without its"):
         base.logits(np.zeros((1, 64), np.float32))
     with pytest.raises(CheckpointError, match="without its untied LM head"):

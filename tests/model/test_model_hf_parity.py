@@ -1,4 +1,4 @@
-"""HF parity: transformers' torch Qwen2 / Qwen3 (random init, saved locally) vs our NNX model via `load_hf`."""
+"""HF parity: transformers' torch Qwen2 / Qwen3 (random init, saved locally) vs our model via `load_hf`."""
 
 from __future__ import annotations
 
