@@ -81,12 +81,13 @@ def _save_npy(array, out: Path) -> None:
               help="Padded lengths, comma-separated (default: powers of two up to --max-length).")
 @click.option("--features", default="title,description", show_default=True,
               help="item.json fields joined into each item's text.")
-def embed_command(model_dir: str, items: str | None, data_dir: str | None, category: str | None, out_path: str,
-                  batch_size: int, max_length: int, tokenizer: str | None, dtype: str, mesh_shape: str,
-                  buckets: str | None, features: str) -> None:
-    """Embed item texts the MiniOneRec way: cleaned title + description, masked mean of the last hidden state.
+def embed_command(model_dir: str, items: str | None, data_dir: str | None, category: str | None,
+                  out_path: str, batch_size: int, max_length: int, tokenizer: str | None, dtype: str,
+                  mesh_shape: str, buckets: str | None, features: str) -> None:
+    """Embed item texts the MiniOneRec way (masked mean of the last hidden state).
 
-    Rows are in item-id order, not L2-normalised; the result feeds `sid index build --embeddings`.
+    Each item's text is its cleaned title + description; rows are in item-id order and not
+    L2-normalised. The result feeds `sid index build --embeddings`.
     """
     from sidcore.index.embed import embed_items
 

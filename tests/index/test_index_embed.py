@@ -35,7 +35,8 @@ def test_clean_text_matches_upstream_rules(raw, cleaned):
 
 
 def test_item_text_joins_title_and_description():
-    assert item_text({"title": "Gloves", "description": "Nitrile, <b>100</b> pack"}) == "Gloves. Nitrile, 100 pack."
+    rich = {"title": "Gloves", "description": "Nitrile, <b>100</b> pack"}
+    assert item_text(rich) == "Gloves. Nitrile, 100 pack."
     assert item_text({"title": "Gloves", "description": ""}) == "Gloves. ."  # upstream's "." for empty text
     assert item_text({"brand": "Acme"}) == "unknown item"  # neither field present
     assert item_text({"title": None, "description": "y" * 3000}) == "unknown item"
@@ -108,7 +109,8 @@ def _save_tiny_hf(folder, family: str):
                   num_attention_heads=4, num_key_value_heads=2, rope_theta=1e6, max_position_embeddings=512)
     torch.manual_seed(0)
     if family == "qwen3":
-        model = transformers.Qwen3Model(transformers.Qwen3Config(head_dim=16, tie_word_embeddings=True, **common))
+        config = transformers.Qwen3Config(head_dim=16, tie_word_embeddings=True, **common)
+        model = transformers.Qwen3Model(config)
     else:
         model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(tie_word_embeddings=False, **common))
     with torch.no_grad():  # non-trivial norm scales and biases
@@ -186,3 +188,43 @@ def test_bad_arguments_are_one_line_errors(tmp_path, data_dir):
 
     with pytest.raises(CheckpointError, match="not a model folder"):
         embed_items(str(tmp_path / "nope"), items)
+
+
+SHARDED_CHILD = """
+import json
+import jax, numpy as np
+from flax import nnx
+from sidcore.index.embed import embed_texts
+from sidcore.model import Qwen2Config, Qwen2ForCausalLM, make_mesh
+
+class CharTokenizer:  # ids = byte values + 1, enough to drive the pooling
+    pad_token_id = 0
+    def __call__(self, texts, max_length, truncation, padding):
+        return {"input_ids": [[b + 1 for b in t.encode()[:max_length]] for t in texts]}
+
+assert jax.device_count() == 8
+model = Qwen2ForCausalLM(Qwen2Config.tiny_qwen3(vocab_size=256), rngs=nnx.Rngs(0))
+texts = ["item %d " % i + "x" * (3 * i) for i in range(11)]
+ref = embed_texts(model, CharTokenizer(), texts, batch_size=4, max_length=40, mesh=make_mesh("1,1,1",
+                  devices=jax.devices()[:1]))
+diffs = {}
+for shape in ("auto", "2,4,1", "2,1,4"):
+    got = embed_texts(model, CharTokenizer(), texts, batch_size=4, max_length=40, mesh=make_mesh(shape))
+    diffs[shape] = float(np.abs(got - ref).max())
+print("REPORT" + json.dumps({"diffs": diffs, "scale": float(np.abs(ref).max())}))
+"""
+
+
+def test_sharded_embedding_equals_single_device():
+    """Batches sharded over dp x fsdp (8 CPU devices; batch 4 rounds up to 8) give the same rows."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SHARDED_CHILD], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT"))[len("REPORT"):])
+    for shape, diff in report["diffs"].items():
+        assert diff <= 1e-5 * max(1.0, report["scale"]), shape
