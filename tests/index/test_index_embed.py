@@ -225,6 +225,7 @@ def test_sharded_embedding_equals_single_device():
     proc = subprocess.run([sys.executable, "-c", SHARDED_CHILD], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    report = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT"))[len("REPORT"):])
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT"))
+    report = json.loads(line[len("REPORT"):])
     for shape, diff in report["diffs"].items():
         assert diff <= 1e-5 * max(1.0, report["scale"]), shape
