@@ -1,6 +1,8 @@
-"""Architecture config of the Qwen2/Qwen2.5 decoder and its translation to/from HF `config.json`.
+"""Architecture config of the Qwen2/Qwen2.5 and Qwen3 decoders and its translation to/from HF `config.json`.
 
-`Qwen2Config` is a frozen attrs class holding only the numbers that change the math. `from_hf_config`
+`Qwen2Config` is a frozen attrs class holding only the numbers that change the math; its
+`model_type` picks the family (``qwen2``: q/k/v bias; ``qwen3``: no bias, per-head q/k RMSNorm before
+RoPE, explicit `head_dim`). `from_hf_config`
 reads a transformers `config.json` dict through an explicit allow-list (penzai style): every key is
 either *handled* (mapped onto a field or checked to hold the one supported value) or *ignored*
 (provably irrelevant to the forward pass). Any other key fails loudly with `ConfigError`, so a
@@ -17,7 +19,13 @@ import attrs
 
 from sidcore.errors import ConfigError
 
-__all__ = ["Qwen2Config", "PRESETS", "from_hf_config", "to_hf_config", "HANDLED_HF_KEYS", "IGNORED_HF_KEYS"]
+__all__ = [
+    "Qwen2Config", "MODEL_TYPES", "PRESETS", "from_hf_config", "to_hf_config", "HANDLED_HF_KEYS",
+    "IGNORED_HF_KEYS",
+]
+
+
+MODEL_TYPES = ("qwen2", "qwen3")
 
 
 def _positive(_inst: Any, attribute: attrs.Attribute, value: int) -> None:
@@ -25,11 +33,18 @@ def _positive(_inst: Any, attribute: attrs.Attribute, value: int) -> None:
         raise ConfigError(f"Qwen2Config.{attribute.name} must be > 0, got {value}")
 
 
+def _model_type(_inst: Any, _attribute: attrs.Attribute, value: str) -> None:
+    if value not in MODEL_TYPES:
+        raise ConfigError(f"Qwen2Config.model_type must be one of {list(MODEL_TYPES)}, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class Qwen2Config:
-    """Qwen2 architecture numbers (everything that changes the forward pass).
+    """Qwen2 / Qwen3 architecture numbers (everything that changes the forward pass).
 
     Attributes:
+        model_type: ``"qwen2"`` (Qwen2, Qwen2.5: q/k/v bias) or ``"qwen3"`` (no attention bias,
+            RMSNorm over each query/key head before RoPE).
         vocab_size: rows of the embedding (possibly padded for sharding).
         hidden_size: model width H.
         intermediate_size: SwiGLU inner width F.
@@ -54,6 +69,7 @@ class Qwen2Config:
     rms_norm_eps: float = 1e-6
     tie_word_embeddings: bool = True
     max_position_embeddings: int = 32768
+    model_type: str = attrs.field(default="qwen2", validator=_model_type)
 
     def __attrs_post_init__(self) -> None:
         if self.num_attention_heads % self.num_key_value_heads:
@@ -73,6 +89,16 @@ class Qwen2Config:
     def resolved_head_dim(self) -> int:
         """Per-head width (explicit `head_dim` or hidden/heads)."""
         return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_attention_heads
+
+    @property
+    def qkv_bias(self) -> bool:
+        """q/k/v projections carry a bias (Qwen2 family)."""
+        return self.model_type == "qwen2"
+
+    @property
+    def qk_norm(self) -> bool:
+        """Per-head RMSNorm on queries and keys before RoPE (Qwen3 family)."""
+        return self.model_type == "qwen3"
 
     @property
     def num_groups(self) -> int:
@@ -117,10 +143,40 @@ class Qwen2Config:
         return cls(**base)
 
 
+    @classmethod
+    def tiny_qwen3(cls, **overrides: Any) -> Qwen2Config:
+        """`tiny` as a Qwen3: q/k norms, no bias, head_dim 32 (wider than hidden/heads = 16)."""
+        return cls.tiny(**{"model_type": "qwen3", "head_dim": 32, **overrides})
+
+    @classmethod
+    def qwen3_0_6b(cls, **overrides: Any) -> Qwen2Config:
+        """Qwen3-0.6B numbers (tied, vocab 151936, head_dim 128 > 1024/16, theta 1e6).
+
+        Qwen3-Embedding-0.6B is the same architecture with ``vocab_size=151669`` and
+        ``max_position_embeddings=32768``.
+        """
+        base = dict(
+            model_type="qwen3", vocab_size=151936, hidden_size=1024, intermediate_size=3072,
+            num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+            rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+            max_position_embeddings=40960,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def qwen3_1_7b(cls, **overrides: Any) -> Qwen2Config:
+        """Qwen3-1.7B numbers (tied, vocab 151936, head_dim 128, theta 1e6)."""
+        return cls.qwen3_0_6b(**{"hidden_size": 2048, "intermediate_size": 6144, **overrides})
+
+
 PRESETS: dict[str, Callable[..., Qwen2Config]] = {
     "tiny": Qwen2Config.tiny,
+    "tiny_qwen3": Qwen2Config.tiny_qwen3,
     "qwen2_5_0_5b": Qwen2Config.qwen2_5_0_5b,
     "qwen2_5_1_5b": Qwen2Config.qwen2_5_1_5b,
+    "qwen3_0_6b": Qwen2Config.qwen3_0_6b,
+    "qwen3_1_7b": Qwen2Config.qwen3_1_7b,
 }
 
 # HF key -> our field (copied as is).
@@ -138,7 +194,8 @@ _FIELD_KEYS = {
 }
 # Keys that are read/validated by special code below.
 _CHECKED_KEYS = {
-    "model_type", "rope_theta", "rope_parameters", "rope_scaling", "hidden_act", "attention_dropout",
+    "model_type", "attention_bias", "rope_theta", "rope_parameters", "rope_scaling", "hidden_act",
+    "attention_dropout",
     "use_sliding_window", "sliding_window", "max_window_layers", "layer_types", "use_mrope",
 }
 HANDLED_HF_KEYS: frozenset[str] = frozenset(_FIELD_KEYS) | frozenset(_CHECKED_KEYS)
@@ -154,7 +211,7 @@ IGNORED_HF_KEYS: frozenset[str] = frozenset({
     "prefix", "sep_token_id", "decoder_start_token_id",
 })
 
-_SUPPORTED_MODEL_TYPES = ("qwen2",)
+_SUPPORTED_MODEL_TYPES = MODEL_TYPES
 
 
 def _read_rope_theta(d: Mapping[str, Any]) -> float:
@@ -188,7 +245,10 @@ def _read_rope_theta(d: Mapping[str, Any]) -> float:
 
 
 def from_hf_config(d: Mapping[str, Any]) -> Qwen2Config:
-    """Build a `Qwen2Config` from a transformers `config.json` dict.
+    """Build a `Qwen2Config` from a transformers `config.json` dict (``model_type`` qwen2 or qwen3).
+
+    ``attention_bias`` is ignored for qwen2 (transformers' Qwen2 always has q/k/v bias) and must be
+    false for qwen3; a qwen3 config without ``head_dim`` gets 128, as transformers does.
 
     Args:
         d: the parsed `config.json`.
@@ -217,6 +277,8 @@ def from_hf_config(d: Mapping[str, Any]) -> Qwen2Config:
         raise ConfigError("config.json [use_sliding_window]: sliding-window attention is not supported")
     if d.get("use_mrope", False):
         raise ConfigError("config.json [use_mrope]: multimodal RoPE is not supported")
+    if model_type == "qwen3" and d.get("attention_bias", False):
+        raise ConfigError("config.json [attention_bias]: Qwen3 with attention bias is not supported")
     layer_types = d.get("layer_types")
     if layer_types is not None and any(t != "full_attention" for t in layer_types):
         raise ConfigError(f"config.json [layer_types]: only 'full_attention' layers are supported, got "
@@ -229,6 +291,9 @@ def from_hf_config(d: Mapping[str, Any]) -> Qwen2Config:
     for hf_key, field in _FIELD_KEYS.items():
         if d.get(hf_key) is not None:
             kwargs[field] = d[hf_key]
+    kwargs["model_type"] = model_type
+    if model_type == "qwen3":
+        kwargs.setdefault("head_dim", 128)  # transformers' Qwen3Config default (not hidden/heads)
     kwargs.setdefault("num_key_value_heads", d["num_attention_heads"])
     kwargs.setdefault("tie_word_embeddings", False)  # transformers' PreTrainedConfig default
     kwargs["rope_theta"] = _read_rope_theta(d)
@@ -239,7 +304,7 @@ def from_hf_config(d: Mapping[str, Any]) -> Qwen2Config:
 
 
 def to_hf_config(cfg: Qwen2Config, *, dtype: str = "float32", **extra: Any) -> dict[str, Any]:
-    """A transformers Qwen2 `config.json` dict for `cfg` (readable by transformers v4 and v5).
+    """A transformers Qwen2 / Qwen3 `config.json` dict for `cfg` (readable by transformers v4 and v5).
 
     Args:
         cfg: the architecture.
@@ -247,8 +312,8 @@ def to_hf_config(cfg: Qwen2Config, *, dtype: str = "float32", **extra: Any) -> d
         **extra: extra keys copied into the dict (e.g. `eos_token_id`).
     """
     out: dict[str, Any] = {
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
+        "architectures": ["Qwen3ForCausalLM" if cfg.model_type == "qwen3" else "Qwen2ForCausalLM"],
+        "model_type": cfg.model_type,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "intermediate_size": cfg.intermediate_size,
@@ -268,7 +333,10 @@ def to_hf_config(cfg: Qwen2Config, *, dtype: str = "float32", **extra: Any) -> d
         "dtype": dtype,
         "torch_dtype": dtype,
     }
-    if cfg.head_dim is not None and cfg.head_dim != cfg.hidden_size // cfg.num_attention_heads:
+    if cfg.model_type == "qwen3":
+        out["head_dim"] = cfg.resolved_head_dim  # always: a missing one would read as 128
+        out["attention_bias"] = False
+    elif cfg.head_dim is not None and cfg.head_dim != cfg.hidden_size // cfg.num_attention_heads:
         out["head_dim"] = cfg.head_dim
     out.update(extra)
     return out

@@ -6,8 +6,11 @@ nnx.Param))`` joined with ``/``) and says whether the tensor is transposed. tran
 stores ``weight [out, in]`` while our dense kernels are ``[in, out]``, so every ``*.weight`` of a
 linear layer (q/k/v/o, gate/up/down, lm_head) is transposed; embeddings (``[V, H]`` in both), norm
 scales and biases are copied as is. Tied checkpoints carry no ``lm_head.weight`` (and we have no
-lm_head param); a stray one in a tied checkpoint is ignored. Shape/name mismatches raise
-`CheckpointError` naming the tensor.
+lm_head param); a stray one in a tied checkpoint is ignored. Qwen3 adds the per-head
+``self_attn.q_norm`` / ``k_norm`` scales and has no q/k/v biases. A checkpoint saved from a *base*
+model (transformers ``Qwen2Model`` / ``Qwen3Model``, e.g. Qwen3-Embedding: names without the
+``model.`` prefix and no LM head) loads too: the prefix is restored, and an untied one needs
+``load_hf(..., head=False)``. Shape/name mismatches raise `CheckpointError` naming the tensor.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from sidcore.model.modules import Qwen2ForCausalLM
 
 __all__ = [
     "HF_PARAM_TABLE", "hf_to_path", "path_to_hf", "params_from_hf", "params_to_hf", "load_hf", "export_hf",
-    "flatten_params", "unflatten_params", "abstract_model",
+    "flatten_params", "unflatten_params", "abstract_model", "read_hf_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ _FIELDS = {
     "qkv": r"[qkv]_proj",
     "mlp": r"(?:gate|up|down)_proj",
     "norm": r"(?:input_layernorm|post_attention_layernorm)",
+    "qknorm": r"[qk]_norm",
 }
 
 #: (transformers name, our parameter path, transposed)
@@ -52,6 +56,8 @@ HF_PARAM_TABLE: tuple[tuple[str, str, bool], ...] = (
     ("model.embed_tokens.weight", "model/embed_tokens/embedding", False),  # [V, H] both sides
     ("model.layers.{layer}.self_attn.{attn}.weight", "model/layers/{layer}/self_attn/{attn}/kernel", True),
     ("model.layers.{layer}.self_attn.{qkv}.bias", "model/layers/{layer}/self_attn/{qkv}/bias", False),
+    ("model.layers.{layer}.self_attn.{qknorm}.weight", "model/layers/{layer}/self_attn/{qknorm}/scale",
+     False),  # Qwen3 only
     ("model.layers.{layer}.mlp.{mlp}.weight", "model/layers/{layer}/mlp/{mlp}/kernel", True),
     ("model.layers.{layer}.{norm}.weight", "model/layers/{layer}/{norm}/scale", False),
     ("model.norm.weight", "model/norm/scale", False),
@@ -117,36 +123,50 @@ def unflatten_params(flat: Mapping[str, Any]) -> dict[Any, Any]:
 
 
 def abstract_model(cfg: Qwen2Config, *, param_dtype: Any = jnp.float32, compute_dtype: Any = jnp.float32,
-                   remat: bool = False) -> Qwen2ForCausalLM:
+                   remat: bool = False, head: bool = True) -> Qwen2ForCausalLM:
     """A shape-only model (`nnx.eval_shape`): no parameter memory is allocated."""
     return nnx.eval_shape(lambda: Qwen2ForCausalLM(cfg, rngs=nnx.Rngs(0), param_dtype=param_dtype,
-                                                   compute_dtype=compute_dtype, remat=remat))
+                                                   compute_dtype=compute_dtype, remat=remat, head=head))
 
 
-def _expected_shapes(cfg: Qwen2Config) -> dict[str, tuple[int, ...]]:
-    state = nnx.state(abstract_model(cfg), nnx.Param)
+def _expected_shapes(cfg: Qwen2Config, head: bool = True) -> dict[str, tuple[int, ...]]:
+    state = nnx.state(abstract_model(cfg, head=head), nnx.Param)
     return {p: tuple(v.shape) for p, v in flatten_params(nnx.to_pure_dict(state)).items()}
 
 
+_BASE_NAMES = re.compile(r"(embed_tokens|layers|norm)\.")
+
+
+def _with_model_prefix(tensors: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    """Names of a base-model checkpoint (``layers.0...``, no ``model.``) -> causal-LM names."""
+    if any(n.startswith("model.") for n in tensors) or not any(_BASE_NAMES.match(n) for n in tensors):
+        return tensors
+    return {(f"model.{n}" if _BASE_NAMES.match(n) else n): a for n, a in tensors.items()}
+
+
 def params_from_hf(tensors: Mapping[str, np.ndarray], cfg: Qwen2Config, *, param_dtype: Any = np.float32,
-                   source: str = "checkpoint") -> dict[str, np.ndarray]:
+                   source: str = "checkpoint", head: bool = True) -> dict[str, np.ndarray]:
     """Map transformers tensors to our flat ``{path: array}`` (numpy, `param_dtype`).
+
+    Base-model names (no ``model.`` prefix) are accepted. With ``head=False`` an ``lm_head.weight``
+    is dropped and none is required.
 
     Raises:
         CheckpointError: an unexpected, missing or wrongly shaped tensor (named in the message).
     """
-    expected = _expected_shapes(cfg)
+    expected = _expected_shapes(cfg, head)
     out: dict[str, np.ndarray] = {}
-    for name, arr in tensors.items():
+    for name, arr in _with_model_prefix(tensors).items():
         if _IGNORED_HF.fullmatch(name):
             continue
         mapped = hf_to_path(name)
-        tied_head = name == "lm_head.weight" and cfg.tie_word_embeddings
+        tied_head = name == "lm_head.weight" and (cfg.tie_word_embeddings or not head)
         if mapped is None or (mapped[0] not in expected and not tied_head):
             raise CheckpointError(f"{source}: unexpected tensor {name!r} (shape {tuple(arr.shape)})")
         path, transposed = mapped
         if path not in expected:  # lm_head.weight in a tied checkpoint: the embedding is used instead
-            log.info("%s: ignoring %s (tie_word_embeddings=true)", source, name)
+            log.info("%s: ignoring %s (%s)", source, name,
+                     "tie_word_embeddings=true" if cfg.tie_word_embeddings else "loading without the LM head")
             continue
         a = np.asarray(arr)
         a = a.T if transposed else a
@@ -157,7 +177,9 @@ def params_from_hf(tensors: Mapping[str, np.ndarray], cfg: Qwen2Config, *, param
     missing = sorted(path_to_hf(p)[0] for p in expected if p not in out)  # type: ignore[index]
     if missing:
         shown = ", ".join(missing[:8]) + (f", ... ({len(missing)} total)" if len(missing) > 8 else "")
-        raise CheckpointError(f"{source}: missing tensor(s) {shown}")
+        hint = " (a base-model checkpoint without LM head: load it with head=False)" \
+            if missing == ["lm_head.weight"] else ""
+        raise CheckpointError(f"{source}: missing tensor(s) {shown}{hint}")
     return out
 
 
@@ -206,15 +228,34 @@ def _safetensor_files(folder: Path) -> list[Path]:
     return files
 
 
+def _read_config(folder: Path) -> Qwen2Config:
+    cfg_file = folder / "config.json"
+    if not cfg_file.exists():
+        raise CheckpointError(f"{folder}: config.json is missing")
+    try:
+        return from_hf_config(json.loads(cfg_file.read_text()))
+    except ConfigError as e:
+        raise ConfigError(f"{cfg_file}: {e}") from e
+    except ValueError as e:
+        raise ConfigError(f"{cfg_file}: invalid JSON ({e})") from e
+
+
+def read_hf_config(path: str | os.PathLike[str]) -> Qwen2Config:
+    """The architecture of a transformers folder (or hub id) from its `config.json`, weights unread."""
+    return _read_config(_resolve(path))
+
+
 def load_hf(path: str | os.PathLike[str], *, param_dtype: Any = jnp.float32, compute_dtype: Any = jnp.float32,
-            remat: bool = False) -> tuple[Qwen2ForCausalLM, Qwen2Config]:
-    """Load a transformers Qwen2 checkpoint (local folder, or hub id via `snapshot_download`).
+            remat: bool = False, head: bool = True) -> tuple[Qwen2ForCausalLM, Qwen2Config]:
+    """Load a transformers Qwen2 / Qwen3 checkpoint (local folder, or hub id via `snapshot_download`).
 
     Args:
         path: folder with `config.json` and `model.safetensors` (or a sharded index), or a hub id.
         param_dtype: dtype the parameters are stored in.
         compute_dtype: dtype of matmuls/activations.
         remat: passed to the model.
+        head: ``False`` loads the base decoder only (embedding, layers, final norm: what transformers'
+            `AutoModel` gives); an untied ``lm_head.weight`` is then neither needed nor loaded.
 
     Returns:
         (model, config).
@@ -226,15 +267,7 @@ def load_hf(path: str | os.PathLike[str], *, param_dtype: Any = jnp.float32, com
     from safetensors.numpy import load_file
 
     folder = _resolve(path)
-    cfg_file = folder / "config.json"
-    if not cfg_file.exists():
-        raise CheckpointError(f"{folder}: config.json is missing")
-    try:
-        cfg = from_hf_config(json.loads(cfg_file.read_text()))
-    except ConfigError as e:
-        raise ConfigError(f"{cfg_file}: {e}") from e
-    except ValueError as e:
-        raise ConfigError(f"{cfg_file}: invalid JSON ({e})") from e
+    cfg = _read_config(folder)
     np_dtype = np.dtype(jnp.dtype(param_dtype))
     tensors: dict[str, np.ndarray] = {}
     for f in _safetensor_files(folder):
@@ -247,9 +280,9 @@ def load_hf(path: str | os.PathLike[str], *, param_dtype: Any = jnp.float32, com
             raise
         except Exception as e:  # safetensors raises its own error types
             raise CheckpointError(f"{f}: cannot read safetensors ({e})") from e
-    flat = params_from_hf(tensors, cfg, param_dtype=np_dtype, source=str(folder))
+    flat = params_from_hf(tensors, cfg, param_dtype=np_dtype, source=str(folder), head=head)
     del tensors
-    model = abstract_model(cfg, param_dtype=param_dtype, compute_dtype=compute_dtype, remat=remat)
+    model = abstract_model(cfg, param_dtype=param_dtype, compute_dtype=compute_dtype, remat=remat, head=head)
     graphdef, state = nnx.split(model)
     nnx.replace_by_pure_dict(state, unflatten_params({k: jnp.asarray(v) for k, v in flat.items()}))
     return nnx.merge(graphdef, state), cfg
@@ -271,6 +304,9 @@ def export_hf(model: Qwen2ForCausalLM, cfg: Qwen2Config | None, out_dir: str | o
     from safetensors.numpy import save_file
 
     cfg = model.cfg if cfg is None else cfg
+    if model.lm_head is None and not cfg.tie_word_embeddings:
+        raise CheckpointError("export: the model was loaded without its untied LM head (head=False); "
+                              "transformers would initialise lm_head.weight at random")
     flat = flatten_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     tensors = params_to_hf(flat)
     emb = tensors["model.embed_tokens.weight"]

@@ -1,9 +1,12 @@
-"""Flax NNX modules of the Qwen2/Qwen2.5 causal LM (self-contained; no other model family is reused).
+"""Flax NNX modules of the Qwen2/Qwen2.5 and Qwen3 causal LMs (self-contained; no other family reused).
 
 One mask mechanism covers left padding, right padding and sequence packing: token *i* may attend
 to token *j* iff ``j <= i`` in physical order, both carry the same segment id, and that id is not 0
 (segment 0 marks padding). RoPE positions are passed explicitly per token. Normalisation, RoPE and
-the attention softmax run in float32 whatever the compute dtype; logits are always float32.
+the attention softmax run in float32 whatever the compute dtype; logits are always float32. The
+two families differ only inside attention (`sidcore.model.attention`); the building blocks live in
+`sidcore.model.layers`. Each decoder layer, its attention and MLP, and the vocabulary projection run
+under a `jax.named_scope` (``layer_<i>``, ``attention``, ``mlp``, ``lm_head``) so profiles read well.
 
 Call modes: `hidden` (full-sequence forward to final-norm hidden states), `logits` (vocab
 projection, kept separate so a loss can gather label positions first), `__call__` (both), and the
@@ -24,7 +27,19 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sidcore.model.attention import Qwen2Attention
 from sidcore.model.config import Qwen2Config
+from sidcore.model.layers import (
+    _INIT,
+    RMSNorm,
+    Qwen2MLP,
+    _dense,
+    apply_rope,
+    attention_mask,
+    mask_padded_vocab,
+    positions_from_segments,
+    rope_cos_sin,
+)
 
 __all__ = [
     "RMSNorm", "Qwen2Attention", "Qwen2MLP", "Qwen2DecoderLayer", "Qwen2Model", "Qwen2ForCausalLM",
@@ -32,171 +47,15 @@ __all__ = [
 ]
 
 _F32 = jnp.float32
-_INIT = nnx.initializers.normal(stddev=0.02)  # transformers' initializer_range default
-
-
-def rope_cos_sin(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-    """Rotate-half RoPE tables for integer `positions [B, L]` -> (cos, sin) each ``[B, L, D]`` f32."""
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=_F32) / head_dim))  # [D/2]
-    freqs = positions.astype(_F32)[..., None] * inv_freq  # [B, L, D/2]
-    emb = jnp.concatenate([freqs, freqs], axis=-1)  # [B, L, D]
-    return jnp.cos(emb), jnp.sin(emb)
-
-
-def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """Apply RoPE to ``x [B, L, N, D]`` in float32; returns x's dtype."""
-    xf = x.astype(_F32)
-    half = x.shape[-1] // 2
-    rotated = jnp.concatenate([-xf[..., half:], xf[..., :half]], axis=-1)  # rotate_half
-    out = xf * cos[:, :, None, :] + rotated * sin[:, :, None, :]
-    return out.astype(x.dtype)
-
-
-def attention_mask(segment_ids: jax.Array) -> jax.Array:
-    """``[B, L]`` segment ids -> ``[B, L, L]`` bool: causal AND same segment AND segment != 0."""
-    L = segment_ids.shape[-1]
-    causal = jnp.tril(jnp.ones((L, L), dtype=bool))  # [L, L]
-    same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, L, L]
-    real = (segment_ids != 0)[:, :, None]  # [B, L, 1]
-    return causal[None] & same & real
-
-
-def positions_from_segments(segment_ids: jax.Array) -> jax.Array:
-    """Per-token position = number of earlier tokens of the same segment (``[B, L]`` int32)."""
-    L = segment_ids.shape[-1]
-    before = jnp.tril(jnp.ones((L, L), dtype=bool), k=-1)  # [L, L], strictly earlier
-    same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, L, L]
-    return jnp.sum(before[None] & same, axis=-1).astype(jnp.int32)
-
-
-def mask_padded_vocab(logits: jax.Array, real_vocab: int) -> jax.Array:
-    """Set logit columns ``>= real_vocab`` (sharding padding rows) to ``-inf``."""
-    V = logits.shape[-1]
-    if real_vocab >= V:
-        return logits
-    keep = jnp.arange(V) < real_vocab  # [V]
-    return jnp.where(keep, logits, -jnp.inf)
-
-
-class RMSNorm(nnx.Module):
-    """RMSNorm with the statistics in float32 (weight applied in the input dtype, as transformers)."""
-
-    def __init__(self, dim: int, *, eps: float, param_dtype: Any = _F32):
-        self.scale = nnx.Param(jnp.ones((dim,), dtype=param_dtype))
-        self.eps = eps
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        xf = x.astype(_F32)
-        var = jnp.mean(xf * xf, axis=-1, keepdims=True)
-        y = (xf * jax.lax.rsqrt(var + self.eps)).astype(x.dtype)
-        return self.scale[...].astype(x.dtype) * y
-
-
-class Dense(nnx.Module):
-    """``y = x @ kernel [+ bias]`` with ``kernel [in, out]`` (transformers' ``weight.T``).
-
-    Leading dims are flattened to one before the matmul: XLA:CPU's backward of a dot with two
-    contracting dims (``[B, L, in]`` against the kernel gradient) was ~2x slower than the same
-    dot on ``[B*L, in]`` (measured in the MLP, docs/benchmarks.md).
-    """
-
-    def __init__(self, n_in: int, n_out: int, *, bias: bool, rngs: nnx.Rngs, pd: Any, cd: Any):
-        self.kernel = nnx.Param(_INIT(rngs.params(), (n_in, n_out), pd))
-        self.bias = nnx.Param(jnp.zeros((n_out,), pd)) if bias else None
-        self.compute_dtype = cd
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1]).astype(self.compute_dtype)  # [N, in]
-        y = x2 @ self.kernel[...].astype(self.compute_dtype)  # [N, out]
-        if self.bias is not None:
-            y = y + self.bias[...].astype(self.compute_dtype)
-        return y.reshape(*lead, y.shape[-1])
-
-
-def _dense(n_in: int, n_out: int, *, bias: bool, rngs: nnx.Rngs, pd: Any, cd: Any) -> Dense:
-    return Dense(n_in, n_out, bias=bias, rngs=rngs, pd=pd, cd=cd)
-
-
-def _write_slot(cache: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
-    """Write ``new [B, 1, ...]`` into ``cache [B, C, ...]`` at per-row slot ``index [B]``."""
-    return jax.vmap(lambda c, u, i: jax.lax.dynamic_update_slice_in_dim(c, u, i, axis=0))(
-        cache, new.astype(cache.dtype), index
-    )
-
-
-class Qwen2Attention(nnx.Module):
-    """Grouped-query self-attention with q/k/v bias and no output bias."""
-
-    def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs, param_dtype: Any, compute_dtype: Any):
-        H, D = cfg.hidden_size, cfg.resolved_head_dim
-        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, D
-        kw = dict(rngs=rngs, pd=param_dtype, cd=compute_dtype)
-        self.q_proj = _dense(H, self.num_heads * D, bias=True, **kw)
-        self.k_proj = _dense(H, self.num_kv_heads * D, bias=True, **kw)
-        self.v_proj = _dense(H, self.num_kv_heads * D, bias=True, **kw)
-        self.o_proj = _dense(self.num_heads * D, H, bias=False, **kw)
-        self.impl = "xla"  # or "cudnn": see Qwen2ForCausalLM.set_attention
-
-    def __call__(
-        self,
-        x: jax.Array,
-        cos: jax.Array,
-        sin: jax.Array,
-        mask: jax.Array,
-        cache: dict[str, jax.Array] | None = None,
-        write_index: jax.Array | None = None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Attend ``x [B, L, H]`` under ``mask [B, L, S]``.
-
-        Without `cache` the keys are the L input tokens (S = L). With `cache` (``k``/``v``
-        ``[B, C, KV, D]``) the new keys/values are written at slot ``write_index [B]`` first and the
-        queries attend over all C slots (S = C). Returns (output ``[B, L, H]``, {"k", "v"} used).
-        """
-        B, L, _ = x.shape
-        N, K, D = self.num_heads, self.num_kv_heads, self.head_dim
-        q = apply_rope(self.q_proj(x).reshape(B, L, N, D), cos, sin)  # [B, L, N, D]
-        k = apply_rope(self.k_proj(x).reshape(B, L, K, D), cos, sin)  # [B, L, K, D]
-        v = self.v_proj(x).reshape(B, L, K, D)  # [B, L, K, D]
-        if cache is not None:
-            k = _write_slot(cache["k"], k, write_index)  # [B, C, K, D]
-            v = _write_slot(cache["v"], v, write_index)
-        if self.impl == "cudnn" and cache is None:
-            # Fused flash attention (NVIDIA GPUs, bf16/f16): the [L, S] scores never reach memory. The
-            # mask becomes a large finite negative bias, so a padding query (no allowed key) gets a
-            # uniform row as below instead of NaN.
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], scale=D ** -0.5,
-                                               implementation="cudnn")  # [B, L, N, D]
-            return self.o_proj(out.reshape(B, L, N * D).astype(x.dtype)), {"k": k, "v": v}
-        qg = q.reshape(B, L, K, N // K, D)  # query head n = kv_head * G + g (transformers repeat_kv order)
-        scores = jnp.einsum("blkgd,bskd->bkgls", qg, k.astype(q.dtype), preferred_element_type=_F32)
-        scores = scores * (D ** -0.5)  # [B, K, G, L, S]
-        # Finite fill: a fully masked row (padding query) softmaxes to uniform instead of NaN.
-        scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(_F32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(B, L, N * D)  # [B, L, N*D]
-        return self.o_proj(out.astype(x.dtype)), {"k": k, "v": v}
-
-
-class Qwen2MLP(nnx.Module):
-    """SwiGLU feed-forward: ``down(silu(gate(x)) * up(x))``, no biases."""
-
-    def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs, param_dtype: Any, compute_dtype: Any):
-        kw = dict(rngs=rngs, pd=param_dtype, cd=compute_dtype)
-        H, F = cfg.hidden_size, cfg.intermediate_size
-        self.gate_proj = _dense(H, F, bias=False, **kw)
-        self.up_proj = _dense(H, F, bias=False, **kw)
-        self.down_proj = _dense(F, H, bias=False, **kw)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Qwen2DecoderLayer(nnx.Module):
     """Pre-norm block: ``x + attn(norm(x))`` then ``h + mlp(norm(h))``."""
 
-    def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs, param_dtype: Any, compute_dtype: Any):
+    def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs, param_dtype: Any, compute_dtype: Any,
+                 index: int = 0):
         kw = dict(rngs=rngs, param_dtype=param_dtype, compute_dtype=compute_dtype)
+        self.index = index  # names the profiler scope only
         self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
         self.self_attn = Qwen2Attention(cfg, **kw)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps,
@@ -205,9 +64,10 @@ class Qwen2DecoderLayer(nnx.Module):
 
     def __call__(self, x, cos, sin, mask, cache=None, write_index=None):
         """Same arguments as `Qwen2Attention`; returns (``[B, L, H]``, {"k", "v"})."""
-        attn, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, write_index)
-        h = x + attn.astype(x.dtype)
-        return h + self.mlp(self.post_attention_layernorm(h)).astype(x.dtype), kv
+        with jax.named_scope(f"layer_{self.index}"):
+            attn, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, write_index)
+            h = x + attn.astype(x.dtype)
+            return h + self.mlp(self.post_attention_layernorm(h)).astype(x.dtype), kv
 
 
 def _layer_hidden(layer: Qwen2DecoderLayer, x, cos, sin, mask):
@@ -221,14 +81,14 @@ class Qwen2Model(nnx.Module):
         self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=compute_dtype,
                                       param_dtype=param_dtype, embedding_init=_INIT, rngs=rngs)
         self.layers = nnx.List([
-            Qwen2DecoderLayer(cfg, rngs=rngs, param_dtype=param_dtype, compute_dtype=compute_dtype)
-            for _ in range(cfg.num_hidden_layers)
+            Qwen2DecoderLayer(cfg, rngs=rngs, param_dtype=param_dtype, compute_dtype=compute_dtype, index=i)
+            for i in range(cfg.num_hidden_layers)
         ])
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
 
 
 class Qwen2ForCausalLM(nnx.Module):
-    """Qwen2/Qwen2.5 causal LM.
+    """Qwen2/Qwen2.5 or Qwen3 causal LM (the family is ``cfg.model_type``).
 
     Args:
         cfg: architecture.
@@ -236,16 +96,18 @@ class Qwen2ForCausalLM(nnx.Module):
         param_dtype: dtype parameters are stored in.
         compute_dtype: dtype of matmuls/activations (norm stats, RoPE, softmax and logits are f32).
         remat: rematerialise each decoder layer in the backward pass (`hidden` only).
+        head: build the untied LM head; ``False`` gives the base decoder only (what transformers'
+            `AutoModel` loads, e.g. for embeddings), whose logits raise when the config is untied.
     """
 
     def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs, param_dtype: Any = _F32,
-                 compute_dtype: Any = _F32, remat: bool = False):
+                 compute_dtype: Any = _F32, remat: bool = False, head: bool = True):
         self.cfg = cfg
         self.param_dtype = jnp.dtype(param_dtype)
         self.compute_dtype = jnp.dtype(compute_dtype)
         self.remat = remat
         self.model = Qwen2Model(cfg, rngs=rngs, param_dtype=param_dtype, compute_dtype=compute_dtype)
-        self.lm_head = None if cfg.tie_word_embeddings else _dense(
+        self.lm_head = None if cfg.tie_word_embeddings or not head else _dense(
             cfg.hidden_size, cfg.vocab_size, bias=False, rngs=rngs, pd=param_dtype, cd=compute_dtype)
 
     def set_attention(self, impl: str) -> None:
@@ -287,7 +149,12 @@ class Qwen2ForCausalLM(nnx.Module):
 
     def logits(self, h: jax.Array) -> jax.Array:
         """Vocab projection ``[..., H] -> [..., V]`` float32 (tied: ``h @ embedding.T``)."""
+        with jax.named_scope("lm_head"):
+            return self._logits(h)
+
+    def _logits(self, h: jax.Array) -> jax.Array:
         h = h.astype(self.compute_dtype)
+        self._check_head()
         if self.lm_head is None:
             w = self.model.embed_tokens.embedding[...].astype(self.compute_dtype)  # [V, H]
             out = jnp.einsum("...h,vh->...v", h, w, preferred_element_type=_F32)
@@ -296,17 +163,24 @@ class Qwen2ForCausalLM(nnx.Module):
             out = jnp.einsum("...h,hv->...v", h, w, preferred_element_type=_F32)
         return out.astype(_F32)
 
+    def _check_head(self) -> None:
+        if self.lm_head is None and not self.cfg.tie_word_embeddings:
+            raise ValueError("this model was built without its (untied) LM head (head=False): only `hidden` "
+                             "and `prefill_hidden`/`decode_step_hidden` are available, not logits")
+
     def _vocab_rows(self) -> jax.Array:
         """Output-projection weights as ``[V, H]`` rows (the embedding when tied)."""
+        self._check_head()
         if self.lm_head is None:
             return self.model.embed_tokens.embedding[...]
         return self.lm_head.kernel[...].T
 
     def logits_at(self, h: jax.Array, tokens: jax.Array) -> jax.Array:
         """Logits of selected tokens only: ``h [N, H]``, ``tokens [N, M]`` -> ``[N, M]`` f32."""
-        rows = self._vocab_rows()[jnp.clip(tokens, 0, self.vocab_size - 1)]  # [N, M, H]
-        return jnp.einsum("nh,nmh->nm", h.astype(self.compute_dtype), rows.astype(self.compute_dtype),
-                          preferred_element_type=_F32)
+        with jax.named_scope("lm_head"):
+            rows = self._vocab_rows()[jnp.clip(tokens, 0, self.vocab_size - 1)]  # [N, M, H]
+            return jnp.einsum("nh,nmh->nm", h.astype(self.compute_dtype), rows.astype(self.compute_dtype),
+                              preferred_element_type=_F32)
 
     def logsumexp(self, h: jax.Array, real_vocab: int, chunk: int = 8192) -> jax.Array:
         """``logsumexp`` over the logits of rows ``< real_vocab`` without materialising ``[N, V]``.
@@ -315,6 +189,10 @@ class Qwen2ForCausalLM(nnx.Module):
         rounding, and several times faster than ``log_softmax`` of the full logits on CPU, where the
         ``[N, V]`` float32 array makes the step memory-bound (docs/benchmarks.md).
         """
+        with jax.named_scope("lm_head"):
+            return self._logsumexp(h, real_vocab, chunk)
+
+    def _logsumexp(self, h: jax.Array, real_vocab: int, chunk: int) -> jax.Array:
         w_all = self._vocab_rows()  # [V, H]
         c = min(chunk, real_vocab)
         n_chunks = -(-real_vocab // c)

@@ -19,8 +19,17 @@ def randomize(model: Qwen2ForCausalLM, seed: int, scale: float = 0.05) -> Qwen2F
     return model
 
 
-def tiny_model(*, tied: bool = True, seed: int = 0, **overrides) -> Qwen2ForCausalLM:
-    cfg = Qwen2Config.tiny(vocab_size=128, tie_word_embeddings=tied, **overrides)
+FAMILIES = ("qwen2", "qwen3")
+
+
+def tiny_config(family: str = "qwen2", **overrides) -> Qwen2Config:
+    """`Qwen2Config.tiny` (qwen2) or `tiny_qwen3` (q/k norms, no bias, head_dim 32 != 64 / 4)."""
+    make = {"qwen2": Qwen2Config.tiny, "qwen3": Qwen2Config.tiny_qwen3}[family]
+    return make(**overrides)
+
+
+def tiny_model(*, tied: bool = True, seed: int = 0, family: str = "qwen2", **overrides) -> Qwen2ForCausalLM:
+    cfg = tiny_config(family, vocab_size=128, tie_word_embeddings=tied, **overrides)
     return randomize(Qwen2ForCausalLM(cfg, rngs=nnx.Rngs(seed)), seed + 1)
 
 

@@ -1,4 +1,4 @@
-"""`Qwen2Config` presets and the HF config.json allow-list (`from_hf_config` / `to_hf_config`)."""
+"""`Qwen2Config` presets (Qwen2, Qwen3) and the config.json allow-list (`from_hf_config`, `to_hf_config`)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,17 @@ QWEN25_15B = {
     "transformers_version": "4.40.1", "use_cache": True, "use_mrope": False, "use_sliding_window": False,
     "vocab_size": 151936,
 }
+# The real Qwen3-0.6B config.json (transformers 4.51).
+QWEN3_06B = {
+    "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
+    "hidden_size": 1024,
+    "initializer_range": 0.02, "intermediate_size": 3072, "max_position_embeddings": 40960,
+    "max_window_layers": 28, "model_type": "qwen3", "num_attention_heads": 16, "num_hidden_layers": 28,
+    "num_key_value_heads": 8, "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000,
+    "sliding_window": None, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+    "transformers_version": "4.51.0", "use_cache": True, "use_sliding_window": False, "vocab_size": 151936,
+}
 
 
 def test_v5_rope_parameters_are_read():
@@ -45,8 +56,23 @@ def test_real_qwen25_config_matches_preset():
     assert from_hf_config(dict(QWEN25_15B, rope_scaling=None)).rope_theta == 1e6
 
 
+def test_real_qwen3_config_matches_preset():
+    cfg = from_hf_config(QWEN3_06B)
+    assert cfg == Qwen2Config.qwen3_0_6b()
+    assert cfg.model_type == "qwen3" and cfg.qk_norm and not cfg.qkv_bias
+    assert cfg.resolved_head_dim == 128 != cfg.hidden_size // cfg.num_attention_heads
+    qwen2 = from_hf_config(QWEN25_15B)
+    assert qwen2.model_type == "qwen2" and qwen2.qkv_bias and not qwen2.qk_norm
+    no_head_dim = {k: v for k, v in QWEN3_06B.items() if k != "head_dim"}
+    assert from_hf_config(no_head_dim).head_dim == 128  # transformers' Qwen3 default, not 1024 / 16
+
+
 def test_presets():
-    assert set(PRESETS) == {"tiny", "qwen2_5_0_5b", "qwen2_5_1_5b"}
+    assert set(PRESETS) == {"tiny", "tiny_qwen3", "qwen2_5_0_5b", "qwen2_5_1_5b", "qwen3_0_6b", "qwen3_1_7b"}
+    assert PRESETS["tiny_qwen3"]().model_type == "qwen3" and PRESETS["tiny_qwen3"]().resolved_head_dim == 32
+    big = PRESETS["qwen3_1_7b"]()
+    assert (big.hidden_size, big.intermediate_size, big.num_hidden_layers) == (2048, 6144, 28)
+    assert big.head_dim == 128
     tiny = PRESETS["tiny"]()
     assert tiny.vocab_size <= 256 and tiny.hidden_size == 64 and tiny.num_key_value_heads == 2
     small = PRESETS["qwen2_5_0_5b"]()
@@ -74,6 +100,13 @@ def test_unsupported_attributes_raise(change, match):
         from_hf_config({**V5_CONFIG, **change})
 
 
+def test_qwen3_attention_bias_is_refused():
+    with pytest.raises(ConfigError, match="attention_bias"):
+        from_hf_config({**QWEN3_06B, "attention_bias": True})
+    with pytest.raises(ConfigError, match="model_type"):
+        Qwen2Config.tiny(model_type="qwen4")
+
+
 def test_missing_theta_never_falls_back():
     d = dict(QWEN25_15B)
     del d["rope_theta"]
@@ -81,13 +114,18 @@ def test_missing_theta_never_falls_back():
         from_hf_config(d)
 
 
-def test_to_hf_config_round_trips_and_loads_in_transformers():
-    cfg = Qwen2Config.tiny(tie_word_embeddings=False, rope_theta=5e5)
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_to_hf_config_round_trips_and_loads_in_transformers(family):
+    cfg = (Qwen2Config.tiny if family == "qwen2" else Qwen2Config.tiny_qwen3)(tie_word_embeddings=False,
+                                                                              rope_theta=5e5)
     d = to_hf_config(cfg)
+    assert d["model_type"] == family
     assert from_hf_config(d) == cfg
     transformers = pytest.importorskip("transformers")
-    hf = transformers.Qwen2Config(**{k: v for k, v in d.items() if k not in ("architectures", "model_type")})
+    hf_cls = transformers.Qwen2Config if family == "qwen2" else transformers.Qwen3Config
+    hf = hf_cls(**{k: v for k, v in d.items() if k not in ("architectures", "model_type")})
     assert hf.rope_parameters["rope_theta"] == 5e5 and hf.hidden_size == 64
+    assert getattr(hf, "head_dim", None) in (None, cfg.resolved_head_dim)
 
 
 def test_explicit_head_dim():

@@ -14,16 +14,23 @@ from sidcore.model.hf_params import flatten_params, hf_to_path, path_to_hf
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
 @pytest.mark.parametrize("tied", [True, False])
-def test_export_loads_in_transformers_with_same_logits(tmp_path, make_tiny, tied):
+def test_export_loads_in_transformers_with_same_logits(tmp_path, make_tiny, tied, family):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    model = make_tiny(tied=tied, seed=11)
+    model = make_tiny(tied=tied, seed=11, family=family)
     out = export_hf(model, model.cfg, tmp_path / "export")
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp dir renamed away
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     assert hf.config.tie_word_embeddings is tied
+    assert type(hf).__name__ == ("Qwen3ForCausalLM" if family == "qwen3" else "Qwen2ForCausalLM")
+    if family == "qwen3":
+        assert hf.config.head_dim == 32
+        ours = nnx.state(model, nnx.Param)["model"]["layers"][0]["self_attn"]["q_norm"]["scale"][...]
+        theirs = hf.model.layers[0].self_attn.q_norm.weight.detach().numpy()
+        np.testing.assert_array_equal(np.asarray(ours), theirs)
     ids = np.random.default_rng(0).integers(1, 128, (2, 9))
     mask = np.ones_like(ids)
     mask[1, :3] = 0  # left padding on row 1
@@ -36,14 +43,17 @@ def test_export_loads_in_transformers_with_same_logits(tmp_path, make_tiny, tied
     assert np.abs(got[real] - ref[real]).max() <= 1e-5
 
 
-def test_export_then_load_round_trips_params(tmp_path, make_tiny):
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_export_then_load_round_trips_params(tmp_path, make_tiny, family):
     from safetensors.numpy import load_file
 
-    model = make_tiny(tied=False, seed=12)
+    model = make_tiny(tied=False, seed=12, family=family)
     out = export_hf(model, None, tmp_path / "rt")
     export_hf(model, None, tmp_path / "rt")  # overwriting an existing folder works
     names = set(load_file(str(out / "model.safetensors")))
-    assert "lm_head.weight" in names and "model.layers.1.self_attn.q_proj.bias" in names
+    assert "lm_head.weight" in names
+    assert ("model.layers.1.self_attn.q_proj.bias" in names) is (family == "qwen2")
+    assert ("model.layers.1.self_attn.k_norm.weight" in names) is (family == "qwen3")
     back, cfg = load_hf(out)
     assert cfg == model.cfg
     a = flatten_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
@@ -62,6 +72,10 @@ def test_mapping_table_both_directions():
     assert path_to_hf("lm_head/kernel") == ("lm_head.weight", True)
     assert path_to_hf("model/embed_tokens/embedding") == ("model.embed_tokens.weight", False)
     assert path_to_hf("model/layers/1/mlp/down_proj/kernel") == ("model.layers.1.mlp.down_proj.weight", True)
+    assert hf_to_path("model.layers.4.self_attn.q_norm.weight") == (
+        "model/layers/4/self_attn/q_norm/scale", False)
+    assert path_to_hf("model/layers/0/self_attn/k_norm/scale") == (
+        "model.layers.0.self_attn.k_norm.weight", False)
 
 
 def _tamper(folder, fn):
@@ -117,3 +131,29 @@ def test_load_sharded_index_and_bad_config(tmp_path, make_tiny):
     (out / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ConfigError, match="config.json.*sliding"):
         load_hf(out)
+
+
+def test_base_model_checkpoint_loads_without_head(tmp_path, make_tiny):
+    """A checkpoint saved from a base model (no ``model.`` prefix, no lm_head) loads with head=False."""
+    model = make_tiny(tied=False, seed=15, family="qwen3")
+    out = export_hf(model, None, tmp_path / "base")
+
+    def to_base(t):
+        for name in list(t):
+            arr = t.pop(name)
+            if name != "lm_head.weight":
+                t[name[len("model."):]] = arr
+
+    _tamper(out, to_base)
+    with pytest.raises(CheckpointError, match=r"missing tensor\(s\) lm_head\.weight .*head=False"):
+        load_hf(out)
+    base, cfg = load_hf(out, head=False)
+    assert base.lm_head is None and not cfg.tie_word_embeddings
+    ids = np.arange(1, 7)[None]
+    pos, seg = np.arange(6)[None], np.ones((1, 6), np.int32)
+    want = np.asarray(model.hidden(ids, pos, seg))
+    np.testing.assert_array_equal(np.asarray(base.hidden(ids, pos, seg)), want)
+    with pytest.raises(ValueError, match="without its"):
+        base.logits(np.zeros((1, 64), np.float32))
+    with pytest.raises(CheckpointError, match="without its untied LM head"):
+        export_hf(base, None, tmp_path / "again")

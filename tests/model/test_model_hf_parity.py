@@ -1,4 +1,4 @@
-"""HF parity: transformers' torch Qwen2 (random init, saved locally) vs our NNX model via `load_hf`."""
+"""HF parity: transformers' torch Qwen2 / Qwen3 (random init, saved locally) vs our model via `load_hf`."""
 
 from __future__ import annotations
 
@@ -12,23 +12,30 @@ pytestmark = pytest.mark.torch
 VOCAB = 128
 
 
-def _hf_checkpoint(tmp_path, tied: bool):
-    torch = pytest.importorskip("torch")
+def hf_tiny_config(family: str, tied: bool):
+    """A tiny transformers config of `family`; Qwen3 gets head_dim 32 (!= hidden 64 / 4 heads)."""
     transformers = pytest.importorskip("transformers")
-    config = transformers.Qwen2Config(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=tied, max_position_embeddings=256,
-    )
+    common = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=tied,
+                  max_position_embeddings=256)
+    if family == "qwen3":
+        return transformers.Qwen3Config(head_dim=32, **common), transformers.Qwen3ForCausalLM
+    return transformers.Qwen2Config(**common), transformers.Qwen2ForCausalLM
+
+
+def _hf_checkpoint(tmp_path, tied: bool, family: str):
+    torch = pytest.importorskip("torch")
+    config, model_cls = hf_tiny_config(family, tied)
     torch.manual_seed(0)
-    model = transformers.Qwen2ForCausalLM(config).eval()
+    model = model_cls(config).eval()
     with torch.no_grad():  # make biases and norm scales non-trivial so their mapping is tested
         for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
+            if name.endswith("norm.weight"):  # incl. Qwen3's per-head q_norm / k_norm
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn_like(p))
     model.config._attn_implementation = "eager"
-    out = tmp_path / f"hf_{'tied' if tied else 'untied'}"
+    out = tmp_path / f"hf_{family}_{'tied' if tied else 'untied'}"
     model.save_pretrained(out)
     return model, out
 
@@ -43,12 +50,17 @@ def _torch_logits(model, ids, mask):
     return out.logits.float().numpy()
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
+@pytest.fixture(scope="module", params=[(f, t) for f in ("qwen2", "qwen3") for t in (True, False)],
+                ids=lambda p: f"{p[0]}-{'tied' if p[1] else 'untied'}")
 def pair(request, tmp_path_factory):
-    hf, path = _hf_checkpoint(tmp_path_factory.mktemp("ckpt"), request.param)
+    family, tied = request.param
+    hf, path = _hf_checkpoint(tmp_path_factory.mktemp("ckpt"), tied, family)
     ours, cfg = load_hf(path)
-    assert cfg.tie_word_embeddings is request.param and cfg.rope_theta == 1e6
-    assert (ours.lm_head is None) is request.param
+    assert cfg.tie_word_embeddings is tied and cfg.rope_theta == 1e6 and cfg.model_type == family
+    assert (ours.lm_head is None) is tied
+    if family == "qwen3":
+        assert cfg.resolved_head_dim == 32 and ours.model.layers[0].self_attn.q_norm is not None
+        assert ours.model.layers[0].self_attn.q_proj.bias is None
     return hf, ours
 
 

@@ -24,9 +24,10 @@ def _full_logits(model, rows):
     return [out[b, : len(r)] for b, r in enumerate(rows)]
 
 
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
 @pytest.mark.parametrize("tied", [True, False])
-def test_prefill_decode_matches_full_forward(make_tiny, tied):
-    model = make_tiny(tied=tied, seed=3)
+def test_prefill_decode_matches_full_forward(make_tiny, tied, family):
+    model = make_tiny(tied=tied, seed=3, family=family)
     rng = np.random.default_rng(0)
     lengths = np.array([5, 2, 7], np.int32)
     Lp, steps = 7, 4
@@ -41,7 +42,7 @@ def test_prefill_decode_matches_full_forward(make_tiny, tied):
     # Every cache leaf is batch-first.
     for leaf in jax.tree.leaves(cache):
         assert leaf.shape[0] == 3
-    assert cache["layers"][0]["k"].shape == (3, Lp + steps, 2, 16)
+    assert cache["layers"][0]["k"].shape == (3, Lp + steps, 2, model.cfg.resolved_head_dim)
     got = [np.asarray(logits)]
     for t in range(steps):
         logits, cache = step(model, jnp.asarray(gen[:, t]), cache)
@@ -56,9 +57,10 @@ def test_prefill_decode_matches_full_forward(make_tiny, tied):
     np.testing.assert_array_equal(np.asarray(cache["index"]), np.full(3, Lp + steps))
 
 
-def test_cache_rows_can_be_repeated_and_reordered(make_tiny):
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_cache_rows_can_be_repeated_and_reordered(make_tiny, family):
     """Beam-style use: broadcast each row to K copies, decode different tokens, then reorder rows."""
-    model = make_tiny(seed=4)
+    model = make_tiny(seed=4, family=family)
     prompts = jnp.asarray([[5, 6, 7, 0], [9, 10, 11, 12]], jnp.int32)
     lengths = jnp.asarray([3, 4], jnp.int32)
     step = nnx.jit(lambda m, tok, cache: m.decode_step(tok, cache))
@@ -138,3 +140,14 @@ def test_attention_kernel_choice_on_cpu(make_tiny):
     assert {layer.self_attn.impl for layer in model.model.layers} == {"xla"}
     with pytest.raises(ValueError, match="'xla' or 'cudnn'"):
         model.set_attention("flash")
+
+
+def test_named_scopes_reach_the_lowered_program(make_tiny):
+    """Profiles see layer_<i>/attention, mlp and lm_head (op locations; the golden test pins the math)."""
+    model = make_tiny(seed=8, family="qwen3")
+    ids = jnp.asarray([[1, 2, 3, 4]])
+    graphdef, state = nnx.split(model)
+    lowered = jax.jit(lambda s, i: nnx.merge(graphdef, s)(i)).lower(state, ids)
+    text = lowered.as_text(debug_info=True)
+    for scope in ("layer_0/attention", "layer_1/mlp", "lm_head"):
+        assert scope in text, scope
