@@ -102,6 +102,7 @@ def build_index(
     """Run the whole pipeline (module docstring); returns the report also written to ``build.json``."""
     if dedup not in DEDUP_MODES:
         raise ConfigError(f"--dedup must be one of {', '.join(DEDUP_MODES)}, got {dedup!r}")
+    options = options if options is not None else getattr(quantizer, "cfg", None)
     x = embeddings if isinstance(embeddings, np.ndarray) else load_embeddings(embeddings)
     ids = item_ids(data_dir, category)
     if x.shape[0] != len(ids):
