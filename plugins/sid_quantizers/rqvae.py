@@ -186,19 +186,19 @@ class RqvaeQuantizer:
         tx = make_optimizer(cfg)
         opt = tx.init(state)
         step = _step_fn(graphdef, tx, cfg)
-        encode = jax.jit(lambda s: nnx.merge(graphdef, s).encode_codes(x))
+        encode = lambda s: _encode(graphdef, s, x)  # noqa: E731 (x is an argument, not a jit constant)
         best: tuple[float, Any] | None = None
         history = []
         chunk = cfg.eval_every or cfg.epochs
         epoch = 0
         full = bs == n
-        run_chunk = jax.jit(lambda c, m: jax.lax.scan(lambda cc, _: step(cc, x), c, None, length=m),
-                            static_argnums=1)
+        run_chunk = jax.jit(lambda c, xs, m: jax.lax.scan(lambda cc, _: step(cc, xs), c, None, length=m),
+                            static_argnums=2)
         one_step = jax.jit(step)
         while epoch < cfg.epochs:
             m = min(chunk, cfg.epochs - epoch)
             if full:
-                (state, opt), logs = run_chunk((state, opt), m)
+                (state, opt), logs = run_chunk((state, opt), x, m)
                 last = [float(v[-1]) for v in logs]
             else:
                 for e in range(epoch, epoch + m):
