@@ -83,6 +83,25 @@ def register_launchers(register: Register) -> None:
     """
 
 
+@hookspec
+def register_quantizers(register: Register) -> None:
+    """Register quantizer components (kind ``quantizer``): item embeddings -> semantic IDs.
+
+    Args:
+        register: ``register(name, factory, *, config, summary)``.
+
+    When called: once per process, right after plugins are loaded, before config resolution.
+
+    What to register: factories ``factory(cfg) -> Quantizer`` (see `sidcore.interfaces.Quantizer`)
+    whose ``fit(embeddings [N, D], *, seed)`` returns a `FittedQuantizer` with ``codebook_sizes``,
+    ``encode(x) -> codes [N, L] int32``, ``decode(codes) -> [N, D]`` and ``distances(x, level)``.
+    ``sid index build --quantizer NAME`` selects one; collisions are handled by the command, not
+    by the quantizer.
+
+    Errors: an exception marks this plugin ``error``; other plugins are unaffected.
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
@@ -112,6 +131,7 @@ KINDS: dict[str, str] = {
     "metric": "register_metrics",
     "store": "register_checkpoint_stores",
     "launcher": "register_launchers",
+    "quantizer": "register_quantizers",
 }
 """Component kind -> the hook that registers it."""
 

@@ -11,6 +11,7 @@ decoder    ``f(cfg, *, catalog, eos_id)``                              `Decoder`
 metric     ``f(cfg)``                                                  `Metric`
 store      ``f(cfg, *, uri)``                                          `CheckpointStore`
 launcher   ``f(cfg)``                                                  `Launcher`
+quantizer  ``f(cfg)``                                                  `Quantizer`
 =========  ==========================================================  =========================
 
 Parameter-path convention for optimizers: leaves whose path contains ``embed`` or ``lm_head`` are
@@ -34,7 +35,9 @@ class SidCatalog:
 
     Attributes:
         sids: SID strings, one per catalog row (distinct; collisions already merged).
-        token_ids: ``[N, D]`` int32 ids of each SID's D level tokens (D = SID depth, any depth).
+        token_ids: ``[N, D]`` int32 ids of each SID's D level tokens (D = SID depth, any depth). In a
+            mixed-depth catalog (e.g. 3 levels plus a 4th dedup token on colliding items only) D is
+            the largest depth and shorter rows are right-padded with ``-1``.
         suffix_ids: ids every completed SID must be followed by before EOS (Qwen: ``"\\n"`` -> [198]).
         items_per_sid: SID -> item ids sharing it (collisions; for item-level metrics).
     """
@@ -204,3 +207,46 @@ class Launcher(Protocol):
 ENV_COORDINATOR = "SID_COORDINATOR_ADDRESS"  # host:port of process 0
 ENV_NUM_PROCESSES = "SID_NUM_PROCESSES"
 ENV_PROCESS_ID = "SID_PROCESS_ID"
+
+
+# --------------------------------------------------------------------------------------------
+# Quantizers (SID construction: item embeddings -> codes; `sid index build`)
+# --------------------------------------------------------------------------------------------
+
+
+class FittedQuantizer(Protocol):
+    """A trained residual quantizer with ``L = len(codebook_sizes)`` levels.
+
+    Level ``l`` holds codes ``0 .. codebook_sizes[l] - 1``. ``encode`` is greedy (argmin per level on
+    the running residual), so encoding is deterministic and level ``l``'s code depends only on the
+    codes before it. ``decode(encode(x))`` is the reconstruction in the input space: for residual
+    k-means the sum of the chosen centroids, for an RQ-VAE the decoder applied to that sum in latent
+    space. All arrays are host numpy arrays (float32 / int32).
+
+    Attributes:
+        codebook_sizes: codes per level.
+        fit_codes: ``[N, L]`` codes of the training rows as the quantizer assigned them: equal to
+            ``encode(embeddings)`` for greedy quantizers, the size-constrained assignment for
+            balanced ones. ``sid index build`` writes these.
+    """
+
+    codebook_sizes: tuple[int, ...]
+    fit_codes: "np.ndarray"
+
+    def encode(self, x: "np.ndarray") -> "np.ndarray":
+        """``x [N, D]`` -> ``codes [N, L]`` int32."""
+
+    def decode(self, codes: "np.ndarray") -> "np.ndarray":
+        """``codes [N, L]`` -> ``[N, D]`` float32 reconstruction."""
+
+    def distances(self, x: "np.ndarray", codes: "np.ndarray", level: int) -> "np.ndarray":
+        """``[N, codebook_sizes[level]]`` squared distances from each row's residual after the
+        earlier levels' ``codes[:, :level]`` to the codewords of ``level``; used by collision
+        re-assignment (Sinkhorn on the last level)."""
+
+
+class Quantizer(Protocol):
+    """An untrained quantizer; ``fit`` must be deterministic given ``seed``."""
+
+    def fit(self, embeddings: "np.ndarray", *, seed: int) -> FittedQuantizer:
+        """Train on ``embeddings [N, D]`` (one row per item, item-id order)."""

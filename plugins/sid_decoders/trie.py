@@ -31,8 +31,12 @@ class TrieDecoder:
 
     trie: SidTrie
     fused_scoring: bool = True
-    #: outputs always start with the D level tokens of a catalog SID (the kernel joins them directly)
-    emits_sids = True
+
+    @property
+    def emits_sids(self) -> bool:
+        """Outputs start with the D level tokens of a catalog SID (the kernel joins them directly).
+        False for a mixed-depth catalog: outputs are then decoded as text up to EOS, like upstream."""
+        return self.trie.uniform_depth
 
     def max_new_tokens(self) -> int:
         return self.trie.path_length

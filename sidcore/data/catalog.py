@@ -15,12 +15,14 @@ import numpy as np
 
 from sidcore.data.minionerec import check_info_matches_index, read_index, read_info, split_sid
 from sidcore.data.tokenizer import sid_token_ids, suffix_ids
-from sidcore.errors import file_error
 from sidcore.interfaces import SidCatalog
 
 
 def build_catalog(info_path: str | Path, index_path: str | Path, tokenizer: Any) -> SidCatalog:
     """Distinct SIDs of the info file (first-appearance order) as ``[N, D]`` token ids.
+
+    SIDs may differ in depth (upstream's variable-depth dedup: 3 levels, 4 on colliding items):
+    D is then the largest depth and shorter rows are right-padded with ``-1``.
 
     Args:
         info_path: the info catalog (``<sid>\\t<title>\\t<item_id>`` lines).
@@ -28,8 +30,7 @@ def build_catalog(info_path: str | Path, index_path: str | Path, tokenizer: Any)
         tokenizer: HF tokenizer holding the SID tokens.
 
     Raises:
-        DataError: malformed files, info/index disagreement, SIDs of mixed depth, or
-            "tokenizer lacks SID tokens".
+        DataError: malformed files, info/index disagreement, or "tokenizer lacks SID tokens".
     """
     info = read_info(info_path)
     check_info_matches_index(info_path, info, read_index(index_path))
@@ -38,14 +39,11 @@ def build_catalog(info_path: str | Path, index_path: str | Path, tokenizer: Any)
         items_per_sid.setdefault(entry.sid, []).append(entry.item_id)
     sids = tuple(items_per_sid)
     levels = [split_sid(s) for s in sids]
-    depth = len(levels[0])
-    for sid, toks in zip(sids, levels):
-        if len(toks) != depth:
-            raise file_error(
-                info_path, f"SID {sid} has {len(toks)} levels, expected {depth} like the first line"
-            )
+    depth = max(len(toks) for toks in levels)
     ids = sid_token_ids(tokenizer, (t for toks in levels for t in toks), source=str(info_path))
-    token_ids = np.asarray([[ids[t] for t in toks] for toks in levels], dtype=np.int32)  # [N, D]
+    token_ids = np.full((len(levels), depth), -1, dtype=np.int32)  # [N, D]; -1 pads shorter SIDs
+    for row, toks in enumerate(levels):
+        token_ids[row, : len(toks)] = [ids[t] for t in toks]
     return SidCatalog(
         sids=sids,
         token_ids=token_ids,

@@ -73,7 +73,8 @@ Policy = Callable[[Scores, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
 
 
 def trie_policy(level: TrieLevel) -> Policy:
-    """Candidates = the trie children of each beam's node; padding and dead beams score ``-inf``."""
+    """Candidates = the trie children of each beam's node; padding and dead beams score ``-inf``;
+    a ``-1`` child (after EOS of a shorter SID in a mixed-depth trie) costs 0 and is emitted as -1."""
 
     def policy(scores: Scores, nodes: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         tokens_tab = jnp.asarray(level.tokens)  # [E]
@@ -83,7 +84,8 @@ def trie_policy(level: TrieLevel) -> Policy:
         valid = (j < count[..., None]) & (nodes[..., None] >= 0)  # [B, K, M]
         edge = jnp.where(valid, start[..., None] + j, 0)  # [B, K, M]
         tokens = tokens_tab[edge]  # [B, K, M]
-        lp = scores.at(tokens)  # [B, K, M]
+        lp = scores.at(jnp.maximum(tokens, 0))  # [B, K, M]
+        lp = jnp.where(tokens < 0, 0.0, lp)  # -1: finished path of a shorter SID (mixed depth), free
         return tokens, jnp.where(valid, lp, NEG_INF), jnp.where(valid, edge, -1)
 
     return policy

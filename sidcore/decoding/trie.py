@@ -11,6 +11,12 @@ paths is stored level by level, built once on the host with numpy (no Python per
   of node ``n`` are the contiguous edges ``start[n] : start[n] + count[n]``;
 * the edges of the last level are the leaves; ``leaf_rows[e]`` is the catalog row of leaf ``e``.
 
+Mixed depth (e.g. 3 levels plus a 4th dedup token on colliding items only): ``token_ids`` rows
+shorter than ``D`` are right-padded with ``-1``; such a row's path is its own levels, the suffix,
+EOS, then ``-1`` up to ``T``. A ``-1`` edge is a "finished" transition that the beam search takes at
+zero cost (`sidcore.decoding.beam.trie_policy`), so an item's score is still the sum of its own
+``d + len(suffix) + 1`` log-probs, as with HF ``generate`` stopping at EOS.
+
 A beam holding node ``n`` at step ``t`` reads its allowed next tokens with one gather of width
 ``M_t = max(count)`` (`TrieLevel.width`), padded with ``-1``. Memory is one int32 per edge plus two
 per node, whatever the depth or branching (reference-spec §6.3 generalised to any depth).
@@ -26,7 +32,10 @@ import numpy as np
 from sidcore.errors import ConfigError, DataError
 from sidcore.interfaces import SidCatalog
 
-__all__ = ["SidTrie", "TrieLevel"]
+__all__ = ["PAD", "SidTrie", "TrieLevel"]
+
+PAD = -1
+"""Token of the zero-cost "finished" edges after EOS in a mixed-depth trie (and of padded outputs)."""
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -70,7 +79,8 @@ class SidTrie:
     Attributes:
         levels: ``T`` levels; level ``t`` constrains generated token ``t``.
         leaf_rows: ``[N]`` catalog row of each leaf (edges of the last level).
-        depth: SID depth ``D``.
+        depth: SID depth ``D`` (the largest, in a mixed-depth catalog).
+        uniform_depth: every SID has ``D`` levels (no ``PAD`` edges).
         suffix_ids: tokens forced after the SID levels, before EOS.
         eos_id: end-of-sequence id (last token of every path).
     """
@@ -80,6 +90,7 @@ class SidTrie:
     depth: int
     suffix_ids: tuple[int, ...]
     eos_id: int
+    uniform_depth: bool = True
 
     @property
     def num_items(self) -> int:
@@ -112,9 +123,15 @@ class SidTrie:
             raise ConfigError(f"catalog token_ids must be a non-empty [N, D] array, got shape {ids.shape}")
         n, depth = ids.shape
         tail = np.array([*suffix_ids, eos_id], dtype=np.int64)
-        seqs = np.concatenate([ids.astype(np.int64), np.broadcast_to(tail, (n, tail.size))], axis=1)  # [N, T]
-        if (seqs < 0).any():
-            raise ConfigError("catalog token ids, suffix ids and eos_id must be >= 0")
+        if (tail < 0).any():
+            raise ConfigError("suffix ids and eos_id must be >= 0")
+        real = ids >= 0  # [N, D]; -1 pads shorter SIDs of a mixed-depth catalog
+        lengths = real.sum(axis=1)
+        if (ids < PAD).any() or (lengths == 0).any() or (real[:, 1:] & ~real[:, :-1]).any():
+            raise ConfigError("catalog token_ids rows must be >= 1 ids >= 0, right-padded with -1")
+        seqs = np.full((n, depth + tail.size), PAD, dtype=np.int64)  # [N, T]
+        seqs[:, :depth] = np.where(real, ids, PAD)
+        seqs[np.arange(n)[:, None], lengths[:, None] + np.arange(tail.size)] = tail
         t_len = seqs.shape[1]
         order = np.lexsort(seqs.T[::-1])  # sort rows lexicographically
         s = seqs[order]  # [N, T]
@@ -145,6 +162,7 @@ class SidTrie:
             levels=tuple(levels),
             leaf_rows=order,
             depth=depth,
+            uniform_depth=bool((lengths == depth).all()),
             suffix_ids=tuple(int(x) for x in suffix_ids),
             eos_id=int(eos_id),
         )

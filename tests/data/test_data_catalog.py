@@ -36,10 +36,11 @@ def test_catalog_needs_sid_tokens(fresh_tokenizer, sample_paths):
         build_catalog(sample_paths["info"], sample_paths["index"], fresh_tokenizer())
 
 
-def test_catalog_rejects_mixed_depth(tmp_path, sid_tokenizer):
+def test_catalog_accepts_mixed_depth_padded_with_minus_one(tmp_path, sid_tokenizer):
     info = tmp_path / "info.txt"
     info.write_text("<a_236><b_231><c_226>\tA\t0\n<a_236><b_231>\tB\t1\n")
     index = tmp_path / "x.index.json"
     index.write_text('{"0": ["<a_236>", "<b_231>", "<c_226>"], "1": ["<a_236>", "<b_231>"]}')
-    with pytest.raises(DataError, match=r"info\.txt: SID <a_236><b_231> has 2 levels, expected 3"):
-        build_catalog(info, index, sid_tokenizer)
+    cat = build_catalog(info, index, sid_tokenizer)
+    ids = sid_tokenizer.convert_tokens_to_ids(["<a_236>", "<b_231>", "<c_226>"])
+    assert cat.token_ids.tolist() == [ids, ids[:2] + [-1]]

@@ -1,0 +1,30 @@
+"""Built-in quantizer components: `rq_kmeans`, `rq_kmeans_balanced`, `rqvae`; commands
+``sid index build`` and ``sid index stats``.
+
+Listing these components imports only `attrs`; the JAX code lives in `sid_quantizers.kmeans`,
+`sid_quantizers.balanced` and `sid_quantizers.rqvae`, loaded when a quantizer is selected.
+The pipeline and its options are documented in docs/sid-construction.md.
+"""
+
+from __future__ import annotations
+
+from sidcore import hookimpl
+from sidcore.hookspecs import Register
+from sid_quantizers.config import BalancedConfig, RqKmeansConfig, RqvaeConfig
+
+
+@hookimpl
+def register_quantizers(register: Register) -> None:
+    register("rq_kmeans", "sid_quantizers.factories:build_rq_kmeans", config=RqKmeansConfig,
+             summary="Greedy residual k-means (jitted Lloyd, k-means++), any depth and codebook sizes.")
+    register("rq_kmeans_balanced", "sid_quantizers.factories:build_balanced", config=BalancedConfig,
+             summary="Residual k-means with size-constrained levels (n//K or n//K+1 items per code).")
+    register("rqvae", "sid_quantizers.rqvae:build", config=RqvaeConfig,
+             summary="MiniOneRec's RQ-VAE: MLP autoencoder + residual VQ, k-means init, STE, AdamW.")
+
+
+@hookimpl
+def register_commands(cli) -> None:
+    from sid_quantizers.commands import add_commands
+
+    add_commands(cli)

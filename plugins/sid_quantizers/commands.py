@@ -1,0 +1,88 @@
+"""``sid index build`` and ``sid index stats`` (registered via ``register_commands``).
+
+Both live in the ``sid index`` group; a plugin that adds more ``index`` subcommands (e.g.
+``embed``) should reuse an existing ``index`` group the same way `add_commands` does.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+__all__ = ["add_commands", "build", "index_group", "stats"]
+
+
+@click.group("index")
+def index_group() -> None:
+    """Build and inspect SID indices (item embeddings -> semantic IDs -> index.json)."""
+
+
+@index_group.command("stats")
+@click.argument("index_path", metavar="INDEX.json", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+def stats(index_path: str, as_json: bool) -> None:
+    """Items, unique SIDs, collision rate, groups, codes used per level, max branching."""
+    from sidcore.data.minionerec import read_index
+    from sidcore.data.sid_index import format_stats, index_stats
+
+    result = index_stats(read_index(index_path))
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_stats(result, source=index_path))
+
+
+@index_group.command("build", context_settings={"ignore_unknown_options": False})
+@click.option("--embeddings", required=True, type=click.Path(dir_okay=False),
+              help="Item embeddings .npy [N, D], row i = item id i.")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False),
+              help="Source MiniOneRec data/Amazon folder (index/, info/, train|valid|test/).")
+@click.option("--category", required=True, help="Category, e.g. Industrial_and_Scientific.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder, written in the same layout (then train with data.data_dir=OUT).")
+@click.option("--quantizer", "quantizer_name", default="rq_kmeans", show_default=True,
+              help="Quantizer component (sid plugins list).")
+@click.option("--seed", default=2024, show_default=True, type=int, help="Quantizer seed (upstream 2024).")
+@click.option("--sinkhorn-rounds", default=0, show_default=True, type=int,
+              help="Rounds of Sinkhorn re-assignment of colliding items' last level (upstream RQ-VAE: 20).")
+@click.option("--sinkhorn-eps", default=0.003, show_default=True, type=float, help="Sinkhorn epsilon.")
+@click.option("--sinkhorn-iterations", default=50, show_default=True, type=int, help="Sinkhorn sweeps.")
+@click.option("--dedup", type=click.Choice(["none", "variable", "fixed"]), default="none", show_default=True,
+              help="Extra level making SIDs unique: variable = <d_r> on colliding items only (upstream), "
+                   "fixed = on every item, <d_0> when unique (GRID).")
+@click.option("--code-offset", default=0, show_default=True, type=int,
+              help="Added to every code (1 = upstream constrained RQ-Kmeans numbering).")
+@click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE ...]")
+def build(embeddings, data_dir, category, out, quantizer_name, seed, sinkhorn_rounds, sinkhorn_eps,
+          sinkhorn_iterations, dedup, code_offset, as_json, overrides) -> None:
+    """Quantize item embeddings into SIDs and write OUT in the MiniOneRec layout.
+
+    KEY=VALUE sets quantizer options, e.g. codebook_sizes=[256,256,256] epochs=10000.
+    """
+    from sidcore.data.sid_index import format_stats, index_stats
+    from sidcore.plugins import load_plugins
+    from sid_quantizers.build import build_index, resolve_quantizer
+
+    spec, options = resolve_quantizer(load_plugins().registry, quantizer_name, overrides)
+    report = build_index(
+        embeddings=embeddings, data_dir=data_dir, category=category, out=out,
+        quantizer=spec.build(options), quantizer_name=quantizer_name, options=options, seed=seed,
+        sinkhorn_rounds=sinkhorn_rounds, sinkhorn_eps=sinkhorn_eps, sinkhorn_iterations=sinkhorn_iterations,
+        dedup=dedup, code_offset=code_offset,
+    )
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    from sidcore.data.minionerec import read_index
+
+    click.echo(format_stats(index_stats(read_index(report["files"]["index"])), source=report["files"]["index"]))
+    click.echo(f"wrote {', '.join(report['files'].values())}")
+
+
+def add_commands(cli: click.Group) -> None:
+    """Attach ``index build|stats``, merging into an ``index`` group another plugin already added."""
+    existing = cli.commands.get("index") if hasattr(cli, "commands") else None
+    if isinstance(existing, click.Group) and existing is not index_group:
+        for name, cmd in index_group.commands.items():
+            existing.add_command(cmd, name)
+        return
+    cli.add_command(index_group)
