@@ -9,7 +9,7 @@ The pipeline and its options are documented in docs/sid-construction.md.
 from __future__ import annotations
 
 from sidcore import hookimpl
-from sidcore.hookspecs import Register
+from sidcore.interfaces import Register
 from sid_quantizers.config import BalancedConfig, RqKmeansConfig, RqvaeConfig
 
 
