@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 def flops_per_token(model_cfg: Any) -> float:
     """Training FLOPs per token (6 x non-embedding params; label-only logits are a small extra)."""
     h, f, n = model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_hidden_layers
+    q = model_cfg.num_attention_heads * model_cfg.resolved_head_dim  # != h for Qwen3 (explicit head_dim)
     kv = model_cfg.num_key_value_heads * model_cfg.resolved_head_dim
-    per_layer = h * h * 2 + h * kv * 2 + 3 * h * f
+    per_layer = h * q * 2 + h * kv * 2 + 3 * h * f
     return 6.0 * per_layer * n
 
 
