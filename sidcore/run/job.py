@@ -46,10 +46,12 @@ def run_in_process(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
     import jax
 
     from sidcore.run.assemble import build_model, store_uri
+    from sidcore.run.compile_cache import enable_compile_cache
     from sidcore.run.components import build_components
     from sidcore.run.distributed import maybe_initialize_distributed
 
     maybe_initialize_distributed(cfg.jax.distributed)
+    enable_compile_cache(cfg.jax.compile_cache)
     is_main = jax.process_index() == 0
     out = Path(cfg.output_dir)
     if is_main:
