@@ -45,7 +45,7 @@ class EvalInputs:
 def run_in_process(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
     import jax
 
-    from sidcore.run.assemble import build_model, store_uri
+    from sidcore.run.assemble import build_model, loads_checkpoint, store_uri
     from sidcore.run.compile_cache import enable_compile_cache
     from sidcore.run.components import build_components
     from sidcore.run.distributed import maybe_initialize_distributed
@@ -57,7 +57,7 @@ def run_in_process(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
     if is_main:
         write_run_files(cfg, plugins)
     started = time.time()
-    bundle = build_model(cfg)
+    bundle = build_model(cfg, weights_from_checkpoint=loads_checkpoint(cfg))
     if is_main:
         bundle.tokenizer.save_pretrained(str(out))
     evaluates = cfg.run_mode != "train" and cfg.eval.enabled
