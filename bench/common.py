@@ -205,6 +205,15 @@ def matmul_peak_flops(n: int = 0, inner: int = 8, repeats: int = 5, dtype: str =
     return 2.0 * n**3 * inner / best
 
 
+def catalog_paths(catalog: Any, eos_id: int) -> Any:
+    """``[N, T]`` numpy: each item's SID tokens, the SID suffix and EOS (what a trie processor allows)."""
+    import numpy as np
+
+    ids = np.asarray(catalog.token_ids, np.int64)
+    tail = np.array([*catalog.suffix_ids, eos_id], np.int64)
+    return np.concatenate([ids, np.broadcast_to(tail, (ids.shape[0], tail.size))], axis=1)
+
+
 def table(rows: list[list[Any]], header: list[str]) -> str:
     """Markdown table."""
     cells = [[str(c) for c in header]] + [[f"{c:.4g}" if isinstance(c, float) else str(c) for c in r]

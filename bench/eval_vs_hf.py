@@ -70,18 +70,17 @@ def sid_warm(ev: Any, res: dict[str, Any], params: Any, n: int) -> None:
 
 
 def hf_eval(hf: Any, tok: Any, catalog: Any, prompts: list[Any], beams: int, batch: int, threads: int,
-            dtype: str = "float32") -> dict:
+            dtype: str = "float32", device: str | None = None) -> dict:
+    """HF ``generate`` + trie processor; `device` None: where JAX runs (this imports jax)."""
     import torch
     import transformers
 
-    from sidcore.testing.decoders import catalog_paths
-
     torch.set_num_threads(threads)
-    dev = common.torch_device()
+    dev = device or common.torch_device()
     if dtype == "bfloat16":
         hf = hf.to(torch.bfloat16)
     eos, pad = int(tok.eos_token_id), int(tok.pad_token_id)
-    paths = catalog_paths(catalog, eos)  # [N, T]
+    paths = common.catalog_paths(catalog, eos)  # [N, T]
     allowed: dict[tuple[int, ...], list[int]] = {}
     for p in paths.tolist():
         for t in range(len(p)):

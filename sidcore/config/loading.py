@@ -244,6 +244,8 @@ def _coerce(tp: Any, val: Any, where: str) -> Any:
     if tp is str:
         if isinstance(val, (dict, list)):
             raise ConfigError(f"{where}: expected a string, got {val!r}")
+        if isinstance(val, bool):  # YAML 1.1 reads a bare on/off/yes/no as a bool
+            return "on" if val else "off"
         return str(val)
     return val
 

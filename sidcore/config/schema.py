@@ -53,6 +53,9 @@ class JaxConfig:
                               validator=v.ge(0))
     distributed: str = h("jax.distributed.initialize: auto (when SID_/launcher env says so), on, off.", "auto",
                          validator=v.in_(("auto", "on", "off")))
+    compile_cache: str = h("Persistent XLA compilation cache: auto (<user cache>/jax: $SID_CACHE_DIR, "
+                           "$XDG_CACHE_HOME/sid or ~/.cache/sid), off, or a folder; entries are keyed by "
+                           "jax version and device.", "auto")
 
 
 @attrs.frozen(kw_only=True)

@@ -2,10 +2,11 @@
 
 The Qwen2.5 base tokenizer ships inside the package as ``assets/tokenizers/qwen2.5-base/
 tokenizer.json.xz``; `bundled_tokenizer_dir` decompresses it once, atomically, into a user cache
-folder (``$SID_CACHE_DIR`` or ``~/.cache/sid/``) keyed by the archive's hash. `add_sid_tokens`
-adds the SID level tokens of an index.json as regular (non-special) tokens in sorted-string order,
+folder (``$SID_CACHE_DIR``, ``$XDG_CACHE_HOME/sid/`` or ``~/.cache/sid/``) keyed by the archive's
+hash. `add_sid_tokens` adds the SID level tokens of an index.json as regular (non-special) tokens in sorted-string order,
 which reproduces the token ids of the official MiniOneRec checkpoints (Qwen2.5: ids start at
-151665). transformers is imported lazily, so importing this module is cheap.
+151665). transformers is imported lazily, so importing this module is cheap; a local Qwen2 tokenizer
+folder is loaded through its own class, not ``AutoTokenizer``, which would import torch.
 """
 
 from __future__ import annotations
@@ -37,9 +38,12 @@ _PLAIN_FILES = ("tokenizer_config.json", "README.md")
 
 
 def cache_root() -> Path:
-    """``$SID_CACHE_DIR`` if set, else ``~/.cache/sid``."""
+    """``$SID_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/sid``, else ``~/.cache/sid``."""
     env = os.environ.get("SID_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sid"
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "sid"
 
 
 @functools.cache
@@ -98,11 +102,9 @@ def load_tokenizer(spec: str | None, *, padding_side: str = "right") -> PreTrain
     """
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    from transformers import AutoTokenizer
-
     source = str(bundled_tokenizer_dir()) if spec in (None, "", BUNDLED) else spec
     try:
-        tok = AutoTokenizer.from_pretrained(source, padding_side=padding_side)
+        tok = _tokenizer_class(source).from_pretrained(source, padding_side=padding_side)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"tokenizer {spec!r}: cannot load ({first})") from None
@@ -112,6 +114,36 @@ def load_tokenizer(spec: str | None, *, padding_side: str = "right") -> PreTrain
             raise DataError(f"tokenizer {spec!r}: has neither a pad nor an EOS token")
         tok.pad_token = tok.eos_token
     return tok
+
+
+#: ``tokenizer_class`` values of a folder's tokenizer_config.json loaded through their own module:
+#: ``transformers.AutoTokenizer`` imports the model-config machinery and with it torch (seconds of
+#: start-up per `sid run`); the class it would resolve to is the same.
+_DIRECT_CLASSES = {"Qwen2Tokenizer": "qwen2", "Qwen2TokenizerFast": "qwen2"}
+
+
+def _tokenizer_class(source: str) -> Any:
+    """The class to load `source` with: Qwen2's own for a local Qwen2 folder, else ``AutoTokenizer``."""
+    import importlib
+    import json
+
+    config = Path(source) / "tokenizer_config.json"
+    name = None
+    if config.is_file() and (Path(source) / "tokenizer.json").is_file():
+        try:
+            name = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
+        except (OSError, ValueError, AttributeError):
+            name = None
+    if name in _DIRECT_CLASSES:
+        module = _DIRECT_CLASSES[name]
+        try:
+            return getattr(importlib.import_module(f"transformers.models.{module}.tokenization_{module}"),
+                           "Qwen2Tokenizer")
+        except (ImportError, AttributeError):  # another transformers layout: let it resolve the class
+            pass
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer
 
 
 @attrs.frozen(kw_only=True)

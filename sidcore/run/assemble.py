@@ -73,8 +73,19 @@ def check_model_location(key: str, value: str) -> None:
         raise ConfigError(f"{key}={value}: no such folder")
 
 
-def build_model(cfg: RunConfig, *, tokenizer_spec: str | None = None) -> ModelBundle:
-    """Tokenizer with SID tokens + NNX model (loaded or fresh), resized and padded; plus the mesh."""
+def loads_checkpoint(cfg: RunConfig) -> bool:
+    """An eval-only run that replaces every parameter from ``train.resume_from_checkpoint``."""
+    return cfg.run_mode == "eval" and bool(cfg.train.resume_from_checkpoint)
+
+
+def build_model(cfg: RunConfig, *, tokenizer_spec: str | None = None,
+                weights_from_checkpoint: bool = False) -> ModelBundle:
+    """Tokenizer with SID tokens + NNX model (loaded or fresh), resized and padded; plus the mesh.
+
+    With `weights_from_checkpoint` (the caller replaces every parameter, `loads_checkpoint`) a
+    preset model is built shape-only (`nnx.eval_shape`) instead of randomly initialised: the init
+    program of a 152k-row embedding takes seconds to compile on CPU and its values are discarded.
+    """
     import jax
     from flax import nnx
 
@@ -82,6 +93,7 @@ def build_model(cfg: RunConfig, *, tokenizer_spec: str | None = None) -> ModelBu
     from sidcore.data.tokenizer import add_sid_tokens, load_tokenizer
     from sidcore.model import Qwen2ForCausalLM, load_hf
     from sidcore.model.config import PRESETS
+    from sidcore.model.hf_params import abstract_model
     from sidcore.model.sharding import make_mesh
     from sidcore.model.vocab import padded_vocab_size, resize_vocab
 
@@ -107,6 +119,8 @@ def build_model(cfg: RunConfig, *, tokenizer_spec: str | None = None) -> ModelBu
     real_vocab = len(tokenizer)
     mesh = make_mesh(cfg.jax.mesh_shape)
     pd, cd = dtype(cfg.jax.param_dtype), dtype(cfg.jax.compute_dtype)
+    multiple = cfg.model.vocab_pad_multiple or int(mesh.shape["fsdp"] * mesh.shape["tp"])
+    padded = padded_vocab_size(real_vocab, multiple)
 
     if cfg.base_model and not cfg.train.train_from_scratch:
         model, hf_cfg = load_hf(cfg.base_model, param_dtype=pd, compute_dtype=cd, remat=cfg.model.remat)
@@ -124,14 +138,14 @@ def build_model(cfg: RunConfig, *, tokenizer_spec: str | None = None) -> ModelBu
         overrides = dict(cfg.model.overrides)
         overrides["vocab_size"] = real_vocab
         hf_cfg = hf_cfg.replace(**overrides)
-        # Build under jit: eager init would compile one tiny XLA program per parameter shape.
-        model = nnx.jit(lambda: Qwen2ForCausalLM(hf_cfg, rngs=nnx.Rngs(cfg.seed), param_dtype=pd,
-                                                 compute_dtype=cd, remat=cfg.model.remat))()
+        if weights_from_checkpoint and padded == real_vocab:  # nothing to resize: shapes are enough
+            model = abstract_model(hf_cfg, param_dtype=pd, compute_dtype=cd, remat=cfg.model.remat)
+        else:  # under jit: eager init would compile one tiny XLA program per parameter shape
+            model = nnx.jit(lambda: Qwen2ForCausalLM(hf_cfg, rngs=nnx.Rngs(cfg.seed), param_dtype=pd,
+                                                     compute_dtype=cd, remat=cfg.model.remat))()
     before = model.vocab_size
     if before != real_vocab:
         model = resize_vocab(model, real_vocab, init=cfg.model.new_token_init, rng_seed=cfg.seed)
-    multiple = cfg.model.vocab_pad_multiple or int(mesh.shape["fsdp"] * mesh.shape["tp"])
-    padded = padded_vocab_size(real_vocab, multiple)
     if padded != real_vocab:
         model = resize_vocab(model, padded, init="normal", rng_seed=cfg.seed + 1)
     log.info("vocab: checkpoint %d -> tokenizer %d -> padded %d (multiple %d)", before, real_vocab, padded, multiple)

@@ -51,9 +51,11 @@ def run_in_process(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
     first step: output dir, lock, start weights, data, prompt lengths, components."""
     import jax
 
+    from sidcore.run.compile_cache import enable_compile_cache
     from sidcore.run.distributed import maybe_initialize_distributed
 
     maybe_initialize_distributed(cfg.jax.distributed)
+    enable_compile_cache(cfg.jax.compile_cache)
     is_main = jax.process_index() == 0
     cfg = _resolve_start_weights(cfg)
     out = prepare_dir(cfg.output_dir) if is_main else Path(cfg.output_dir)
@@ -83,12 +85,12 @@ def _resolve_start_weights(cfg: RunConfig) -> RunConfig:
 def _run_locked(cfg: RunConfig, plugins: Plugins, out: Path, is_main: bool) -> dict[str, Any]:
     import jax
 
-    from sidcore.run.assemble import build_model, store_uri
+    from sidcore.run.assemble import build_model, loads_checkpoint, store_uri
     from sidcore.run.checkpoints import open_checkpoint
     from sidcore.run.components import build_components
 
     started = time.time()
-    bundle = build_model(cfg)
+    bundle = build_model(cfg, weights_from_checkpoint=loads_checkpoint(cfg))
     evaluates = cfg.run_mode != "train" and cfg.eval.enabled
     eval_inputs = _eval_inputs(cfg, bundle) if evaluates else None
     trains = cfg.run_mode in ("train", "train_eval")

@@ -98,3 +98,26 @@ def test_sid_token_ids_requires_extension(fresh_tokenizer, sid_tokenizer):
 
 def test_suffix_is_newline_id(sid_tokenizer):
     assert suffix_ids(sid_tokenizer) == (198,)
+
+
+def test_qwen2_folder_loads_without_torch_and_like_autotokenizer(tmp_path):
+    """A Qwen2 folder skips AutoTokenizer (which imports torch) and still gives its class and ids."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from sidcore.data.tokenizer import load_tokenizer; tok = load_tokenizer('bundled'); "
+            "print(type(tok).__name__, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["Qwen2Tokenizer", "False"]
+
+    from transformers import AutoTokenizer
+
+    tok = load_tokenizer("bundled", padding_side="left")
+    ref = AutoTokenizer.from_pretrained(str(bundled_tokenizer_dir()), padding_side="left")
+    assert type(tok) is type(ref) and len(tok) == len(ref)
+    tok.add_tokens(["<a_7>", "<b_12>"], special_tokens=False)
+    tok.save_pretrained(str(tmp_path))
+    ref = AutoTokenizer.from_pretrained(str(tmp_path), padding_side="left")
+    text = "### Response:\n<a_7><b_12>\n 世界 Industrial & Scientific"
+    assert tok.encode(text, add_special_tokens=False) == ref.encode(text, add_special_tokens=False)
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["tokenizer_class"] == "Qwen2Tokenizer"
