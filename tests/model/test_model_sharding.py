@@ -108,3 +108,20 @@ def test_sharded_forward_equals_unsharded_on_8_cpu_devices():
         assert diff <= 1e-5, name
     assert report["fallback"] == str(P(None, "tp"))
     assert report["auto"] == {"dp": 1, "fsdp": 8, "tp": 1}
+
+
+def test_three_axis_mesh_is_refused_on_cpu():
+    """dp, fsdp, tp all > 1 gave wrong numbers on XLA:CPU (docs/model.md): refused, not silently wrong."""
+    import pytest
+
+    from sidcore.errors import ConfigError
+    from sidcore.model import make_mesh
+
+    class Dev:  # stand-ins: make_mesh only reads platform / process_index / id before refusing
+        platform, process_index = "cpu", 0
+
+        def __init__(self, i):
+            self.id = i
+
+    with pytest.raises(ConfigError, match="dp, fsdp and tp all > 1 gives wrong numbers on the CPU backend"):
+        make_mesh("2,2,2", devices=[Dev(i) for i in range(8)])

@@ -97,7 +97,8 @@ def test_catalog_trie_and_sft_accept_the_built_index(builds, qtok_factory, mode)
     for row, path in zip(catalog.token_ids[:50], trie.paths()[:50]):
         real = row[row >= 0].tolist()
         assert path.tolist()[: len(real) + 2] == real + [198, tok.eos_token_id]
-    examples = build_train_examples(_cfg(out, sid_next_item=True, sid_item_alignment=True), tok)
+    cfg = _cfg(out, sid_next_item=True, sid_item_alignment=True)
+    examples = build_train_examples(cfg.data, cfg.tasks, tok, seed=cfg.seed)
     targets = {tok.decode([t for t in e.labels if t >= 0]).replace("<|endoftext|>", "") for e in examples}
     titles = Counter(m.title for m in read_items(paths["items"]).values())
     items = read_items(paths["items"])
@@ -141,7 +142,7 @@ def test_trie_decoder_ranks_a_mixed_depth_catalog_like_brute_force():
 
 
 def test_mixed_depth_predictions_become_sid_strings(qtok_factory):
-    from sidcore.eval.runner import tokens_to_sid
+    from sidcore.eval.evaluator import tokens_to_sid
 
     tok = qtok_factory()
     add_sid_tokens(tok, {"0": ("<a_1>", "<b_2>", "<c_3>", "<d_1>")})
