@@ -18,6 +18,7 @@ import attrs
 
 from sidcore.config import loading
 from sidcore.config.schema import RunConfig
+from sidcore.eval.metrics_layout import final_values
 from sidcore.plugins import Plugins
 from sidcore.run.rundir import write_json, write_run_files
 
@@ -78,21 +79,37 @@ def run_in_process(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
     }
     evaluator = _make_evaluator(cfg, bundle, comps, eval_inputs) if eval_inputs else None
     params = None
-    if train_data is not None:
-        params = _train(cfg, bundle, comps, train_data, evaluator, summary, is_main)
-    if evaluator is not None:
-        if params is None or cfg.eval.use_best_checkpoint:
-            params = _eval_params(cfg, bundle, comps.store, plugins.registry, prefer_best=cfg.eval.use_best_checkpoint)
-        result = evaluator.run(params)
-        summary["eval"] = {**result.metrics, "timing": result.timing}
-        if is_main:
-            _write_eval_outputs(cfg, out, result)
-            print_table(result.metrics)
-    summary["wall_seconds"] = time.time() - started
+    logger = make_run_logger(cfg, bundle, summary["config"], is_main)  # one logger: train, eval, final
+    try:
+        if train_data is not None:
+            params = _train(cfg, bundle, comps, train_data, evaluator, summary, logger)
+        if evaluator is not None:
+            if params is None or cfg.eval.use_best_checkpoint:
+                params = _eval_params(cfg, bundle, comps.store, plugins.registry,
+                                      prefer_best=cfg.eval.use_best_checkpoint)
+            result = evaluator.run(params)
+            summary["eval"] = {**result.metrics, "timing": result.timing}
+            if is_main:
+                _write_eval_outputs(cfg, out, result)
+                print_table(result.metrics)
+            logger.final(final_values(result.metrics, result.timing))
+        summary["wall_seconds"] = time.time() - started
+        logger.final({"final/wall_seconds": summary["wall_seconds"]})
+    finally:
+        logger.finish()
     if is_main:
         write_json(out / "run_summary.json", summary)
         log.info("summary_json=%s", out / "run_summary.json")
     return summary
+
+
+def make_run_logger(cfg: RunConfig, bundle: Any, run_config: dict[str, Any], is_main: bool) -> Any:
+    """The run's `RunLogger` (metrics.jsonl + W&B), named ``<category>-sid-sft-<timestamp>`` by default."""
+    from sidcore.train.run_logger import RunLogger, default_run_name
+
+    return RunLogger(cfg.output_dir, wandb_cfg=cfg.wandb, run_config=run_config,
+                     flops_per_token=flops_per_token(bundle.model_config), enabled=is_main,
+                     every=cfg.train.logging_steps, run_name=default_run_name(cfg.data.category))
 
 
 def _eval_inputs(cfg: RunConfig, bundle: Any) -> EvalInputs:
@@ -134,14 +151,10 @@ def _train_data(cfg: RunConfig, bundle: Any) -> tuple[list[Any], list[Any], Any]
 
 
 def _train(cfg: RunConfig, bundle: Any, comps: Any, train_data: tuple[list[Any], list[Any], Any], evaluator: Any,
-           summary: dict[str, Any], is_main: bool) -> Any:
+           summary: dict[str, Any], logger: Any) -> Any:
     from sidcore.train.loop import Trainer
-    from sidcore.train.run_logger import RunLogger
 
     examples, val, plan = train_data
-    logger = RunLogger(cfg.output_dir, wandb_cfg=cfg.wandb, run_config=summary["config"],
-                       flops_per_token=flops_per_token(bundle.model_config), enabled=is_main,
-                       every=cfg.train.logging_steps)
     periodic = evaluator.periodic if (evaluator is not None and cfg.train.save_best_metric != "eval_loss") else None
     trainer = Trainer(train=cfg.train, data=cfg.data, seed=cfg.seed, plan=plan, bundle=bundle, tx=comps.optimizer,
                       store=comps.store, examples=examples, val_examples=val, logger=logger, evaluate=periodic,
@@ -149,8 +162,9 @@ def _train(cfg: RunConfig, bundle: Any, comps: Any, train_data: tuple[list[Any],
     try:
         summary["train"] = trainer.run()
     finally:
-        logger.finish()
+        logger.end_training()
     summary["train"]["n_examples"] = len(examples)
+    summary["train"]["telemetry"] = logger.train_stats()
     return trainer.params
 
 
