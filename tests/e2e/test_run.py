@@ -176,6 +176,9 @@ def test_export_hf_loads_in_transformers(smoke_run, tmp_path):
 
     tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert len(tok) == 152225 and tok.convert_tokens_to_ids("<a_104>") == 151665
+    gen = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert gen["eos_token_id"] == cfg["eos_token_id"] == tok.eos_token_id and cfg["pad_token_id"] == tok.pad_token_id
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     ids = tok("### Response:\n<a_1><b_2><c_3>\n", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
