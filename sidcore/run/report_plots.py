@@ -23,6 +23,7 @@ from sidcore.eval.metrics_layout import metric_families
 from sidcore.run.report import metric_order, short_key, short_value, read_metrics, read_run_config
 
 LOCATION_KEYS = ("output_dir", "checkpoint_uri", "wandb.", "launcher.", "train.resume_from_checkpoint")
+MARKERS = "os^vDP*X"
 TITLES = {"hr": "HR@K", "ndcg": "NDCG@K", "hr_item": "HR@K (item level)", "ndcg_item": "NDCG@K (item level)"}
 
 
@@ -143,12 +144,12 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> list[Path]:
                 for j, k in enumerate(ks):
                     xs, ys = _series(recs, f"eval/{fam}@{k}")
                     if xs:
-                        ax.plot(xs, ys, color=c, lw=1.2, marker="os^vD*"[j % 6], ms=3,
-                                alpha=0.45 + 0.55 * (j + 1) / len(ks), label=f"{lab} @{k}")
-                        ax.annotate(f"@{k}", (xs[-1], ys[-1]), fontsize=7, color=c, xytext=(3, 0),
-                                    textcoords="offset points", va="center")
+                        ax.plot(xs, ys, color=c, lw=1.2, marker=MARKERS[j % len(MARKERS)], ms=4,
+                                alpha=0.4 + 0.6 * (j + 1) / len(ks))
             _style(ax, xlabel="optimizer step", ylabel=TITLES.get(fam, f"{fam}@K"), title=TITLES.get(fam, fam))
-        _legend_runs(fig, axes[0], labels, colours)
+            ax.set_ylim(bottom=0)
+        all_ks = sorted({k for ks in fams.values() for k in ks})
+        _legend_runs_and_ks(fig, labels, colours, all_ks)
         save(fig, "eval_metrics.png")
 
     finals = [_final_metrics(d) for d in run_dirs]
@@ -169,7 +170,11 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> list[Path]:
                             lw=1.2, label="popularity baseline")
                     base_drawn = True
             ax.set_xscale("log")
-            _style(ax, xlabel="K (log scale)", ylabel=TITLES.get(fam, f"{fam}@K"), title=TITLES.get(fam, fam))
+            all_k = sorted({int(k) for m in finals if m and m.get(fam) for k in m[fam]})
+            ax.set_xticks(all_k, [str(k) for k in all_k])
+            ax.minorticks_off()
+            ax.set_ylim(bottom=0)
+            _style(ax, xlabel="K", ylabel=TITLES.get(fam, f"{fam}@K"), title=TITLES.get(fam, fam))
         handles, lbls = axes[0].get_legend_handles_labels()
         fig.legend(handles, lbls, fontsize=8, frameon=False, loc="lower center", ncol=min(3, len(lbls)))
         fig.subplots_adjust(bottom=0.22 if len(axes) <= 2 else 0.12)
@@ -187,7 +192,7 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> list[Path]:
         _style(a2, xlabel="optimizer step", ylabel="step time (ms)", title="Step time")
         a1.set_ylim(bottom=0)
         a2.set_ylim(bottom=0)
-        fig.text(0.5, -0.02, "steps that compiled (new batch shape, e.g. step 1) are left out", ha="center",
+        fig.text(0.5, -0.08, "steps that compiled (new batch shape, e.g. step 1) are left out", ha="center",
                  fontsize=8, color="0.35")
         _legend(fig, a1, len(runs))
         save(fig, "throughput.png")
@@ -205,11 +210,13 @@ def _panels(plt: Any, n: int) -> tuple[Any, list[Any]]:
     return fig, flat[:n]
 
 
-def _legend_runs(fig: Any, ax: Any, labels: list[str], colours: list[Any]) -> None:
-    """Runs by colour (K is written at each line's end)."""
+def _legend_runs_and_ks(fig: Any, labels: list[str], colours: list[Any], ks: list[int]) -> None:
+    """One legend below the panels: runs by colour, K by marker."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=c, lw=2) for c in colours]
-    if len(labels) > 1:
-        fig.legend(handles, labels, fontsize=8, frameon=False, loc="lower center", ncol=min(3, len(labels)))
-        fig.subplots_adjust(bottom=0.2)
+    handles += [Line2D([], [], color="0.35", marker=MARKERS[j % len(MARKERS)], ls="none") for j in range(len(ks))]
+    names = list(labels) + [f"K={k}" for k in ks]
+    fig.legend(handles, names, fontsize=8, frameon=False, loc="lower center", ncol=min(len(names), 6),
+               bbox_to_anchor=(0.5, -0.02))
+    fig.subplots_adjust(bottom=0.16 if len(fig.axes) > 2 else 0.25)
