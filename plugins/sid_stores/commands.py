@@ -25,18 +25,43 @@ def copy(src: str, dst: str, dry_run: bool) -> None:
     """Copy SRC[#NAME] to DST[#NAME] (default name: best if present, else last)."""
     from sid_stores.copy import copy_checkpoint
     from sidcore.run.checkpoints import split_uri
-    from sidcore.errors import CheckpointError
+    from sidcore.registry import uri_scheme
 
     src_base, name = split_uri(src)
     dst_base, dst_name = split_uri(dst)
     if dry_run:
-        click.echo(f"copy {src_base}#{name or 'best|last'} -> {dst_base}#{dst_name or name or 'same'}")
+        # a local source is checked (cheap, and the usual typo); a remote one would need credentials
+        if uri_scheme(src_base) == "file":
+            name = _source_name(_store(src_base), src_base, name)
+            note = ""
+        else:
+            note = " (remote source not checked in --dry-run)"
+        click.echo(f"copy {src_base}#{name or 'best|last'} -> {dst_base}#{dst_name or name or 'same'}{note}")
         return
     source = _store(src_base)
-    if name is None:
-        names = source.names()
-        name = "best" if "best" in names else "last" if "last" in names else None
-        if name is None:
-            raise CheckpointError(f"{src_base}: no checkpoint to copy (found: {', '.join(names) or 'none'})")
+    name = _source_name(source, src_base, name)
     digest = copy_checkpoint(source, _store(dst_base), name, dst_name=dst_name)
     click.echo(f"copied {src_base}#{name} -> {dst_base}#{dst_name or name} sha256={digest}")
+
+
+def _source_name(source, src_base: str, name: str | None) -> str:
+    """The checkpoint to copy: `name` if the source has it, else best, else last; else an error."""
+    from pathlib import Path
+
+    from sidcore.errors import CheckpointError
+
+    if uri_scheme_is_file(src_base) and not Path(src_base).is_dir():
+        raise CheckpointError(f"{src_base}: no such run directory or store folder")
+    names = source.names()
+    if name is None:
+        name = "best" if "best" in names else "last" if "last" in names else None
+    if name is None or name not in names:
+        raise CheckpointError(f"{src_base}: no checkpoint {name or 'best/last'} to copy "
+                              f"(found: {', '.join(names) or 'none'})")
+    return name
+
+
+def uri_scheme_is_file(uri: str) -> bool:
+    from sidcore.registry import uri_scheme
+
+    return uri_scheme(uri) == "file"
