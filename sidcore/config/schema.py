@@ -128,6 +128,9 @@ class TrainConfig:
     resume_from_checkpoint: str | None = h("Store URI or file of params to start from (eval runs: the weights).",
                                            None)
     seed_shuffle: bool = h("Shuffle training examples each epoch with the run seed.", True)
+    trainable: str = h("all, or sid_rows (MiniOneRec freeze_LLM): only the SID token rows of the embedding "
+                       "and untied LM head learn; everything else stays bitwise unchanged.", "all",
+                       validator=v.in_(("all", "sid_rows")))
 
 
 @attrs.frozen(kw_only=True)

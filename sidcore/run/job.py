@@ -156,7 +156,8 @@ def _train(cfg: RunConfig, bundle: Any, comps: Any, train_data: tuple[list[Any],
 
     examples, val, plan = train_data
     periodic = evaluator.periodic if (evaluator is not None and cfg.train.save_best_metric != "eval_loss") else None
-    trainer = Trainer(train=cfg.train, data=cfg.data, seed=cfg.seed, plan=plan, bundle=bundle, tx=comps.optimizer,
+    tx = trainable_transform(cfg, bundle, comps.optimizer)
+    trainer = Trainer(train=cfg.train, data=cfg.data, seed=cfg.seed, plan=plan, bundle=bundle, tx=tx,
                       store=comps.store, examples=examples, val_examples=val, logger=logger, evaluate=periodic,
                       optimizer_name=cfg.optimizer.name)
     try:
@@ -166,6 +167,22 @@ def _train(cfg: RunConfig, bundle: Any, comps: Any, train_data: tuple[list[Any],
     summary["train"]["n_examples"] = len(examples)
     summary["train"]["telemetry"] = logger.train_stats()
     return trainer.params
+
+
+def trainable_transform(cfg: RunConfig, bundle: Any, tx: Any) -> Any:
+    """``train.trainable``: the optimizer as is (all) or restricted to the SID rows (sid_rows)."""
+    if cfg.train.trainable == "all":
+        return tx
+    from flax import nnx
+
+    from sidcore.data.minionerec import read_index
+    from sidcore.data.tokenizer import sid_token_ids, sid_vocabulary
+    from sidcore.train.trainable import apply_trainable
+
+    ids = sorted(sid_token_ids(bundle.tokenizer, sid_vocabulary(read_index(cfg.data.sid_index_path))).values())
+    _, st = nnx.split(bundle.model)
+    log.info("train.trainable=sid_rows: %d SID rows learn, every other parameter is frozen", len(ids))
+    return apply_trainable(cfg.train.trainable, tx, nnx.to_pure_dict(st), ids)
 
 
 def _eval_params(cfg: RunConfig, bundle: Any, store: Any, registry: Any, *, prefer_best: bool) -> Any:
