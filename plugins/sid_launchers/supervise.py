@@ -120,6 +120,12 @@ class TpuOps:
             return
         self._exec(tv.sync_env_plan(self.cfg, self.zone))
 
+    def exec(self, command: str, *, worker: str, in_workdir: bool) -> None:
+        self._one(tv.exec_step(self.cfg, self.zone, command, worker=worker, in_workdir=in_workdir))
+
+    def copy(self, src: str, dst: str, *, worker: str, recurse: bool) -> None:
+        self._one(tv.copy_step(self.cfg, self.zone, src, dst, worker=worker, recurse=recurse))
+
     def run(self, argv: Sequence[str], tag: str) -> None:
         self._one(tv.run_step(self.cfg, self.zone, argv=argv, tag=tag))
 
