@@ -46,13 +46,17 @@ def config_validate(state, paths: tuple[str, ...]) -> None:
     from sidcore.errors import ConfigError
 
     files = expand_config_paths(paths)
+    if len(files) == 1:  # one file: its own one-line error
+        loading.load_config(files[0], state.plugins.registry)
+        click.echo(f"ok  {files[0]}")
+        return
     bad = 0
     for p in files:
         try:
             loading.load_config(p, state.plugins.registry)
         except ConfigError as exc:
             bad += 1
-            click.echo(f"FAIL {exc}")
+            click.echo(f"FAIL {exc}", err=True)
         else:
             click.echo(f"ok  {p}")
     if bad:
