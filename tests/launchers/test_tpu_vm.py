@@ -410,21 +410,23 @@ def test_launcher_plan_for_sid_run():
 
 
 def test_exec_and_copy_plans():
+    from sid_launchers import tpu_exec as tx
+
     cfg = TpuVmConfig(tpu_name="vm", zone="us-east5-b", project="my-project")
-    step = tv.exec_step(cfg, "us-east5-b", "ls /root", worker="0")
+    step = tx.exec_step(cfg, "us-east5-b", "ls /root", worker="0")
     assert step.argv[-3:] == ("--worker=0", "--quiet", "--command=ls /root") and "root@vm" in step.argv
-    inside = tv.exec_step(cfg, "us-east5-b", "sid plugins list", in_workdir=True).argv[-1]
+    inside = tx.exec_step(cfg, "us-east5-b", "sid plugins list", in_workdir=True).argv[-1]
     assert inside.startswith("--command=cd /root/sid && ") and inside.endswith("&& sid plugins list")
-    up = tv.copy_step(cfg, "us-east5-b", "data/Amazon", ":/root/data", recurse=True).argv
+    up = tx.copy_step(cfg, "us-east5-b", "data/Amazon", ":/root/data", recurse=True).argv
     assert up[-8:] == ("scp", "data/Amazon", "root@vm:/root/data", "--project=my-project", "--zone=us-east5-b", "--worker=all",
                        "--quiet", "--recurse")
-    down = tv.copy_step(cfg, "us-east5-b", ":/root/sid/runs/x", "runs/", worker="0", recurse=True).argv
+    down = tx.copy_step(cfg, "us-east5-b", ":/root/sid/runs/x", "runs/", worker="0", recurse=True).argv
     assert "root@vm:/root/sid/runs/x" in down and "--worker=0" in down
     for src, dst, kw in (("a", "b", {}), (":a", ":b", {"worker": "0"}), (":a", "b", {})):
         with pytest.raises(ConfigError):
-            tv.copy_step(cfg, "us-east5-b", src, dst, **kw)
+            tx.copy_step(cfg, "us-east5-b", src, dst, **kw)
     with pytest.raises(ConfigError, match="empty command"):
-        tv.exec_step(cfg, "us-east5-b", "  ")
+        tx.exec_step(cfg, "us-east5-b", "  ")
 
 
 def test_exec_copy_and_bootstrap_repo_url_dry_run():

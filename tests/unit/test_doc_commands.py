@@ -70,7 +70,7 @@ def test_the_extractor_finds_the_readme_commands():
 
 
 @pytest.mark.parametrize("where,line", all_commands(), ids=lambda v: v if "/" not in v or " " in v else v)
-def test_doc_command_runs_as_written(where, line, fake_gcloud):
+def test_doc_command_runs_as_written(where, line, fake_gcloud):  # noqa: F811 (the imported fixture)
     argv = shlex.split(line)[1:]
     path = command_path(argv)
     help_text(path)  # the command exists

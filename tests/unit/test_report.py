@@ -88,7 +88,8 @@ def add_logs(d, *, losses, step_times, pop_hr10=None):
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     if pop_hr10 is not None:
         m = json.loads((d / "eval_predictions.metrics.json").read_text())
-        m["popularity_baseline"] = {"hr": {"1": 0.01, "10": pop_hr10}, "ndcg": {"1": 0.01, "10": pop_hr10 / 2}}
+        m["popularity_baseline"] = {"hr": {"1": 0.01, "10": pop_hr10},
+                                    "ndcg": {"1": 0.01, "10": pop_hr10 / 2}}
         m["mrr"] = {"1": 0.05, "10": 0.07}  # a plugin's metric family
         (d / "eval_predictions.metrics.json").write_text(json.dumps(m))
 
