@@ -82,6 +82,7 @@ _COMMON = [
     click.option("--project", help="Sugar for --set project=..."),
     click.option("--accelerator-type", "--type", "accelerator_type",
                  help="Sugar for --set accelerator_type=..."),
+    click.option("--repo-url", help="Sugar for --set repo_url=... (the git URL bootstrap clones)."),
     click.option("--dry-run", is_flag=True, help="Print the plan; run nothing."),
 ]
 
@@ -98,7 +99,7 @@ def _ops(kw: dict[str, Any], **extra: Any) -> tuple[sup.TpuOps, str | None]:
     config_path = kw.pop("config_path")
     sets = kw.pop("sets")
     dry_run = kw.pop("dry_run")
-    flags = {k: kw.pop(k) for k in ("tpu_name", "zone", "project", "accelerator_type")}
+    flags = {k: kw.pop(k) for k in ("tpu_name", "zone", "project", "accelerator_type", "repo_url")}
     flags.update(extra)
     return sup.TpuOps(load_tpu_config(config_path, sets, flags), dry_run=dry_run), config_path
 
@@ -110,8 +111,8 @@ def _ops(kw: dict[str, Any], **extra: Any) -> tuple[sup.TpuOps, str | None]:
 
 @click.group("tpu")
 def tpu() -> None:
-    """Cloud TPU VMs through gcloud: create, bootstrap, sync-env, run, status, logs, exit-code, stop,
-    delete, supervise (auto-resume after spot preemption)."""
+    """Cloud TPU VMs through gcloud: create, bootstrap, sync-env, exec, copy, run, status, logs,
+    exit-code, stop, delete, supervise (auto-resume after spot preemption)."""
 
 
 @tpu.command("create")
@@ -135,7 +136,8 @@ def create(spot: bool | None, provisioning: str | None, runtime_version: str | N
 @tpu.command("bootstrap")
 @tpu_options
 def bootstrap(**kw: Any) -> None:
-    """Install the env (venv/conda), jax[tpu], clone repo_url@repo_ref, pip install -e on all workers."""
+    """Install the env (venv/conda), jax[tpu], clone repo_url@repo_ref (--repo-url), pip install -e on
+    all workers."""
     _ops(kw)[0].bootstrap()
 
 
@@ -144,6 +146,35 @@ def bootstrap(**kw: Any) -> None:
 def sync_env(**kw: Any) -> None:
     """Copy env_file (.env) to /root/.env on all workers with mode 600 (contents never echoed)."""
     _ops(kw)[0].sync_env()
+
+
+def _worker(worker: str) -> str:
+    if worker != "all" and not worker.isdigit():
+        raise UsageError(f"--worker {worker}: expected an index or 'all'")
+    return worker
+
+
+@tpu.command("exec")
+@click.option("--worker", default="all", show_default=True, help="Worker index (or all).")
+@click.option("--in-workdir", is_flag=True, help="cd into the checkout (workdir) and activate the env first.")
+@click.argument("command", nargs=-1, required=True)
+@tpu_options
+def exec_cmd(worker: str, in_workdir: bool, command: tuple[str, ...], **kw: Any) -> None:
+    """Run a shell COMMAND on the workers (put it after `--`, quoted), e.g. fetch data or a checkpoint:
+    sid tpu exec --tpu-name VM -- 'git clone https://github.com/AkaliKong/MiniOneRec /root/MiniOneRec'."""
+    _ops(kw)[0].exec(" ".join(command), worker=_worker(worker), in_workdir=in_workdir)
+
+
+@tpu.command("copy")
+@click.option("--worker", default="all", show_default=True, help="Worker index (or all; copies to the VM only).")
+@click.option("--recurse", is_flag=True, help="Copy folders.")
+@click.argument("src")
+@click.argument("dst")
+@tpu_options
+def copy_cmd(worker: str, recurse: bool, src: str, dst: str, **kw: Any) -> None:
+    """scp SRC to DST through gcloud; the VM side is written :PATH
+    (sid tpu copy --recurse data/Amazon :/root/data/Amazon --tpu-name VM)."""
+    _ops(kw)[0].copy(src, dst, worker=_worker(worker), recurse=recurse)
 
 
 @tpu.command("run", context_settings={"ignore_unknown_options": True})

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 from sidcore.run import executor
 from sidcore.errors import LaunchError, SidError
 from sidcore.interfaces import LaunchPlan, LaunchStep
+from sid_launchers import tpu_exec as tx
 from sid_launchers import tpu_vm as tv
 from sid_launchers.config import TpuVmConfig
 
@@ -119,6 +120,12 @@ class TpuOps:
             self._say(f"no {self.cfg.env_file}; skipping sync-env")
             return
         self._exec(tv.sync_env_plan(self.cfg, self.zone))
+
+    def exec(self, command: str, *, worker: str, in_workdir: bool) -> None:
+        self._one(tx.exec_step(self.cfg, self.zone, command, worker=worker, in_workdir=in_workdir))
+
+    def copy(self, src: str, dst: str, *, worker: str, recurse: bool) -> None:
+        self._one(tx.copy_step(self.cfg, self.zone, src, dst, worker=worker, recurse=recurse))
 
     def run(self, argv: Sequence[str], tag: str) -> None:
         self._one(tv.run_step(self.cfg, self.zone, argv=argv, tag=tag))

@@ -191,7 +191,8 @@ def _activate(cfg: TpuVmConfig) -> str:
 def bootstrap_command(cfg: TpuVmConfig) -> str:
     """Environment (venv or conda), ``jax[tpu]``, checkout of ``repo_url@repo_ref``, ``pip install -e``."""
     if not cfg.repo_url:
-        raise ConfigError("launcher.repo_url: required by bootstrap (the git URL of this project)")
+        raise ConfigError("launcher.repo_url: required by bootstrap (pass --repo-url URL, the git URL of this "
+                          "project, or set launcher.repo_url)")
     py = f"python{cfg.python}"
     lines = ["set -euo pipefail", "export DEBIAN_FRONTEND=noninteractive",
              "command -v git >/dev/null || { apt-get update -y && apt-get install -y git; }"]

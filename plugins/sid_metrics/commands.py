@@ -8,16 +8,19 @@ import click
 
 
 @click.command("calc")
-@click.option("--path", "pred_path", required=True, type=click.Path(dir_okay=False),
-              help="eval_predictions.json (list of {output, predict[, input]}).")
+@click.option("--path", "pred_paths", multiple=True, type=click.Path(dir_okay=False),
+              help="eval_predictions.json (list of {output, predict[, input]}); repeat it, or list more "
+                   "files after the options, to score several files (e.g. shards) as one set like upstream.")
 @click.option("--item-path", "item_path", required=True, type=click.Path(dir_okay=False),
               help="Catalog info file (<sid>\\t<title>\\t<item_id>); column 0 = valid SIDs.")
 @click.option("--topk", default=None,
               help="Comma-separated K values (default 1,3,5,10,20,50, keeping those <= the beam count like "
                    "calc.py; explicit values above it are an error).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics JSON instead of calc.py's text.")
-def calc(pred_path: str, item_path: str, topk: str, as_json: bool) -> None:
-    """Compute HR@K / NDCG@K / invalid count exactly like MiniOneRec's calc.py."""
+@click.argument("more_paths", nargs=-1, type=click.Path(dir_okay=False))
+def calc(pred_paths: tuple[str, ...], item_path: str, topk: str, as_json: bool, more_paths: tuple[str, ...]) -> None:
+    """Compute HR@K / NDCG@K / invalid count exactly like MiniOneRec's calc.py (over the records of
+    every given file together, as calc.py does with a list of paths)."""
     from sid_metrics.calc import compute, format_report, load_predictions, load_valid_sids
     from sidcore.errors import UsageError
 
@@ -29,10 +32,17 @@ def calc(pred_path: str, item_path: str, topk: str, as_json: bool) -> None:
         raise UsageError(f"--topk {topk!r}: expected comma-separated integers") from None
     if not ks or any(k <= 0 for k in ks):
         raise UsageError(f"--topk {topk!r}: K values must be positive integers")
-    predictions, targets = load_predictions(pred_path)
+    paths = list(pred_paths) + list(more_paths)
+    if not paths:
+        raise UsageError("sid calc: give at least one predictions file (--path FILE)")
+    predictions, targets = [], []
+    for path in paths:
+        preds, targs = load_predictions(path)
+        predictions += preds
+        targets += targs
     beams = min((len(p) for p in predictions), default=0)
     over = [k for k in ks if k > beams]
     if over and explicit:
-        raise UsageError(f"--topk {over}: more than the {beams} predictions per sample in {pred_path}")
+        raise UsageError(f"--topk {over}: more than the {beams} predictions per sample in {', '.join(paths)}")
     result = compute(predictions, targets, load_valid_sids(item_path), ks)
     click.echo(json.dumps(result, indent=2) if as_json else format_report(result))

@@ -38,10 +38,52 @@ def config_show(state, config_path: str | None, flat: bool, help_keys: bool, ove
 
 
 @config.command("validate")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, required=True)
 @click.pass_obj
 def config_validate(state, paths: tuple[str, ...]) -> None:
-    """Validate config files (exit 1 on the first invalid one)."""
-    for p in paths:
-        loading.load_config(p, state.plugins.registry)
-        click.echo(f"ok  {p}")
+    """Validate config files: files, folders (every *.yaml below them) and quoted globs
+    ('configs/**/*.yaml' is recursive). Every file is checked; exit 1 if any is invalid."""
+    from sidcore.errors import ConfigError
+
+    files = expand_config_paths(paths)
+    if len(files) == 1:  # one file: its own one-line error
+        loading.load_config(files[0], state.plugins.registry)
+        click.echo(f"ok  {files[0]}")
+        return
+    bad = 0
+    for p in files:
+        try:
+            loading.load_config(p, state.plugins.registry)
+        except ConfigError as exc:
+            bad += 1
+            click.echo(f"FAIL {exc}", err=True)
+        else:
+            click.echo(f"ok  {p}")
+    if bad:
+        raise ConfigError(f"{bad} of {len(files)} config file(s) invalid")
+
+
+def expand_config_paths(paths: tuple[str, ...] | list[str]) -> list[str]:
+    """Files as given, folders -> their *.yaml/*.yml (recursive, sorted), globs -> matches (``**``
+    recursive, in Python, so it works without bash's globstar). Nothing found is an error."""
+    import glob
+    from pathlib import Path
+
+    from sidcore.errors import ConfigError
+
+    out: list[str] = []
+    for raw in paths:
+        p = Path(raw)
+        if any(c in raw for c in "*?["):
+            found = sorted(glob.glob(raw, recursive=True))
+            if not found:
+                raise ConfigError(f"{raw}: no file matches")
+            out.extend(found)
+        elif p.is_dir():
+            found = sorted(str(f) for f in p.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file())
+            if not found:
+                raise ConfigError(f"{raw}: no *.yaml file in this folder")
+            out.extend(found)
+        else:
+            out.append(raw)
+    return list(dict.fromkeys(out))

@@ -11,10 +11,12 @@ import click
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--out", "out_dir", default="report", show_default=True, help="Folder for the plots and summary.")
 def report(run_dirs: tuple[str, ...], out_dir: str) -> None:
-    """Compare runs: PNG plots of loss, learning rate and eval metrics, and summary.md/.json with
-    each experiment's final HR/NDCG as mean ± 95 % CI over its seeds (runs whose resolved configs
-    differ only in seed and run location form one experiment)."""
-    from sidcore.run.report import write_report, write_summary
+    """Compare runs: PNG plots (loss, learning rate, eval and final metrics per family, throughput)
+    and summary.md/.json with each experiment's final HR/NDCG as mean ± 95 % CI over its seeds, the
+    popularity baseline, final train loss and step time (runs whose resolved configs differ only in
+    seed and run location form one experiment, named by the keys that differ)."""
+    from sidcore.run.report import write_summary
+    from sidcore.run.report_plots import write_report
 
     dirs = [Path(r) for r in run_dirs]
     summary_files = write_summary(dirs, Path(out_dir))

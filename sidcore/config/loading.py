@@ -342,8 +342,37 @@ def load_config(
     raw = load_file_chain(path) if path is not None else {}
     for section, name in (selections or {}).items():
         select_component(raw, section, name)
+    overrides = list(overrides)
     raw = apply_overrides(raw, overrides)
-    return resolve(raw, registry, source=str(path) if path else "config")
+    source = str(path) if path else "config"
+    try:
+        return resolve(raw, registry, source=source)
+    except ConfigError as exc:
+        blamed = blame_override(str(exc), source, overrides)
+        if blamed is None:
+            raise
+        raise ConfigError(blamed) from None
+
+
+def blame_override(message: str, source: str, overrides: Iterable[str]) -> str | None:
+    """A resolve error caused by a ``KEY=VALUE`` override, reworded to name the command line instead
+    of the YAML file (None when no override set the key the message is about)."""
+    import re
+
+    if not message.startswith(source + ": "):
+        return None
+    rest = message[len(source) + 2:]
+    top = re.match(r"unknown key '([^']+)'", rest)
+    key = top.group(1) if top else rest.split(":", 1)[0].strip()
+    for text in overrides:
+        okey = text.partition("=")[0].strip()
+        field = okey.rpartition(".")[2]
+        if top and okey.split(".")[0] == key:
+            return f"command-line override {text!r}: {rest}"
+        if okey == key or key.startswith((okey + ".", okey + "[")) or \
+                (okey.startswith(key + ".") and f"'{field}'" in rest):
+            return f"command-line override {text!r}: {rest}"
+    return None
 
 
 # ------------------------------------------------------------------------------------------

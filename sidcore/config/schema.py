@@ -136,6 +136,9 @@ class TrainConfig:
                               "instead of stopping with an error (the damaged one is replaced at the next save).",
                               False)
     seed_shuffle: bool = h("Shuffle training examples each epoch with the run seed.", True)
+    trainable: str = h("all, or sid_rows (MiniOneRec freeze_LLM): only the SID token rows of the embedding "
+                       "and untied LM head learn; everything else stays bitwise unchanged.", "all",
+                       validator=v.in_(("all", "sid_rows")))
 
 
 @attrs.frozen(kw_only=True)

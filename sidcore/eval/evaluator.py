@@ -23,13 +23,14 @@ from sidcore.config.schema import EvalConfig
 from sidcore.errors import ConfigError, DataError
 from sidcore.eval.metrics_layout import flat_metrics, metrics_json
 from sidcore.interfaces import emits_sids, target_kind
+from sidcore.progress import Progress
 
 log = logging.getLogger(__name__)
 
 
 @attrs.define(kw_only=True)
 class EvalResult:
-    records: list[dict[str, Any]]  # {"input", "output", "predict"}
+    records: list[dict[str, Any]]  # {"input", "output", "predict", "prompt"}
     metrics: dict[str, Any]  # metrics-JSON layout
     timing: dict[str, float]
 
@@ -101,13 +102,15 @@ class Evaluator:
             self._fns[bucket] = jax.jit(run)
         return self._fns[bucket]
 
-    def predict(self, params: Any) -> tuple[list[list[str]], dict[str, float]]:
+    def predict(self, params: Any, *, desc: str = "decode", leave: bool = True) -> tuple[list[list[str]],
+                                                                                          dict[str, float]]:
+        """Beams for every prompt, with a progress bar (prompts done / total, prompts/s, ETA) or one log
+        line per tenth of the prompts when stderr is not a terminal."""
         from flax import nnx
-        from sidcore.model.sharding import put_batch, to_host
 
         graphdef, st = nnx.split(self.bundle.model)
         template = jax.tree.map(lambda v: v, st)
-        cfg, tok = self.cfg, self.bundle.tokenizer
+        cfg = self.cfg
         params = _params_in_compute_dtype(params, self.compute_dtype)
         bs = cfg.batch_size
         mesh = self.bundle.mesh
@@ -118,9 +121,25 @@ class Evaluator:
             by_bucket[bucket_of(len(p.input_ids), cfg.prefill_buckets)].append(i)
         preds: list[list[str] | None] = [None] * len(self.prompts)
         self.scores: list[np.ndarray | None] = [None] * len(self.prompts)  # [K] per prompt, best first
-        pad_id = int(tok.pad_token_id)
-        eos = int(tok.eos_token_id)
         t_all = time.perf_counter()
+        progress = Progress(len(self.prompts), desc=desc, unit="prompt", log_every=max(1, len(self.prompts) // 10),
+                            enabled=jax.process_index() == 0, leave=leave)
+        try:
+            self._decode_buckets(params, by_bucket, preds, graphdef, template, bs, progress)
+        finally:
+            progress.close()
+        wall = time.perf_counter() - t_all
+        timing = {"eval_seconds": wall, "prompts_per_sec": len(self.prompts) / wall if wall else 0.0,
+                  "compiles": self.compiles, "compile_seconds": self.compile_seconds,
+                  "prompts_per_sec_excl_compile": len(self.prompts) / max(wall - self.compile_seconds, 1e-9)}
+        return [p or [] for p in preds], timing
+
+    def _decode_buckets(self, params: Any, by_bucket: dict[int, list[int]], preds: list[Any], graphdef: Any,
+                        template: Any, bs: int, progress: Progress) -> None:
+        from sidcore.model.sharding import put_batch, to_host
+
+        tok, mesh = self.bundle.tokenizer, self.bundle.mesh
+        pad_id, eos = int(tok.pad_token_id), int(tok.eos_token_id)
         for bucket, idxs in sorted(by_bucket.items()):
             fn = self._fn(bucket, graphdef, template)
             for start in range(0, len(idxs), bs):
@@ -144,11 +163,7 @@ class Evaluator:
                 for r, i in enumerate(chunk):
                     preds[i] = [tokens_to_sid(tok, beam, self.depth, eos) for beam in tokens[r]]
                     self.scores[i] = scores[r]
-        wall = time.perf_counter() - t_all
-        timing = {"eval_seconds": wall, "prompts_per_sec": len(self.prompts) / wall if wall else 0.0,
-                  "compiles": self.compiles, "compile_seconds": self.compile_seconds,
-                  "prompts_per_sec_excl_compile": len(self.prompts) / max(wall - self.compile_seconds, 1e-9)}
-        return [p or [] for p in preds], timing
+                progress.update(len(chunk))
 
     def score(self, predictions: Sequence[Sequence[str]]) -> dict[str, Any]:
         targets = [p.target_sid for p in self.prompts]
@@ -166,12 +181,15 @@ class Evaluator:
         metrics = self.score(predictions)
         if self.popularity is not None:
             metrics["popularity_baseline"] = self.score([list(self.popularity)] * len(self.prompts))
-        records = [{"input": p.input_text, "output": p.target_sid + "\n", "predict": pred}
+        # upstream's input/output/predict, plus the exact prompt the model saw (chat template included)
+        tok = self.bundle.tokenizer
+        records = [{"input": p.input_text, "output": p.target_sid + "\n", "predict": pred,
+                    "prompt": tok.decode(list(p.input_ids), skip_special_tokens=False)}
                    for p, pred in zip(self.prompts, predictions)]
         return EvalResult(records=records, metrics=metrics, timing=timing)
 
     def periodic(self, params: Any, step: int) -> dict[str, float]:
         """Flat ``{"hr@10": .., "ndcg@10": .., "<family>@K": ..}`` values of every metric family, for
         the train loop's logging and best-checkpoint selection."""
-        predictions, _ = self.predict(params)
+        predictions, _ = self.predict(params, desc=f"decode@{step}", leave=False)
         return flat_metrics(self.score(predictions))

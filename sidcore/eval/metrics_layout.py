@@ -47,6 +47,21 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
+def final_values(metrics: dict[str, Any], timing: dict[str, Any] | None = None,
+                 prefix: str = "final/") -> dict[str, float]:
+    """Every number of a final eval as flat log keys: ``final/hr@10`` (each family and K, ``extra``
+    scalars), ``final/n_samples``, ``final/invalid_prediction_count``, ``final/popularity/hr@10`` (the
+    baseline) and ``final/<timing key>`` (``eval_seconds``, ``prompts_per_sec``, ``compiles``, ...)."""
+    out = {f"{prefix}{k}": v for k, v in flat_metrics(metrics).items()}
+    for key in ("n_samples", "n_beams", "invalid_prediction_count"):
+        if key in metrics:
+            out[f"{prefix}{key}"] = metrics[key]
+    if isinstance(metrics.get("popularity_baseline"), dict):
+        out.update({f"{prefix}popularity/{k}": v for k, v in flat_metrics(metrics["popularity_baseline"]).items()})
+    out.update({f"{prefix}{k}": v for k, v in (timing or {}).items()})
+    return out
+
+
 def popularity_ranking(train_rows: Sequence[Any], k: int) -> list[str]:
     """The K most frequent SIDs among the training rows' histories and targets (ties by first
     appearance). Counting histories too reproduces the documented baseline of the Industrial test

@@ -288,8 +288,19 @@ def load_hf(path: str | os.PathLike[str], *, param_dtype: Any = jnp.float32, com
     return nnx.merge(graphdef, state), cfg
 
 
+def special_token_ids(tokenizer: Any) -> dict[str, int]:
+    """``bos/eos/pad_token_id`` of a tokenizer for config.json / generation_config.json. Qwen2.5
+    tokenizers have no BOS token; their HF configs use ``<|endoftext|>`` there, so does this."""
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    bos = tokenizer.bos_token_id
+    bos = bos if bos is not None else tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    ids = {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad if pad is not None else eos}
+    return {k: int(v) for k, v in ids.items() if isinstance(v, int) and v >= 0}
+
+
 def export_hf(model: Qwen2ForCausalLM, cfg: Qwen2Config | None, out_dir: str | os.PathLike[str], *,
-              extra_config: Mapping[str, Any] | None = None) -> Path:
+              extra_config: Mapping[str, Any] | None = None,
+              generation_config: Mapping[str, Any] | None = None) -> Path:
     """Write `config.json` + `model.safetensors` loadable by `AutoModelForCausalLM.from_pretrained`.
 
     The folder is written to a temporary sibling and renamed into place (an existing folder is
@@ -300,6 +311,8 @@ def export_hf(model: Qwen2ForCausalLM, cfg: Qwen2Config | None, out_dir: str | o
         cfg: its config (default: ``model.cfg``; its vocab must match the parameters).
         out_dir: target folder.
         extra_config: extra `config.json` keys (e.g. ``eos_token_id``).
+        generation_config: when given, written as ``generation_config.json`` (``eos_token_id`` there
+            is what makes a plain ``generate()`` stop).
     """
     from safetensors.numpy import save_file
 
@@ -321,6 +334,9 @@ def export_hf(model: Qwen2ForCausalLM, cfg: Qwen2Config | None, out_dir: str | o
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         hf_cfg = to_hf_config(cfg, dtype=dtype_name, **(extra_config or {}))
         (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
+        if generation_config is not None:
+            gen = {"_from_model_config": False, **generation_config}
+            (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
         if out.exists():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)

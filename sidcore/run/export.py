@@ -1,4 +1,5 @@
-"""``sid export hf``: a run's checkpoint (params only) -> HF folder with config, safetensors, tokenizer."""
+"""``sid export hf``: a run's checkpoint (params only) -> HF folder with config (special-token ids
+included), generation_config.json, safetensors and the tokenizer."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ def export_run(cfg: RunConfig, plugins: Any, out_dir: Path, *, name: str | None 
     from sidcore.run.assemble import build_model, store_uri
     from sidcore.run.checkpoints import open_checkpoint
     from sidcore.model import export_hf, resize_vocab
+    from sidcore.model.hf_params import special_token_ids
     from sidcore.train import state as ckpt_state
 
     run_dir = Path(cfg.output_dir)
@@ -27,6 +29,8 @@ def export_run(cfg: RunConfig, plugins: Any, out_dir: Path, *, name: str | None 
     model = nnx.merge(*nnx.split(bundle.model)[:1], st)
     if model.vocab_size != bundle.real_vocab:  # drop sharding padding rows
         model = resize_vocab(model, bundle.real_vocab)
-    out = export_hf(model, model.cfg, out_dir)
+    # special-token ids in config.json and generation_config.json: a plain `generate()` stops at EOS
+    ids = special_token_ids(bundle.tokenizer)
+    out = export_hf(model, model.cfg, out_dir, extra_config=ids, generation_config=ids)
     bundle.tokenizer.save_pretrained(str(out))
     return Path(out)

@@ -19,6 +19,7 @@ import attrs
 
 from sidcore.config import loading
 from sidcore.config.schema import RunConfig
+from sidcore.eval.metrics_layout import final_values
 from sidcore.plugins import Plugins
 from sidcore.errors import CheckpointError, ConfigError
 from sidcore.files import clean_temp_files
@@ -122,21 +123,36 @@ def _run_locked(cfg: RunConfig, plugins: Plugins, out: Path, is_main: bool) -> d
                     "processes": jax.process_count(), "mesh": dict(bundle.mesh.shape)},
     }
     params = eval_weights
-    if train_data is not None:
-        params = _train(cfg, bundle, comps, train_data, evaluator, summary, is_main, start_from)
-        if evaluator is not None and cfg.eval.use_best_checkpoint:
-            params = _best_params(cfg, bundle, comps.store)
-    if evaluator is not None:
-        result = evaluator.run(params)
-        summary["eval"] = {**result.metrics, "timing": result.timing}
-        if is_main:
-            _write_eval_outputs(cfg, out, result)
-            print_table(result.metrics)
-    summary["wall_seconds"] = time.time() - started
+    logger = make_run_logger(cfg, bundle, summary["config"], is_main)  # one logger: train, eval, final
+    try:
+        if train_data is not None:
+            params = _train(cfg, bundle, comps, train_data, evaluator, summary, logger, start_from)
+            if evaluator is not None and cfg.eval.use_best_checkpoint:
+                params = _best_params(cfg, bundle, comps.store)
+        if evaluator is not None:
+            result = evaluator.run(params)
+            summary["eval"] = {**result.metrics, "timing": result.timing}
+            if is_main:
+                _write_eval_outputs(cfg, out, result)
+                print_table(result.metrics)
+            logger.final(final_values(result.metrics, result.timing))
+        summary["wall_seconds"] = time.time() - started
+        logger.final({"final/wall_seconds": summary["wall_seconds"]})
+    finally:
+        logger.finish()
     if is_main:
         write_json(out / "run_summary.json", summary)
         log.info("summary_json=%s", out / "run_summary.json")
     return summary
+
+
+def make_run_logger(cfg: RunConfig, bundle: Any, run_config: dict[str, Any], is_main: bool) -> Any:
+    """The run's `RunLogger` (metrics.jsonl + W&B), named ``<category>-sid-sft-<timestamp>`` by default."""
+    from sidcore.train.run_logger import RunLogger, default_run_name
+
+    return RunLogger(cfg.output_dir, wandb_cfg=cfg.wandb, run_config=run_config,
+                     flops_per_token=flops_per_token(bundle.model_config), enabled=is_main,
+                     every=cfg.train.logging_steps, run_name=default_run_name(cfg.data.category))
 
 
 def _eval_inputs(cfg: RunConfig, bundle: Any) -> EvalInputs:
@@ -183,24 +199,38 @@ def _train_data(cfg: RunConfig, bundle: Any) -> tuple[list[Any], list[Any], Any]
 
 
 def _train(cfg: RunConfig, bundle: Any, comps: Any, train_data: tuple[list[Any], list[Any], Any], evaluator: Any,
-           summary: dict[str, Any], is_main: bool, start_from: Any) -> Any:
+           summary: dict[str, Any], logger: Any, start_from: Any) -> Any:
     from sidcore.train.loop import Trainer
-    from sidcore.train.run_logger import RunLogger
 
     examples, val, plan = train_data
-    logger = RunLogger(cfg.output_dir, wandb_cfg=cfg.wandb, run_config=summary["config"],
-                       flops_per_token=flops_per_token(bundle.model_config), enabled=is_main,
-                       every=cfg.train.logging_steps)
     periodic = evaluator.periodic if (evaluator is not None and cfg.train.save_best_metric != "eval_loss") else None
-    trainer = Trainer(train=cfg.train, data=cfg.data, seed=cfg.seed, plan=plan, bundle=bundle, tx=comps.optimizer,
+    tx = trainable_transform(cfg, bundle, comps.optimizer)
+    trainer = Trainer(train=cfg.train, data=cfg.data, seed=cfg.seed, plan=plan, bundle=bundle, tx=tx,
                       store=comps.store, examples=examples, val_examples=val, logger=logger, evaluate=periodic,
                       optimizer_name=cfg.optimizer.name, start_from=start_from)
     try:
         summary["train"] = trainer.run()
     finally:
-        logger.finish()
+        logger.end_training()
     summary["train"]["n_examples"] = len(examples)
+    summary["train"]["telemetry"] = logger.train_stats()
     return trainer.params
+
+
+def trainable_transform(cfg: RunConfig, bundle: Any, tx: Any) -> Any:
+    """``train.trainable``: the optimizer as is (all) or restricted to the SID rows (sid_rows)."""
+    if cfg.train.trainable == "all":
+        return tx
+    from flax import nnx
+
+    from sidcore.data.minionerec import read_index
+    from sidcore.data.tokenizer import sid_token_ids, sid_vocabulary
+    from sidcore.train.trainable import apply_trainable
+
+    ids = sorted(sid_token_ids(bundle.tokenizer, sid_vocabulary(read_index(cfg.data.sid_index_path))).values())
+    _, st = nnx.split(bundle.model)
+    log.info("train.trainable=sid_rows: %d SID rows learn, every other parameter is frozen", len(ids))
+    return apply_trainable(cfg.train.trainable, tx, nnx.to_pure_dict(st), ids)
 
 
 def _expected(bundle: Any) -> Any:

@@ -3,7 +3,8 @@
 - ``summary.md`` / ``summary.json``: the final eval metrics (``eval_predictions.metrics.json``) of each
   run, and runs grouped by their resolved config less the seed and run-location keys: per group and
   metric the mean, sample standard deviation and 95 % confidence interval over seeds (Student t).
-- PNG plots (train loss, learning rate, eval metrics, throughput) from ``metrics.jsonl``.
+- PNG plots (`sidcore.run.report_plots`): loss, learning rate, periodic eval and final metrics per
+  family, throughput, from ``metrics.jsonl`` and the final metrics JSON.
 """
 
 from __future__ import annotations
@@ -67,6 +68,36 @@ def read_final_metrics(run_dir: Path) -> dict[str, float]:
             if "@" in name and isinstance(v, (int, float))}
 
 
+def read_baseline(run_dir: Path) -> dict[str, float]:
+    """The popularity baseline's ``{"hr@10": ..}`` of a run's final eval ({} without one)."""
+    path = run_dir / "eval_predictions.metrics.json"
+    if not path.exists():
+        return {}
+    try:
+        pop = json.loads(path.read_text(encoding="utf-8")).get("popularity_baseline")
+    except json.JSONDecodeError:
+        return {}
+    return {k: float(v) for k, v in flat_metrics(pop).items() if "@" in k} if isinstance(pop, dict) else {}
+
+
+def read_train_numbers(run_dir: Path) -> dict[str, float]:
+    """``final_loss`` (last logged train loss) and ``step_time_sec`` (median over the steps that did
+    not compile; step 1 is left out for logs without the ``train/compiled`` flag) from metrics.jsonl."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return {}
+    recs = read_metrics(run_dir)
+    train = [r for r in recs if isinstance(r.get("train/loss"), (int, float))]
+    if not train:
+        return {}
+    timed = sorted(r["train/step_time_sec"] for r in train if "train/step_time_sec" in r
+                   and not r.get("train/compiled", r["step"] == 1))
+    out = {"final_loss": float(train[-1]["train/loss"])}
+    if timed:
+        out["step_time_sec"] = float(timed[len(timed) // 2])
+    return out
+
+
 def read_run_config(run_dir: Path) -> dict[str, Any]:
     """The run's ``config.resolved.yaml`` as a plain dict."""
     path = run_dir / "config.resolved.yaml"
@@ -90,7 +121,8 @@ def summarize(run_dirs: list[Path]) -> dict[str, Any]:
     for d in run_dirs:
         cfg = read_run_config(d)
         key = experiment_key(cfg)
-        runs.append({"run": str(d), "seed": cfg.get("seed"), "metrics": read_final_metrics(d)})
+        runs.append({"run": str(d), "seed": cfg.get("seed"), "metrics": read_final_metrics(d),
+                     "baseline": read_baseline(d), "train": read_train_numbers(d)})
         if key in keys:
             groups[keys.index(key)]["runs"].append(len(runs) - 1)
         else:
@@ -103,17 +135,43 @@ def summarize(run_dirs: list[Path]) -> dict[str, Any]:
     differing = [k for k in differing if k.endswith(".name") or k.rpartition(".")[0] not in swapped]
     for g, flat in zip(groups, flats):
         members = [runs[i] for i in g["runs"]]
-        g["label"] = ", ".join(f"{k}={json.dumps(flat.get(k))}" for k in differing) or "all runs"
+        g["label"] = ", ".join(f"{short_key(k)}={short_value(flat.get(k))}" for k in differing) or "all runs"
         g["seeds"] = [r["seed"] for r in members]
-        names = sorted(set.intersection(*(set(r["metrics"]) for r in members)))
-        g["metrics"] = {m: mean_ci([r["metrics"][m] for r in members]) for m in names}
+        g["metrics"] = _stats([r["metrics"] for r in members])
+        g["baseline"] = _stats([r["baseline"] for r in members])
+        g["train"] = _stats([r["train"] for r in members])
         g["runs"] = [r["run"] for r in members]
         if len(set(g["seeds"])) < len(g["seeds"]):
             g["warning"] = "some runs share a seed (repeats, not independent seeds)"
     return {"runs": runs, "groups": groups, "differing_keys": differing}
 
 
-def _metric_order(name: str) -> tuple:
+def _stats(per_run: list[dict[str, float]]) -> dict[str, Any]:
+    """mean / std / CI of every key all runs have."""
+    if not per_run or not all(per_run):
+        return {}
+    names = sorted(set.intersection(*(set(r) for r in per_run)))
+    return {m: mean_ci([r[m] for r in per_run]) for m in names}
+
+
+def short_key(key: str) -> str:
+    """``optimizer.name`` -> ``optimizer`` (a swapped component is named by its section)."""
+    return key[: -len(".name")] if key.endswith(".name") else key
+
+
+def short_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _cell(st: dict[str, Any] | None, fmt: str = ".4f") -> str:
+    if st is None:
+        return "–"
+    if st["ci95"] is None:
+        return f"{st['mean']:{fmt}} (n=1)"
+    return f"{st['mean']:{fmt}} ± {st['ci95']:{fmt}} (n={st['n']}) [{st['std']:{fmt}}]"
+
+
+def metric_order(name: str) -> tuple:
     """hr, ndcg, hr_item, ndcg_item first (upstream's headline order), then other families by name."""
     base, _, k = name.partition("@")
     known = ("hr", "ndcg", "hr_item", "ndcg_item")
@@ -121,28 +179,30 @@ def _metric_order(name: str) -> tuple:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """Markdown: one column per experiment group, ``mean ± ci95 (n)`` per metric."""
+    """Markdown: one column per experiment (named by what differs), ``mean ± ci95 (n)`` per metric,
+    the popularity baseline beside them, then the final train loss and step time."""
     groups = summary["groups"]
     lines = ["# Run summary", ""]
-    for i, g in enumerate(groups, 1):
+    for g in groups:
         seeds = ", ".join(str(s) for s in g["seeds"])
-        lines.append(f"- **group {i}** ({g['label']}): {len(g['runs'])} run(s), seeds {seeds}"
+        lines.append(f"- **{g['label']}**: {len(g['runs'])} run(s), seeds {seeds}"
                      + (f" — {g['warning']}" if g.get("warning") else ""))
-    lines += ["", "Mean ± half-width of the 95 % t-interval over the group's runs (n); std in brackets.", ""]
-    names = sorted({m for g in groups for m in g["metrics"]}, key=_metric_order)
-    lines.append("| metric | " + " | ".join(f"group {i}" for i in range(1, len(groups) + 1)) + " |")
-    lines.append("|---|" + "---|" * len(groups))
+    lines += ["", "Mean ± half-width of the 95 % t-interval over the experiment's runs (n); std in brackets. "
+              "`popularity`: the most-popular-items baseline on the same rows (first experiment's runs).", ""]
+    names = sorted({m for g in groups for m in g["metrics"]}, key=metric_order)
+    baseline = next((g["baseline"] for g in groups if g.get("baseline")), {})
+    head = [g["label"] for g in groups] + (["popularity"] if baseline else [])
+    lines.append("| metric | " + " | ".join(head) + " |")
+    lines.append("|---|" + "---|" * len(head))
     for m in names:
-        cells = []
-        for g in groups:
-            st = g["metrics"].get(m)
-            if st is None:
-                cells.append("–")
-            elif st["ci95"] is None:
-                cells.append(f"{st['mean']:.4f} (n=1)")
-            else:
-                cells.append(f"{st['mean']:.4f} ± {st['ci95']:.4f} (n={st['n']}) [{st['std']:.4f}]")
+        cells = [_cell(g["metrics"].get(m)) for g in groups]
+        if baseline:
+            cells.append(f"{baseline[m]['mean']:.4f}" if m in baseline else "–")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    for key, title, fmt in (("final_loss", "final train loss", ".4f"), ("step_time_sec", "step time (s, median)", ".4g")):
+        if any(key in g.get("train", {}) for g in groups):
+            cells = [_cell(g.get("train", {}).get(key), fmt) for g in groups] + (["–"] if baseline else [])
+            lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -172,42 +232,3 @@ def write_summary(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     atomic_write(md, format_summary(summary))
     atomic_write(js, json.dumps(summary, indent=2) + "\n")
     return [md, js]
-
-
-def write_report(run_dirs: list[Path], out_dir: Path) -> list[Path]:
-    """One PNG per metric group; each run is one line labelled by its directory name."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = {d.name: read_metrics(d) for d in run_dirs}
-    keys = sorted({k for recs in runs.values() for r in recs for k in r if k != "step"})
-    groups = {
-        "loss": [k for k in keys if k in ("train/loss", "eval/loss")],
-        "learning_rate": [k for k in keys if k == "train/learning_rate"],
-        "eval_metrics": [k for k in keys if k.startswith("eval/") and "@" in k],
-        "throughput": [k for k in keys if k == "train/tokens_per_sec"],
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for group, gkeys in groups.items():
-        if not gkeys:
-            continue
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for run, recs in runs.items():
-            for k in gkeys:
-                pts = [(r["step"], r[k]) for r in recs if k in r and r[k] is not None]
-                if pts:
-                    xs, ys = zip(*pts)
-                    ax.plot(xs, ys, marker="." if len(pts) < 50 else None, label=f"{run} {k}")
-        ax.set_xlabel("optimizer step")
-        ax.set_title(group)
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-        path = out_dir / f"{group}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    return written

@@ -112,3 +112,23 @@ def test_plugin_flag_selects_component_kind(tmp_path):
     assert "name: optax_muon" in out.stdout and "name: pure_beam" in out.stdout
     out = sid("run", "--config", str(cfg), "--plugin", "optax_muon", "--optimizer", "adamw", "--dry-run")
     assert out.returncode == 2 and "conflicts" in out.stderr
+
+
+def test_config_validate_takes_folders_and_recursive_globs(tmp_path):
+    from click.testing import CliRunner
+
+    from sidcore.cli import build_cli
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "ok.yaml").write_text("seed: 1\n")
+    (tmp_path / "a" / "b" / "deep.yaml").write_text("train: {max_steps: 3}\n")
+    cli = build_cli()
+    for arg in (str(tmp_path / "a"), str(tmp_path / "a" / "**" / "*.yaml")):
+        res = CliRunner().invoke(cli, ["config", "validate", arg])
+        assert res.exit_code == 0 and res.output.count("ok  ") == 2, res.output
+    (tmp_path / "a" / "b" / "bad.yaml").write_text("train: {lerning_rate: 1}\n")
+    res = CliRunner().invoke(cli, ["config", "validate", str(tmp_path / "a")])
+    assert res.exit_code != 0 and "1 of 3 config file(s) invalid" in str(res.exception)
+    assert "bad.yaml: train.lerning_rate: unknown key" in res.output and res.output.count("ok  ") == 2
+    res = CliRunner().invoke(cli, ["config", "validate", str(tmp_path / "empty*")])
+    assert res.exit_code != 0 and "no file matches" in str(res.exception)

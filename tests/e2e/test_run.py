@@ -67,6 +67,15 @@ def test_run_dir_contents(smoke_run):
     assert "HR sid" in res.stdout and "HR popular" in res.stdout
     losses = [r["train/loss"] for r in read_jsonl(out / "metrics.jsonl") if "train/loss" in r]
     assert len(losses) == 3 and all(np.isfinite(losses))
+    # every number of the terminal table is in metrics.jsonl (and so in W&B): families, baseline, timing
+    final = {k: v for r in read_jsonl(out / "metrics.jsonl") for k, v in r.items() if k.startswith("final/")}
+    for fam in ("hr", "ndcg", "hr_item", "ndcg_item"):
+        for k in (1, 5, 10):
+            assert final[f"final/{fam}@{k}"] == metrics[fam][str(k)]
+            assert final[f"final/popularity/{fam}@{k}"] == metrics["popularity_baseline"][fam][str(k)]
+    assert final["final/n_samples"] == 8 and "final/prompts_per_sec" in final and "final/wall_seconds" in final
+    assert summary["train"]["telemetry"]["compiles"] >= 1 and summary["train"]["telemetry"]["final_loss"] > 0
+    assert all(r["input"] in r["prompt"] and r["prompt"].endswith("### Response:\n") for r in recs)  # full prompt
 
 
 def test_eval_only_from_run_dir_reproduces_predictions(smoke_run, tmp_path):
@@ -77,6 +86,9 @@ def test_eval_only_from_run_dir_reproduces_predictions(smoke_run, tmp_path):
     a = json.loads((out / "eval_predictions.json").read_text())
     b = json.loads((tmp_path / "ev" / "eval_predictions.json").read_text())
     assert [r["predict"] for r in a] == [r["predict"] for r in b]
+    # an eval-only run logs its final metrics too (so `sid report` accepts it)
+    recs = read_jsonl(tmp_path / "ev" / "metrics.jsonl")
+    assert recs[0]["step"] == 0 and "final/hr@10" in recs[0] and "final/popularity/hr@10" in recs[0]
 
 
 def test_resume_after_kill_is_bitwise_equal(tmp_path):
@@ -164,6 +176,9 @@ def test_export_hf_loads_in_transformers(smoke_run, tmp_path):
 
     tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert len(tok) == 152225 and tok.convert_tokens_to_ids("<a_104>") == 151665
+    gen = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert gen["eos_token_id"] == cfg["eos_token_id"] == tok.eos_token_id and cfg["pad_token_id"] == tok.pad_token_id
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     ids = tok("### Response:\n<a_1><b_2><c_3>\n", add_special_tokens=False)["input_ids"]
     with torch.no_grad():

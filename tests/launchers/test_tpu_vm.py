@@ -407,3 +407,38 @@ def test_launcher_plan_for_sid_run():
     assert "sid run --config configs/x.yaml run_mode=train --launcher local" in step.argv[-1]
     with pytest.raises(UsageError, match="relative to the repo root"):
         launcher.plan({**request, "config_path": "/abs/x.yaml"})
+
+
+def test_exec_and_copy_plans():
+    from sid_launchers import tpu_exec as tx
+
+    cfg = TpuVmConfig(tpu_name="vm", zone="us-east5-b", project="my-project")
+    step = tx.exec_step(cfg, "us-east5-b", "ls /root", worker="0")
+    assert step.argv[-3:] == ("--worker=0", "--quiet", "--command=ls /root") and "root@vm" in step.argv
+    inside = tx.exec_step(cfg, "us-east5-b", "sid plugins list", in_workdir=True).argv[-1]
+    assert inside.startswith("--command=cd /root/sid && ") and inside.endswith("&& sid plugins list")
+    up = tx.copy_step(cfg, "us-east5-b", "data/Amazon", ":/root/data", recurse=True).argv
+    assert up[-8:] == ("scp", "data/Amazon", "root@vm:/root/data", "--project=my-project", "--zone=us-east5-b", "--worker=all",
+                       "--quiet", "--recurse")
+    down = tx.copy_step(cfg, "us-east5-b", ":/root/sid/runs/x", "runs/", worker="0", recurse=True).argv
+    assert "root@vm:/root/sid/runs/x" in down and "--worker=0" in down
+    for src, dst, kw in (("a", "b", {}), (":a", ":b", {"worker": "0"}), (":a", "b", {})):
+        with pytest.raises(ConfigError):
+            tx.copy_step(cfg, "us-east5-b", src, dst, **kw)
+    with pytest.raises(ConfigError, match="empty command"):
+        tx.exec_step(cfg, "us-east5-b", "  ")
+
+
+def test_exec_copy_and_bootstrap_repo_url_dry_run():
+    from sidcore.cli import build_cli
+
+    cli = build_cli()
+    res = CliRunner().invoke(cli, ["tpu", "exec", "--dry-run", "--tpu-name", "vm", "--", "echo", "hi"])
+    assert res.exit_code == 0 and "tpu-vm ssh root@vm" in res.output and "echo hi" in res.output
+    res = CliRunner().invoke(cli, ["tpu", "copy", "--dry-run", "--tpu-name", "vm", "--recurse", "d", ":/r/d"])
+    assert res.exit_code == 0 and "tpu-vm scp d root@vm:/r/d" in res.output
+    res = CliRunner().invoke(cli, ["tpu", "bootstrap", "--dry-run", "--tpu-name", "vm"])
+    assert res.exit_code != 0 and "--repo-url" in str(res.exception)
+    res = CliRunner().invoke(cli, ["tpu", "bootstrap", "--dry-run", "--tpu-name", "vm",
+                                   "--repo-url", "https://example.org/me/sid.git"])
+    assert res.exit_code == 0 and "https://example.org/me/sid.git" in res.output

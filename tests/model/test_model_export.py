@@ -43,6 +43,40 @@ def test_export_loads_in_transformers_with_same_logits(tmp_path, make_tiny, tied
     assert np.abs(got[real] - ref[real]).max() <= 1e-5
 
 
+@pytest.mark.torch
+def test_plain_generate_on_the_export_stops_at_eos(tmp_path, make_tiny):
+    """With the special-token ids in config.json + generation_config.json, `generate()` needs no
+    arguments to stop: make the greedy first token the EOS id and it stops right after it."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    model = make_tiny(tied=False, seed=14)
+    prompt = torch.tensor([[5, 17, 42, 9]])
+    free = export_hf(model, None, tmp_path / "free")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(free, dtype=torch.float32).eval()
+    with torch.no_grad():
+        first = int(hf(prompt).logits[0, -1].argmax())
+    ids = {"bos_token_id": 1, "eos_token_id": first, "pad_token_id": 0}
+    out = export_hf(model, None, tmp_path / "stops", extra_config=ids, generation_config=ids)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert {k: cfg[k] for k in ids} == ids
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert hf.generation_config.eos_token_id == first and hf.generation_config.pad_token_id == 0
+    with torch.no_grad():
+        got = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False)
+    assert got[0].tolist() == prompt[0].tolist() + [first]  # stopped at EOS, not after 8 tokens
+
+
+def test_special_token_ids_of_the_bundled_tokenizer():
+    from sidcore.data.tokenizer import load_tokenizer
+    from sidcore.model.hf_params import special_token_ids
+
+    tok = load_tokenizer("bundled")
+    ids = special_token_ids(tok)
+    assert ids["eos_token_id"] == tok.eos_token_id and ids["pad_token_id"] == tok.pad_token_id
+    assert ids["bos_token_id"] == tok.convert_tokens_to_ids("<|endoftext|>")  # Qwen2.5: no BOS token
+
+
 @pytest.mark.parametrize("family", ["qwen2", "qwen3"])
 def test_export_then_load_round_trips_params(tmp_path, make_tiny, family):
     from safetensors.numpy import load_file

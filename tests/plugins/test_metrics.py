@@ -270,3 +270,31 @@ def test_ranking_conformance(registry, name):
 def test_invalid_conformance(registry):
     values = check_metric(_build(registry, "invalid"))
     assert set(values) == {"invalid_prediction_count", "invalid_fraction"}
+
+
+def test_sid_calc_scores_several_files_as_one_set(tmp_path):
+    """Upstream calc.py takes a list of paths: the records of all files are scored together."""
+    from click.testing import CliRunner
+
+    from sidcore.cli import build_cli
+
+    info = tmp_path / "info.txt"
+    info.write_text("".join(f"{s}\ttitle\t{i}\n" for i, s in enumerate(sorted(VALID))))
+    recs = [{"output": A + "\n", "predict": [A, B]}, {"output": B + "\n", "predict": [A, B]},
+            {"output": C + "\n", "predict": [X, C]}]
+    one, two, both = tmp_path / "1.json", tmp_path / "2.json", tmp_path / "all.json"
+    one.write_text(json.dumps(recs[:2]))
+    two.write_text(json.dumps(recs[2:]))
+    both.write_text(json.dumps(recs))
+    cli = build_cli()
+
+    def run(*paths):
+        res = CliRunner().invoke(cli, ["calc", *paths, "--item-path", str(info), "--topk", "1,2", "--json"])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.output)
+
+    whole = run("--path", str(both))
+    assert run("--path", str(one), "--path", str(two)) == whole == run("--path", str(one), str(two))
+    assert whole["hr"] == {"1": 1 / 3, "2": 1.0} and whole["invalid_prediction_count"] == 1
+    res = CliRunner().invoke(cli, ["calc", "--item-path", str(info)])
+    assert res.exit_code != 0 and "at least one predictions file" in str(res.exception)

@@ -385,3 +385,20 @@ def test_copy_refuses_corrupt_source_and_supports_plain_stores(tmp_path):
     with pytest.raises(CheckpointError, match="sha256 mismatch"):
         copy_checkpoint(src, dst, "last")
     assert dst.names() == []
+
+
+def test_checkpoint_copy_dry_run_checks_a_local_source(tmp_path):
+    from click.testing import CliRunner
+
+    from sidcore.cli import build_cli
+
+    store = MsgpackStore(str(tmp_path / "run"), MsgpackConfig())
+    store.save("last", {"params": {"w": np.ones(2, np.float32)}}, {"step": 1})
+    cli = build_cli()
+    ok = CliRunner().invoke(cli, ["checkpoint", "copy", "--dry-run", str(tmp_path / "run"), str(tmp_path / "d")])
+    assert ok.exit_code == 0 and f"{tmp_path / 'run'}#last ->" in ok.output
+    for src, msg in ((tmp_path / "missing", "no such file or directory"), (f"{tmp_path / 'run'}#best", "no checkpoint best")):
+        res = CliRunner().invoke(cli, ["checkpoint", "copy", "--dry-run", str(src), str(tmp_path / "d")])
+        assert res.exit_code != 0 and msg in str(res.exception), res.output
+    remote = CliRunner().invoke(cli, ["checkpoint", "copy", "--dry-run", "gs://b/x#best", "gs://b/y#best"])
+    assert remote.exit_code == 0 and "remote source: existence checked when copying" in remote.output

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import attrs
+import re
+
 import pytest
 
 from sidcore import hookimpl
@@ -106,6 +108,24 @@ def test_unknown_keys_suggest(tmp_path, registry):
         loading.load_config(None, registry, overrides=["trian.x=1"])
     with pytest.raises(ConfigError, match=r"optimizer.name: unknown optimizer 'muon_locl' \(did you mean: muon_local\?\)"):
         loading.load_config(None, registry, overrides=["optimizer.name=muon_locl"])
+
+
+def test_override_errors_name_the_command_line_not_the_file(tmp_path, registry):
+    f = write(tmp_path / "ok.yaml", "train:\n  learning_rate: 1.0e-3\n")
+    cases = {"train.lerning_rate=1": r"train.lerning_rate: unknown key \(did you mean: learning_rate",
+             "train.max_steps=abc": "train.max_steps: expected an integer",
+             "train.lr_schedule=zigzag": "'lr_schedule' must be in",
+             "trian.x=1": "unknown key 'trian'",
+             "metrics=[zz]": "metrics\\[0\\].name: unknown metric 'zz'"}
+    for override, msg in cases.items():
+        with pytest.raises(ConfigError) as info:
+            loading.load_config(f, registry, overrides=["seed=3", override])
+        text = str(info.value)
+        assert text.startswith(f"command-line override {override!r}: "), text
+        assert re.search(msg, text) and "ok.yaml" not in text, text
+    bad = write(tmp_path / "bad.yaml", "train:\n  lerning_rate: 1\n")  # the file's own typo: the file
+    with pytest.raises(ConfigError, match=r"bad.yaml: train.lerning_rate: unknown key"):
+        loading.load_config(bad, registry, overrides=["seed=3"])
 
 
 def test_bad_values(tmp_path, registry):

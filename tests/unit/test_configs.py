@@ -165,3 +165,13 @@ def test_docs_name_every_component(registry):
     doc = (ROOT / "docs" / "config.md").read_text()
     missing = [f"{s.kind}:{s.name}" for s in registry.all() if f"`{s.name}`" not in doc]
     assert not missing, f"docs/config.md lacks {missing}"
+
+
+def test_config_doc_reference_is_generated_and_current(registry):
+    """docs/config.md's key reference is the generator's output (schema + component config classes)."""
+    from sidcore.config.doc import render_reference, splice
+
+    doc = (ROOT / "docs" / "config.md").read_text()
+    assert splice(doc, render_reference(registry)) == doc, \
+        "docs/config.md is stale: run `python -m sidcore.config.doc --write docs/config.md`"
+    assert "| `fused_scoring` | `true` |" in doc  # the trie decoder's option (once documented as none)

@@ -47,7 +47,7 @@ def test_runs_group_by_config_less_seed_and_location(tmp_path):
     summary = summarize(runs)
     assert summary["differing_keys"] == ["optimizer.name"]
     adamw, muon = summary["groups"]
-    assert adamw["label"] == 'optimizer.name="adamw"' and adamw["seeds"] == [1, 2, 3]
+    assert adamw["label"] == "optimizer=adamw" and adamw["seeds"] == [1, 2, 3]
     assert math.isclose(adamw["metrics"]["hr@10"]["mean"], 0.2)
     assert math.isclose(adamw["metrics"]["hr@10"]["ci95"], 4.303 * 0.1 / math.sqrt(3))
     assert math.isclose(adamw["metrics"]["ndcg@10"]["std"], 0.05)
@@ -78,3 +78,51 @@ def test_missing_or_corrupt_metrics_file_is_a_one_line_error(tmp_path):
     res = subprocess.run([sys.executable, "-m", "sidcore.cli", "report", str(d), "--out", str(tmp_path / "o")],
                          capture_output=True, text=True)
     assert res.returncode != 0 and "Traceback" not in res.stderr
+
+
+def add_logs(d, *, losses, step_times, pop_hr10=None):
+    recs = [{"step": i + 1, "train/loss": loss, "train/step_time_sec": t, "train/tokens_per_sec": 100 / t,
+             "train/learning_rate": 1e-3, "train/compiled": int(i == 0)}
+            for i, (loss, t) in enumerate(zip(losses, step_times))]
+    recs.append({"step": len(losses), "eval/hr@1": 0.1, "eval/hr@10": 0.2, "eval/ndcg@10": 0.1, "eval/mrr@10": 0.05})
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    if pop_hr10 is not None:
+        m = json.loads((d / "eval_predictions.metrics.json").read_text())
+        m["popularity_baseline"] = {"hr": {"1": 0.01, "10": pop_hr10},
+                                    "ndcg": {"1": 0.01, "10": pop_hr10 / 2}}
+        m["mrr"] = {"1": 0.05, "10": 0.07}  # a plugin's metric family
+        (d / "eval_predictions.metrics.json").write_text(json.dumps(m))
+
+
+def test_summary_names_experiments_by_what_differs_with_baseline_loss_and_step_time(tmp_path):
+    a = make_run(tmp_path, "a", seed=1, optimizer="adamw", hr10=0.2, ndcg10=0.1)
+    b = make_run(tmp_path, "b", seed=1, optimizer="muon_local", hr10=0.3, ndcg10=0.15)
+    add_logs(a, losses=[3.0, 2.0, 1.5], step_times=[9.0, 0.2, 0.4], pop_hr10=0.12)
+    add_logs(b, losses=[3.0, 1.0], step_times=[9.0, 0.3], pop_hr10=0.12)
+    md, _ = write_summary([a, b], tmp_path / "rep")
+    text = md.read_text()
+    assert "| metric | optimizer=adamw | optimizer=muon_local | popularity |" in text
+    assert "| hr@10 | 0.2000 (n=1) | 0.3000 (n=1) | 0.1200 |" in text
+    assert "| mrr@10 | 0.0700 (n=1) | 0.0700 (n=1) | – |" in text  # plugin families reach the report
+    assert "| final train loss | 1.5000 (n=1) | 1.0000 (n=1) | – |" in text
+    assert "| step time (s, median) | 0.4 (n=1) | 0.3 (n=1) | – |" in text  # the compile step is left out
+    assert "group 1" not in text
+
+
+def test_report_plots_one_panel_per_family_and_labels_by_what_differs(tmp_path):
+    pytest.importorskip("matplotlib")
+    from sidcore.run.report_plots import _families, _series, run_labels, write_report
+
+    a = make_run(tmp_path, "a", seed=1, optimizer="adamw", hr10=0.2, ndcg10=0.1)
+    b = make_run(tmp_path, "b", seed=2, optimizer="adamw", hr10=0.3, ndcg10=0.15)
+    for d in (a, b):
+        add_logs(d, losses=[3.0, 2.0, 1.5], step_times=[9.0, 0.2, 0.4], pop_hr10=0.1)
+    assert run_labels([a, b]) == ["seed=1", "seed=2"]
+    assert run_labels([a, a]) == ["a (a)", "a (a)"]  # nothing differs: directory names
+    recs = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
+    assert _series(recs, "train/step_time_sec", skip_compiled=True) == ([2, 3], [0.2, 0.4])
+    assert list(_families(recs, "eval/")) == ["hr", "ndcg", "mrr"]
+    written = write_report([a, b], tmp_path / "plots")
+    assert sorted(p.name for p in written) == ["eval_metrics.png", "final_metrics.png", "learning_rate.png",
+                                               "loss.png", "throughput.png"]
+    assert all(p.stat().st_size > 5000 for p in written)
