@@ -61,7 +61,10 @@ def render_reference(registry: Registry) -> str:
             + ", ".join(f"`{k}: {v}`" for k, v in schema.DEFAULT_COMPONENTS.items())
             + f", `metrics: [{', '.join(schema.DEFAULT_METRICS)}]`.", ""]
     for spec in registry.all():
-        out += [f"#### `{KIND_SECTION[spec.kind]}`: `{spec.name}`", ""]
+        if spec.kind in KIND_SECTION:
+            out += [f"#### `{KIND_SECTION[spec.kind]}`: `{spec.name}`", ""]
+        else:  # kinds outside the run config (e.g. quantizers: options as sid index build KEY=VALUE)
+            out += [f"#### {spec.kind} `{spec.name}` (not a run-config section)", ""]
         if spec.summary:
             out += [spec.summary, ""]
         attrs.resolve_types(spec.config)
