@@ -113,6 +113,23 @@ def register_launchers(register: Register) -> None:
     """
 
 
+@hookspec
+def register_rewards(register: Register) -> None:
+    """Register RL reward components (kind ``reward``).
+
+    Args:
+        register: ``register(name, factory, *, config, summary)``.
+
+    When called: once per process, right after plugins are loaded, before config resolution.
+
+    What to register: factories ``factory(cfg) -> Reward`` (see `sidcore.interfaces.Reward`): a
+    host-side function from one prompt's group of G rollouts (`RewardGroup`: sample id, target SID,
+    the G completions best first and their scores) to ``[G]`` float32 rewards.
+
+    Errors: an exception marks this plugin ``error``; other plugins are unaffected.
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
@@ -139,6 +156,7 @@ KINDS: dict[str, str] = {
     "metric": "register_metrics",
     "store": "register_checkpoint_stores",
     "launcher": "register_launchers",
+    "reward": "register_rewards",
 }
 """Component kind -> the hook that registers it."""
 

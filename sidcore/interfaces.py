@@ -11,6 +11,7 @@ decoder    ``f(cfg, *, catalog, eos_id)``                              `Decoder`
 metric     ``f(cfg)``                                                  `Metric`
 store      ``f(cfg, *, uri)``                                          `CheckpointStore`
 launcher   ``f(cfg)``                                                  `Launcher`
+reward     ``f(cfg)``                                                  `Reward`
 =========  ==========================================================  =========================
 
 Parameter-path convention for optimizers: leaves whose path contains ``embed`` or ``lm_head`` are
@@ -138,3 +139,28 @@ class Launcher(Protocol):
 ENV_COORDINATOR = "SID_COORDINATOR_ADDRESS"  # host:port of process 0
 ENV_NUM_PROCESSES = "SID_NUM_PROCESSES"
 ENV_PROCESS_ID = "SID_PROCESS_ID"
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class RewardGroup:
+    """One prompt's G rollouts, as a reward sees them (plain strings and numpy, host side).
+
+    Attributes:
+        sample_id: the RL example's id; binds the target (never the prompt text, which collides).
+        target_sid: the SID string the prompt should produce.
+        completions: the G generated SID strings, rank order (beam 0 = best).
+        scores: ``[G]`` float32 sequence log-probs of the completions.
+        target_item: the target's item id, when known.
+    """
+
+    sample_id: int
+    target_sid: str
+    completions: tuple[str, ...]
+    scores: "np.ndarray"  # [G] float32
+    target_item: str | None = None
+
+
+class Reward(Protocol):
+    """Maps one `RewardGroup` to ``[G]`` float32 rewards (one per completion, same order)."""
+
+    def __call__(self, group: RewardGroup) -> "np.ndarray": ...
