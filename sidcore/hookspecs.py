@@ -102,6 +102,23 @@ def register_quantizers(register: Register) -> None:
     """
 
 
+@hookspec
+def register_rewards(register: Register) -> None:
+    """Register RL reward components (kind ``reward``).
+
+    Args:
+        register: ``register(name, factory, *, config, summary)``.
+
+    When called: once per process, right after plugins are loaded, before config resolution.
+
+    What to register: factories ``factory(cfg) -> Reward`` (see `sidcore.interfaces.Reward`): a
+    host-side function from one prompt's group of G rollouts (`RewardGroup`: sample id, target SID,
+    the G completions best first and their scores) to ``[G]`` float32 rewards.
+
+    Errors: an exception marks this plugin ``error``; other plugins are unaffected.
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
@@ -132,6 +149,7 @@ KINDS: dict[str, str] = {
     "store": "register_checkpoint_stores",
     "launcher": "register_launchers",
     "quantizer": "register_quantizers",
+    "reward": "register_rewards",
 }
 """Component kind -> the hook that registers it."""
 

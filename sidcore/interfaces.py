@@ -12,6 +12,7 @@ metric     ``f(cfg)``                                                  `Metric`
 store      ``f(cfg, *, uri)``                                          `CheckpointStore`
 launcher   ``f(cfg)``                                                  `Launcher`
 quantizer  ``f(cfg)``                                                  `Quantizer`
+reward     ``f(cfg)``                                                  `Reward`
 =========  ==========================================================  =========================
 
 Parameter-path convention for optimizers: leaves whose path contains ``embed`` or ``lm_head`` are
@@ -250,3 +251,28 @@ class Quantizer(Protocol):
 
     def fit(self, embeddings: "np.ndarray", *, seed: int) -> FittedQuantizer:
         """Train on ``embeddings [N, D]`` (one row per item, item-id order)."""
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class RewardGroup:
+    """One prompt's G rollouts, as a reward sees them (plain strings and numpy, host side).
+
+    Attributes:
+        sample_id: the RL example's id; binds the target (never the prompt text, which collides).
+        target_sid: the SID string the prompt should produce.
+        completions: the G generated SID strings, rank order (beam 0 = best).
+        scores: ``[G]`` float32 sequence log-probs of the completions.
+        target_item: the target's item id, when known.
+    """
+
+    sample_id: int
+    target_sid: str
+    completions: tuple[str, ...]
+    scores: "np.ndarray"  # [G] float32
+    target_item: str | None = None
+
+
+class Reward(Protocol):
+    """Maps one `RewardGroup` to ``[G]`` float32 rewards (one per completion, same order)."""
+
+    def __call__(self, group: RewardGroup) -> "np.ndarray": ...

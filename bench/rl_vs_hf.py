@@ -1,0 +1,182 @@
+"""RL steps/s: `sid`'s RL step (jitted trie beam rollout + host rewards + jitted GRPO update) vs a
+PyTorch/transformers loop doing what upstream MiniOneRec does per step.
+
+Same tiny random Qwen2 (saved as an HF folder, loaded by both), the real Qwen2.5 tokenizer with the
+Industrial SID tokens, the full Industrial catalog (3,670 SIDs), the same RL prompts (SID history
+task on the bundled valid split), G beams per prompt, ``--prompts`` prompts per step, rewards
+rule + ranking, grpo advantages, beta 1e-3 with a frozen reference, AdamW.
+
+HF loop per step: ``generate(num_beams=G, num_return_sequences=G, length_penalty=0)`` with a
+MiniOneRec-style trie processor (Python dict over hashed prefixes, full-vocab log-softmax + -1e6
+mask), string rewards, torch advantages, ``compute_loss`` (policy forward with grad + reference
+forward), backward, AdamW step. sid: `sidcore.rl.trainer.train_rl`; the first step (compilation) is
+excluded from its rate. Not a test.
+
+    .venv/bin/python bench/rl_vs_hf.py [--prompts 4] [--generations 16] [--steps 6] [--hf-steps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prompts", type=int, default=4)
+    p.add_argument("--generations", type=int, default=16)
+    p.add_argument("--steps", type=int, default=6, help="sid steps (the first, compiling, is not timed)")
+    p.add_argument("--hf-steps", type=int, default=3)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=str, default="")
+    return p.parse_args()
+
+
+def main() -> None:
+    a = parse()
+    import attrs
+    import torch
+    import transformers
+
+    torch.set_num_threads(a.threads)
+    from sidcore.data.catalog import build_catalog
+    from sidcore.data.minionerec import bundled_data_dir, read_csv, read_index, read_items, split_paths
+    from sidcore.data.rl_tasks import build_rl_examples
+    from sidcore.data.tokenizer import add_sid_tokens, load_tokenizer
+    from sidcore.model import load_hf
+    from sidcore.model.sharding import make_mesh
+    from sidcore.plugins import load_plugins
+    from sidcore.rl.config import RLConfig
+    from sidcore.rl.trainer import train_rl
+
+    paths = split_paths(bundled_data_dir(), "Industrial_and_Scientific")
+    tok = load_tokenizer("bundled", padding_side="right")
+    index = read_index(paths["index"])
+    add_sid_tokens(tok, index)
+    catalog = build_catalog(paths["info"], paths["index"], tok)
+    b, g = a.prompts, a.generations
+    n_ex = b * max(a.steps, a.hf_steps)
+    examples = build_rl_examples(tok, tasks=["sid_history"], train_rows=read_csv(paths["valid"])[:n_ex], index=index,
+                                 items=read_items(paths["items"]), seed=0)
+    eos = tok.eos_token_id
+    tmp = Path(tempfile.mkdtemp())
+    torch.manual_seed(0)
+    hcfg = transformers.Qwen2Config(vocab_size=len(tok), hidden_size=a.hidden, intermediate_size=2 * a.hidden,
+                                    num_hidden_layers=a.layers, num_attention_heads=4, num_key_value_heads=2,
+                                    tie_word_embeddings=True, rope_theta=1e6, eos_token_id=eos, pad_token_id=eos)
+    hf = transformers.Qwen2ForCausalLM(hcfg)
+    hf.save_pretrained(tmp)
+
+    # ---------------------------------------------------------------- sid
+    registry = load_plugins(strict=True).registry
+    dspec = registry.get("decoder", "trie")
+    decoder = dspec.build(dspec.config(), catalog=catalog, eos_id=eos)
+    rewards = {n: registry.get("reward", n).build(registry.get("reward", n).config()) for n in ("rule", "ranking")}
+    model, _ = load_hf(tmp)
+
+    @attrs.define
+    class Bundle:
+        model: object
+        tokenizer: object
+        real_vocab: int
+        mesh: object
+
+    cfg = RLConfig(num_generations=g, batch_size=b * g, max_steps=a.steps, lr_schedule="constant", warmup_ratio=0.0)
+    _, trainer = train_rl(cfg, bundle=Bundle(model, tok, len(tok), make_mesh("auto")), store=None, decoder=decoder,
+                          rewards=rewards, examples=examples, catalog=catalog, seed=0)
+    sid_times = [h["rl/step_time_sec"] for h in trainer.history[1:]]
+    sid_rollout = float(np.median([h["rl/rollout_time_sec"] for h in trainer.history[1:]]))
+    sid_update = float(np.median([h["rl/update_time_sec"] for h in trainer.history[1:]]))
+
+    # ---------------------------------------------------------------- HF / PyTorch (upstream's loop)
+    allowed: dict[tuple[int, ...], list[int]] = {}
+    for sid in catalog.sids:
+        ids = tok("### Response:\n" + sid + "\n", add_special_tokens=False).input_ids + [eos]
+        for i in range(3, len(ids)):
+            allowed.setdefault(tuple(ids[:3]) if i == 3 else tuple(ids[3:i]), []).append(ids[i])
+
+    class TrieProcessor(transformers.LogitsProcessor):
+        def __init__(self):
+            self.count = 0
+
+        def __call__(self, input_ids, scores):
+            scores = torch.log_softmax(scores, dim=-1)
+            mask = torch.full_like(scores, -1e6)
+            for row in range(input_ids.shape[0]):
+                key = tuple(input_ids[row, -3:].tolist()) if self.count == 0 else \
+                    tuple(input_ids[row, -self.count:].tolist())
+                toks = allowed.get(key)
+                if toks:
+                    mask[row, toks] = 0.0
+            self.count += 1
+            return scores + mask
+
+    policy = transformers.Qwen2ForCausalLM.from_pretrained(tmp).train()
+    ref = transformers.Qwen2ForCausalLM.from_pretrained(tmp).eval()
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-5, weight_decay=0.0)
+    disc = 1.0 / np.log2(np.arange(g) + 2.0)
+    disc = -disc / disc.sum()
+    hf_times = []
+    for s in range(a.hf_steps):
+        t0 = time.perf_counter()
+        batch = examples[s * b:(s + 1) * b]
+        lp = max(len(e.input_ids) for e in batch)
+        ids = torch.tensor([[eos] * (lp - len(e.input_ids)) + e.input_ids for e in batch])
+        am = torch.tensor([[0] * (lp - len(e.input_ids)) + [1] * len(e.input_ids) for e in batch])
+        gen = transformers.GenerationConfig(num_beams=g, num_return_sequences=g, length_penalty=0.0, max_new_tokens=5,
+                                            do_sample=False, early_stopping=True, pad_token_id=eos, eos_token_id=eos)
+        with torch.no_grad():
+            out = policy.generate(input_ids=ids, attention_mask=am, generation_config=gen,
+                                  logits_processor=transformers.LogitsProcessorList([TrieProcessor()]))
+        comp = out[:, lp:]
+        texts = tok.batch_decode(comp, skip_special_tokens=True)
+        r = np.zeros((b, g))
+        for i, e in enumerate(batch):
+            hit = np.array([t.strip('\n" ') == e.target_sid for t in texts[i * g:(i + 1) * g]])
+            r[i] = hit + (np.where(hit, 0.0, disc) if hit.any() else 0.0)
+        rt = torch.tensor(r, dtype=torch.float32)
+        adv = ((rt - rt.mean(1, keepdim=True)) / (rt.std(1, keepdim=True) + 1e-4)).reshape(-1)
+        t_len = comp.shape[1]
+        is_eos = comp == eos
+        eos_idx = torch.full((comp.shape[0],), t_len, dtype=torch.long)
+        eos_idx[is_eos.any(1)] = is_eos.int().argmax(1)[is_eos.any(1)]
+        cmask = (torch.arange(t_len)[None] <= eos_idx[:, None]).int()
+        full_ids = torch.cat([ids.repeat_interleave(g, 0), comp], 1)
+        full_am = torch.cat([am.repeat_interleave(g, 0), cmask], 1)
+
+        def logps(m):
+            logits = m(input_ids=full_ids, attention_mask=full_am, logits_to_keep=t_len + 1).logits[:, :-1]
+            return torch.gather(logits.log_softmax(-1), 2, comp[..., None])[..., 0]
+
+        logp = logps(policy)
+        with torch.no_grad():
+            ref_logp = logps(ref)
+        kl = torch.exp(ref_logp - logp) - (ref_logp - logp) - 1
+        per_tok = -(torch.exp(logp - logp.detach()) * adv[:, None] - 1e-3 * kl)
+        loss = ((per_tok * cmask).sum(1) / cmask.sum(1)).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 0.3)
+        opt.step()
+        hf_times.append(time.perf_counter() - t0)
+
+    sid_sps, hf_sps = 1.0 / float(np.median(sid_times)), 1.0 / float(np.median(hf_times))
+    res = {"prompts_per_step": b, "G": g, "completions_per_step": b * g, "hidden": a.hidden, "layers": a.layers,
+           "vocab": len(tok), "catalog": len(catalog.sids), "threads": a.threads,
+           "sid_steps_per_sec": sid_sps, "sid_rollout_sec": sid_rollout, "sid_update_sec": sid_update,
+           "hf_steps_per_sec": hf_sps, "speedup": sid_sps / hf_sps,
+           "sid_step_times": sid_times, "hf_step_times": hf_times}
+    print(json.dumps(res, indent=1))
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Options of the built-in reward components (attrs only, so listing plugins stays light)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from attrs import field
+
+STRIP_CHARS = '\n" '
+"""Characters upstream strips from both ends of a completion before comparing (``strip('\\n" ')``)."""
+
+
+def _no_hit(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value not in ("zeros", "penalty"):
+        raise ValueError(f"{attribute.name} must be \"zeros\" or \"penalty\", got {value!r}")
+
+
+def _weights(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is None:
+        return
+    items = list(value)
+    if not items or any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in items):
+        raise ValueError(f"{attribute.name} must be a non-empty list of numbers >= 0, got {value!r}")
+    if sum(items) <= 0:
+        raise ValueError(f"{attribute.name} must not sum to 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RuleConfig:
+    """Options of `rule` (upstream ``rule_reward``)."""
+
+    strip: str = field(default=STRIP_CHARS, metadata={
+        "help": "Characters stripped from both ends of a completion before the exact comparison."})
+
+
+@attrs.frozen(kw_only=True)
+class RankingConfig:
+    """Options of `ranking` (upstream ``ndcg_rule_reward``)."""
+
+    strip: str = field(default=STRIP_CHARS, metadata={
+        "help": "Characters stripped from both ends of a completion before the exact comparison."})
+    no_hit: str = field(default="zeros", validator=_no_hit, metadata={
+        "help": "A group whose G beams all miss: \"zeros\" (upstream: no signal) or \"penalty\" (every beam "
+                "still gets its rank penalty, so the advantage favours earlier ranks)."})
+
+
+@attrs.frozen(kw_only=True)
+class PrefixConfig:
+    """Options of `prefix` (not in upstream; OpenOneRec logs a similar partial-hit reward)."""
+
+    strip: str = field(default=STRIP_CHARS, metadata={
+        "help": "Characters stripped from both ends of a completion before splitting it into levels."})
+    level_weights: list[float] | None = field(default=None, validator=_weights, metadata={
+        "help": "Credit of each matched leading level (null: equal weights); the reward is the weight of "
+                "the matched leading levels over the total weight, so an exact hit scores 1."})
