@@ -12,7 +12,7 @@ KIND_FLAGS = ("optimizer", "decoder", "store", "launcher")
 
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Config YAML.")
-@click.option("--run-mode", type=click.Choice(["train", "eval", "train_eval"]), help="Sugar for run_mode=...")
+@click.option("--run-mode", type=click.Choice(["train", "eval", "train_eval", "rl"]), help="Sugar for run_mode=...")
 @click.option("--plugin", "plugin_names", multiple=True,
               help="Select a component by name; its kind is inferred (e.g. optax_muon -> optimizer.name).")
 @click.option("--optimizer", help="Sugar for optimizer.name=...")

@@ -28,7 +28,8 @@ def _default(f: attrs.Attribute) -> str:
         d = d.factory() if not d.takes_self else "..."
     if d is attrs.NOTHING:
         return "(required)"
-    return f"`{json.dumps(d)}`"
+    plain = json.loads(json.dumps(d, default=lambda o: attrs.asdict(o) if attrs.has(type(o)) else str(o)))
+    return f"`{json.dumps(plain)}`"
 
 
 def _help(f: attrs.Attribute) -> str:

@@ -294,6 +294,10 @@ def resolve(raw: Mapping[str, Any], registry: Registry, *, source: str = "config
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {_attrs_message(exc)}") from None
     check_cross_fields(cfg, source)
+    if cfg.run_mode == "rl":
+        for i, spec in enumerate(cfg.rl.rewards):  # reward components are validated like the others
+            comp = registry.get("reward", spec.name)
+            structure(comp.config, dict(spec.options), f"{source}: rl.rewards[{i}] ({spec.name})")
     return fill_data_paths(cfg)
 
 

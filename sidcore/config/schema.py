@@ -14,6 +14,8 @@ from typing import Any
 import attrs
 from attrs import field, validators as v
 
+from sidcore.rl.config import RLConfig  # attrs only, no jax
+
 
 def h(text: str, default: Any = attrs.NOTHING, **kw: Any) -> Any:
     """An attrs field with help text."""
@@ -180,7 +182,8 @@ class RunConfig:
     checkpoint_uri: str | None = h("Where the store keeps checkpoints (default: output_dir), e.g. gs://bucket/run.",
                                    None)
     seed: int = h("Global seed (data order, init).", 42)
-    run_mode: str = h("train, eval or train_eval.", "train_eval", validator=v.in_(("train", "eval", "train_eval")))
+    run_mode: str = h("train, eval, train_eval, or rl (GRPO post-training from the start weights, then eval).",
+                      "train_eval", validator=v.in_(("train", "eval", "train_eval", "rl")))
     model: ModelConfig = field(factory=ModelConfig)
     jax: JaxConfig = field(factory=JaxConfig)
     data: DataConfig = field(factory=DataConfig)
@@ -188,6 +191,7 @@ class RunConfig:
     train: TrainConfig = field(factory=TrainConfig)
     eval: EvalConfig = field(factory=EvalConfig)
     wandb: WandbConfig = field(factory=WandbConfig)
+    rl: RLConfig = field(factory=RLConfig)
     optimizer: ComponentConfig
     decoder: ComponentConfig
     store: ComponentConfig
@@ -203,6 +207,7 @@ SECTIONS = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "wandb": WandbConfig,
+    "rl": RLConfig,
 }
 COMPONENT_SECTIONS = {"optimizer": "optimizer", "decoder": "decoder", "store": "store", "launcher": "launcher"}
 DEFAULT_COMPONENTS = {"optimizer": "adamw", "decoder": "trie", "store": "msgpack", "launcher": "local"}

@@ -96,11 +96,18 @@ def _run_locked(cfg: RunConfig, plugins: Plugins, out: Path, is_main: bool) -> d
     eval_inputs = _eval_inputs(cfg, bundle) if evaluates else None
     trains = cfg.run_mode in ("train", "train_eval")
     train_data = _train_data(cfg, bundle) if trains else None
+    rl = cfg.run_mode == "rl"
+    catalog = eval_inputs.catalog if eval_inputs else _catalog(cfg, bundle) if rl else None
     comps = build_components(
-        cfg, plugins, store_uri=store_uri(cfg),
-        catalog=eval_inputs.catalog if eval_inputs else None, eos_id=int(bundle.tokenizer.eos_token_id),
+        cfg, plugins, store_uri=store_uri(cfg), catalog=catalog, eos_id=int(bundle.tokenizer.eos_token_id),
         make_schedule=train_data[2].make_schedule if train_data else None,
     )
+    if rl:
+        from sidcore.run import rl_job
+
+        rl_job.load_start_weights(cfg, bundle, plugins.registry)
+        rl_rewards = rl_job.build_rewards(cfg, plugins)
+        rl_examples = rl_job.rl_examples(cfg, bundle, catalog)
     if trains:
         from sidcore.train.loop import resume_candidates
 
@@ -108,7 +115,8 @@ def _run_locked(cfg: RunConfig, plugins: Plugins, out: Path, is_main: bool) -> d
     start_from = open_checkpoint(cfg.train.resume_from_checkpoint, plugins.registry) \
         if trains and cfg.train.resume_from_checkpoint else None
     evaluator = _make_evaluator(cfg, bundle, comps, eval_inputs) if eval_inputs else None
-    eval_weights = _eval_params(cfg, bundle, comps.store, plugins.registry) if evaluator and not trains else None
+    eval_weights = _eval_params(cfg, bundle, comps.store, plugins.registry) \
+        if evaluator and not trains and not rl else None
     # The run is known to start: only now the run directory's own files are (re)written.
     if is_main:
         write_run_files(cfg, plugins)
@@ -129,6 +137,9 @@ def _run_locked(cfg: RunConfig, plugins: Plugins, out: Path, is_main: bool) -> d
             params = _train(cfg, bundle, comps, train_data, evaluator, summary, logger, start_from)
             if evaluator is not None and cfg.eval.use_best_checkpoint:
                 params = _best_params(cfg, bundle, comps.store)
+        if rl:
+            params = rl_job.run_rl(cfg, bundle=bundle, comps=comps, catalog=catalog, examples=rl_examples,
+                                   rewards=rl_rewards, evaluator=evaluator, logger=logger, summary=summary)
         if evaluator is not None:
             result = evaluator.run(params)
             summary["eval"] = {**result.metrics, "timing": result.timing}
@@ -153,6 +164,12 @@ def make_run_logger(cfg: RunConfig, bundle: Any, run_config: dict[str, Any], is_
     return RunLogger(cfg.output_dir, wandb_cfg=cfg.wandb, run_config=run_config,
                      flops_per_token=flops_per_token(bundle.model_config), enabled=is_main,
                      every=cfg.train.logging_steps, run_name=default_run_name(cfg.data.category))
+
+
+def _catalog(cfg: RunConfig, bundle: Any) -> Any:
+    from sidcore.data.catalog import build_catalog
+
+    return build_catalog(cfg.data.info_file, cfg.data.sid_index_path, bundle.tokenizer)
 
 
 def _eval_inputs(cfg: RunConfig, bundle: Any) -> EvalInputs:

@@ -97,6 +97,11 @@ def test_tpu_experiment_recipe(path: str, registry):
         assert stem.endswith(f"_dp{dp}") and cfg.eval.batch_size == dp
         assert cfg.train.resume_from_checkpoint
         return
+    if stem.endswith("_rl"):  # RL from this platform's SFT run, upstream rl.sh batch (64 prompts x G=16)
+        assert cfg.run_mode == "rl" and cfg.train.resume_from_checkpoint.startswith("runs/industrial_adamw")
+        assert (cfg.rl.num_generations, cfg.rl.batch_size) == (16, 1024)
+        assert (cfg.rl.batch_size // cfg.rl.num_generations) % (dp * fsdp) == 0
+        return
     replicas = dp * fsdp
     micro = cfg.train.per_device_train_batch_size * replicas
     assert cfg.train.global_batch_size == 1024 and 1024 % micro == 0
@@ -155,7 +160,7 @@ def test_golden_flat_dump(path: str, registry):
 def test_docs_name_every_kernel_key(registry):
     doc = (ROOT / "docs" / "config.md").read_text()
     kernel = [line.split(" = ", 1)[0] for line in key_help(registry)
-              if not re.match(r"(optimizer|decoder|store|launcher|metrics)[.\[]", line)]
+              if not re.match(r"(optimizer|decoder|store|launcher|metrics|quantizer|reward)[.\[]", line)]
     assert len(kernel) > 60
     missing = [k for k in kernel if f"`{k}`" not in doc]
     assert not missing, f"docs/config.md lacks {missing} (see `sid config show --help-keys`)"

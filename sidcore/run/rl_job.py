@@ -1,0 +1,81 @@
+"""The ``rl`` run mode inside a job: start weights -> RL prompts -> rewards -> `train_rl` -> params.
+
+Start weights are named the same way as for SFT: ``base_model`` (an HF folder, e.g. an official
+MiniOneRec checkpoint) or ``train.resume_from_checkpoint`` (an SFT run dir ``#name``, a store URI, a
+checkpoint file, an HF folder). Only the weights are taken from an SFT checkpoint: the RL stage has
+its own optimizer, schedule and data order, and a rerun of the same RL command resumes from the RL
+run's own checkpoints (weights, optimizer, reference model, data cursor). The job evaluates the
+final params with the run's decoder and metrics afterwards, like ``train_eval``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sidcore.config import loading
+from sidcore.config.schema import RunConfig
+from sidcore.errors import ConfigError
+from sidcore.plugins import Plugins
+
+log = logging.getLogger(__name__)
+
+
+def load_start_weights(cfg: RunConfig, bundle: Any, registry: Any) -> None:
+    """Put ``train.resume_from_checkpoint``'s weights into the bundle's model (if set)."""
+    if not cfg.train.resume_from_checkpoint:
+        return
+    from flax import nnx
+
+    from sidcore.run.checkpoints import open_checkpoint
+    from sidcore.train import state as ckpt_state
+
+    opened = open_checkpoint(cfg.train.resume_from_checkpoint, registry)
+    _, st = nnx.split(bundle.model)
+    expected = ckpt_state.shape_signature(nnx.to_pure_dict(st))
+    nnx.replace_by_pure_dict(st, ckpt_state.params_from_tree(opened.tree, expected, opened.source))
+    nnx.update(bundle.model, st)
+    log.info("rl: start weights from %s", opened.source)
+
+
+def build_rewards(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
+    """Every selected reward component, built with its options (validated like any component)."""
+    out = {}
+    for i, spec in enumerate(cfg.rl.rewards):
+        comp = plugins.registry.get("reward", spec.name)
+        options = loading.structure(comp.config, dict(spec.options), f"rl.rewards[{i}] ({spec.name})")
+        out[spec.name] = comp.build(options)
+    return out
+
+
+def rl_examples(cfg: RunConfig, bundle: Any, catalog: Any) -> list[Any]:
+    from sidcore.data.minionerec import catalog_sids, read_csv, read_index, read_info, read_items
+    from sidcore.data.rl_tasks import build_rl_examples
+
+    d = cfg.data
+    for key in ("train_file", "sid_index_path", "info_file"):
+        if not getattr(d, key):
+            raise ConfigError(f"run_mode=rl: data.{key} is not set (set data.data_dir or the file path)")
+    needs_items = any(t in ("item_to_sid", "title_history") for t in cfg.rl.tasks)
+    if needs_items and not d.item_meta_path:
+        raise ConfigError("run_mode=rl: rl.tasks item_to_sid/title_history need data.item_meta_path")
+    valid = catalog_sids(read_info(d.info_file))
+    rows = read_csv(d.train_file, valid_sids=valid, skip_empty_history=d.skip_empty_history)
+    return build_rl_examples(
+        bundle.tokenizer, tasks=cfg.rl.tasks, train_rows=rows, index=read_index(d.sid_index_path),
+        items=read_items(d.item_meta_path) if needs_items else {}, seed=cfg.seed,
+        title_history_sample=cfg.rl.title_history_sample, preamble=cfg.rl.prompt_preamble,
+        bind=cfg.rl.bind_targets, max_len=cfg.rl.max_prompt_len, catalog_sids=frozenset(catalog.sids))
+
+
+def run_rl(cfg: RunConfig, *, bundle: Any, comps: Any, catalog: Any, examples: list[Any], rewards: dict[str, Any],
+           evaluator: Any, logger: Any, summary: dict[str, Any]) -> Any:
+    """Train with the RL stage; returns the final params (for the job's final eval)."""
+    from sidcore.rl.trainer import train_rl
+
+    periodic = evaluator.periodic if (evaluator is not None and cfg.train.eval_steps > 0) else None
+    result, trainer = train_rl(cfg.rl, bundle=bundle, store=comps.store, decoder=comps.decoder, rewards=rewards,
+                               examples=examples, catalog=catalog, logger=logger, seed=cfg.seed,
+                               evaluate=periodic, eval_steps=max(cfg.train.eval_steps, 0))
+    summary["rl"] = {**result, "n_prompts": len(examples)}
+    return trainer.params
