@@ -34,7 +34,7 @@ CAPACITY_MARKERS = ("resource_exhausted", "no more capacity", "quota", "stockout
 NOT_FOUND_MARKERS = ("not_found", "not found", "was not found")
 EXIT_RE = re.compile(r"^exit=(\d+|missing)\s*$", re.MULTILINE)
 _STEM_SAFE = re.compile(r"[^A-Za-z0-9._-]")
-RUN_MODES = ("train", "eval", "train_eval")
+RUN_MODES = ("train", "eval", "train_eval", "rl")
 
 
 # ------------------------------------------------------------------------------------------------
