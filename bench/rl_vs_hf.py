@@ -96,27 +96,9 @@ def main() -> None:
     sid_update = float(np.median([h["rl/update_time_sec"] for h in trainer.history[1:]]))
 
     # ---------------------------------------------------------------- HF / PyTorch (upstream's loop)
-    allowed: dict[tuple[int, ...], list[int]] = {}
-    for sid in catalog.sids:
-        ids = tok("### Response:\n" + sid + "\n", add_special_tokens=False).input_ids + [eos]
-        for i in range(3, len(ids)):
-            allowed.setdefault(tuple(ids[:3]) if i == 3 else tuple(ids[3:i]), []).append(ids[i])
+    from sidcore.testing.hf_trie import allowed_table, upstream_trie_processor
 
-    class TrieProcessor(transformers.LogitsProcessor):
-        def __init__(self):
-            self.count = 0
-
-        def __call__(self, input_ids, scores):
-            scores = torch.log_softmax(scores, dim=-1)
-            mask = torch.full_like(scores, -1e6)
-            for row in range(input_ids.shape[0]):
-                key = tuple(input_ids[row, -3:].tolist()) if self.count == 0 else \
-                    tuple(input_ids[row, -self.count:].tolist())
-                toks = allowed.get(key)
-                if toks:
-                    mask[row, toks] = 0.0
-            self.count += 1
-            return scores + mask
+    allowed = allowed_table(tok, catalog.sids, eos)
 
     policy = transformers.Qwen2ForCausalLM.from_pretrained(tmp).train()
     ref = transformers.Qwen2ForCausalLM.from_pretrained(tmp).eval()
@@ -134,7 +116,7 @@ def main() -> None:
                                             do_sample=False, early_stopping=True, pad_token_id=eos, eos_token_id=eos)
         with torch.no_grad():
             out = policy.generate(input_ids=ids, attention_mask=am, generation_config=gen,
-                                  logits_processor=transformers.LogitsProcessorList([TrieProcessor()]))
+                                  logits_processor=transformers.LogitsProcessorList([upstream_trie_processor(tok, catalog.sids, eos, allowed)]))
         comp = out[:, lp:]
         texts = tok.batch_decode(comp, skip_special_tokens=True)
         r = np.zeros((b, g))

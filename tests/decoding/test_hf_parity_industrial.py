@@ -2,7 +2,7 @@
 `transformers.Qwen2ForCausalLM`, 16 real Industrial test prompts, 50 beams.
 
 Reference: HF `generate(num_beams=50, num_return_sequences=50, length_penalty=0.0)` with a trie
-LogitsProcessor written here from the upstream semantics (reference-spec §6.1): the trie maps
+LogitsProcessor with the upstream semantics (`sidcore.testing.hf_trie`) (reference-spec §6.1): the trie maps
 `"### Response:\\n" + sid + "\\n"` token ids (+ EOS) by prefix; at the first step the key is the last 3
 prompt tokens, later the generated tokens; scores = log_softmax + (0 allowed / -1e6 elsewhere).
 Ours: the production path (eval prompts, catalog, `trie` decoder plugin, jitted `Evaluator`).
@@ -18,32 +18,11 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from sidcore.data.minionerec import bundled_data_dir  # noqa: E402
+from sidcore.testing.hf_trie import allowed_table, upstream_trie_processor  # noqa: E402
 
 DATA = bundled_data_dir()
 CAT = "Industrial_and_Scientific"
 N_PROMPTS, K = 16, 50
-
-
-class UpstreamTrieProcessor(transformers.LogitsProcessor):
-    def __init__(self, tokenizer, sids, eos):
-        self.allowed: dict[tuple[int, ...], set[int]] = {}
-        for sid in sids:
-            ids = tokenizer("### Response:\n" + sid + "\n", add_special_tokens=False).input_ids + [eos]
-            for i in range(3, len(ids)):
-                key = tuple(ids[:3]) if i == 3 else tuple(ids[3:i])
-                self.allowed.setdefault(key, set()).add(ids[i])
-        self.count = 0
-
-    def __call__(self, input_ids, scores):
-        scores = torch.log_softmax(scores, dim=-1)
-        mask = torch.full_like(scores, -1e6)
-        for row in range(input_ids.shape[0]):
-            key = tuple(input_ids[row, -3:].tolist()) if self.count == 0 else \
-                tuple(input_ids[row, -self.count:].tolist())
-            for tok in self.allowed.get(key, ()):
-                mask[row, tok] = 0.0
-        self.count += 1
-        return scores + mask
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +51,7 @@ def setup(tmp_path_factory):
 def test_trie_decoder_matches_hf_generate_on_real_prompts(setup):
     tok, hf, path, prompts, sids = setup
     eos = tok.eos_token_id
+    table = allowed_table(tok, sids, eos)
     # --- HF reference (left padding, one generate call per prompt keeps the processor's keys simple)
     hf_preds, hf_scores = [], []
     for p in prompts:
@@ -81,7 +61,7 @@ def test_trie_decoder_matches_hf_generate_on_real_prompts(setup):
                                             output_scores=True)
         with torch.no_grad():
             out = hf.generate(input_ids=torch.tensor([p.input_ids]), generation_config=gen,
-                              logits_processor=transformers.LogitsProcessorList([UpstreamTrieProcessor(tok, sids, eos)]))
+                              logits_processor=transformers.LogitsProcessorList([upstream_trie_processor(tok, sids, eos, table)]))
         new = out.sequences[:, len(p.input_ids):]
         hf_preds.append([tok.decode(s, skip_special_tokens=True).strip() for s in new])
         hf_scores.append(out.sequences_scores.numpy())

@@ -102,25 +102,9 @@ def test_beam_rollout_matches_hf_generate_and_teacher_forced_logps(tok, sources,
     hf.save_pretrained(tmp_path)
     catalog = build_catalog(PATHS["info"], PATHS["index"], tok)
 
-    class TrieProcessor(transformers.LogitsProcessor):  # upstream semantics: keys = hashed prefixes
-        def __init__(self):
-            self.allowed: dict[tuple[int, ...], set[int]] = {}
-            for sid in catalog.sids:
-                ids = tok("### Response:\n" + sid + "\n", add_special_tokens=False).input_ids + [eos]
-                for i in range(3, len(ids)):
-                    self.allowed.setdefault(tuple(ids[:3]) if i == 3 else tuple(ids[3:i]), set()).add(ids[i])
-            self.count = 0
+    from sidcore.testing.hf_trie import allowed_table, upstream_trie_processor
 
-        def __call__(self, input_ids, scores):
-            scores = torch.log_softmax(scores, dim=-1)
-            mask = torch.full_like(scores, -1e6)
-            for row in range(input_ids.shape[0]):
-                key = tuple(input_ids[row, -3:].tolist()) if self.count == 0 else \
-                    tuple(input_ids[row, -self.count:].tolist())
-                for t in self.allowed.get(key, ()):
-                    mask[row, t] = 0.0
-            self.count += 1
-            return scores + mask
+    table = allowed_table(tok, catalog.sids, eos)
 
     hf_sids, hf_scores = [], []
     for e in ex:
@@ -129,7 +113,8 @@ def test_beam_rollout_matches_hf_generate_and_teacher_forced_logps(tok, sources,
                                             return_dict_in_generate=True, output_scores=True)
         with torch.no_grad():
             out = hf.generate(input_ids=torch.tensor([e.input_ids]), generation_config=gen,
-                              logits_processor=transformers.LogitsProcessorList([TrieProcessor()]))
+                              logits_processor=transformers.LogitsProcessorList(
+                                  [upstream_trie_processor(tok, catalog.sids, eos, table)]))
         new = out.sequences[:, len(e.input_ids):]
         hf_sids.append([tok.decode(s, skip_special_tokens=True).strip() for s in new])
         hf_scores.append(out.sequences_scores.numpy())
