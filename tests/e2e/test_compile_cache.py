@@ -20,7 +20,8 @@ SMOKE = str(ROOT / "configs" / "smoke" / "tiny.yaml")
 def eval_run(tmp_path: Path, name: str, *overrides: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     full = {**os.environ, "SID_STRICT_PLUGINS": "1", "JAX_PLATFORMS": "cpu", **env}
     full.pop("JAX_COMPILATION_CACHE_DIR", None)
-    args = ["run", "--config", SMOKE, "--run-mode", "eval", "--output-dir", str(tmp_path / name), *overrides]
+    args = ["run", "--config", SMOKE, "--run-mode", "eval", "--output-dir", str(tmp_path / name),
+            "eval.random_weights=true", *overrides]  # the cache is what is tested, not the weights
     res = subprocess.run([sys.executable, "-m", "sidcore.cli", *args], capture_output=True, text=True, env=full,
                          timeout=600, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import attrs
 import numpy as np
@@ -58,6 +59,11 @@ def test_default_wandb_run_name_and_final_metrics_reach_wandb(tmp_path, monkeypa
     log.finish({"wall_seconds": 1.5})
     run_file = next((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     blob = run_file.read_bytes()
+    for _ in range(60):  # W&B's service may still be flushing the offline file on a loaded machine
+        if name.encode() in blob and b"wall_seconds" in blob:
+            break
+        time.sleep(0.5)
+        blob = run_file.read_bytes()
     assert name.encode() in blob and b"final/mrr@10" in blob and b"wall_seconds" in blob
     assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"step": 0, "final/mrr@10": 0.5}
 
