@@ -108,10 +108,10 @@ def _run_locked(cfg: RunConfig, plugins: Plugins, out: Path, is_main: bool) -> d
         rl_job.load_start_weights(cfg, bundle, plugins.registry)
         rl_rewards = rl_job.build_rewards(cfg, plugins)
         rl_examples = rl_job.rl_examples(cfg, bundle, catalog)
-    if trains:
+    if trains or rl:  # SFT and RL alike: a damaged own checkpoint stops the run here, before any write
         from sidcore.train.loop import resume_candidates
 
-        resume_candidates(comps.store, cfg.train)  # a damaged own checkpoint stops the run here
+        resume_candidates(comps.store, cfg.train)
     start_from = open_checkpoint(cfg.train.resume_from_checkpoint, plugins.registry) \
         if trains and cfg.train.resume_from_checkpoint else None
     evaluator = _make_evaluator(cfg, bundle, comps, eval_inputs) if eval_inputs else None

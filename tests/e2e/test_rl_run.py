@@ -37,6 +37,12 @@ def test_sft_then_rl_from_the_sft_checkpoint(tmp_path):
     summary = json.loads((rl / "run_summary.json").read_text())
     assert summary["rl"]["n_prompts"] > 0 and summary["eval"]["n_samples"] == 8
     assert (rl / "sft_state_last.meta.json").exists() or any(rl.glob("*state_last*.meta.json"))
+    # a damaged RL checkpoint is refused like an SFT one (never silently restarted and overwritten)
+    last = rl / "sft_state_last.msgpack"
+    last.write_bytes(last.read_bytes()[:-10])
+    res = sid("run", "--config", "configs/smoke/tiny_rl.yaml", "--output-dir", str(rl))
+    assert res.returncode == 1 and "damaged" in res.stderr and str(last) in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_rl_with_an_unknown_reward_is_a_config_error(tmp_path):

@@ -1,0 +1,24 @@
+"""Config checks that involve several keys (run after structuring; each a one-line `ConfigError`)."""
+
+from __future__ import annotations
+
+from sidcore.config import schema
+from sidcore.errors import ConfigError
+
+
+def check_cross_fields(cfg: schema.RunConfig, source: str) -> None:
+    """Checks that involve several keys (each a one-line `ConfigError` naming the keys)."""
+    e = cfg.eval
+    bad = [k for k in e.topk if not isinstance(k, int) or k <= 0]
+    if bad or not e.topk:
+        raise ConfigError(f"{source}: eval.topk: expected positive integers, got {list(e.topk)}")
+    over = [k for k in e.topk if k > e.num_beams]
+    if over:
+        raise ConfigError(f"{source}: eval.topk {over} exceed eval.num_beams={e.num_beams} (a K > beams has no "
+                          "predictions to score); raise eval.num_beams or drop those K")
+    if not e.prefill_buckets or any(not isinstance(b, int) or b <= 0 for b in e.prefill_buckets):
+        raise ConfigError(f"{source}: eval.prefill_buckets: expected positive integers, got {list(e.prefill_buckets)}")
+    if e.use_best_checkpoint and cfg.run_mode == "train_eval" and (not cfg.train.save_best or cfg.train.eval_steps < 0):
+        raise ConfigError(f"{source}: eval.use_best_checkpoint needs a best checkpoint, but train.save_best="
+                          f"{str(cfg.train.save_best).lower()} and train.eval_steps={cfg.train.eval_steps} "
+                          "(set train.eval_steps >= 0 and train.save_best=true)")
