@@ -22,3 +22,20 @@ def check_cross_fields(cfg: schema.RunConfig, source: str) -> None:
         raise ConfigError(f"{source}: eval.use_best_checkpoint needs a best checkpoint, but train.save_best="
                           f"{str(cfg.train.save_best).lower()} and train.eval_steps={cfg.train.eval_steps} "
                           "(set train.eval_steps >= 0 and train.save_best=true)")
+
+
+def check_data_sources(cfg: schema.RunConfig, source: str) -> None:
+    """Refuse training data that would leak the test targets (run after the data paths are filled)."""
+    import os
+
+    d = cfg.data
+    if d.train_test_histories and cfg.eval.split != "test":
+        raise ConfigError(f"{source}: data.train_test_histories trains on items before each test target, which "
+                          f"may come after the valid targets; it needs eval.split=test (got {cfg.eval.split!r})")
+    if cfg.run_mode == "eval" or not (d.train_file and d.test_file):
+        return
+    same = os.path.abspath(d.train_file) == os.path.abspath(d.test_file)
+    if same and os.path.exists(d.train_file):
+        raise ConfigError(f"{source}: data.train_file is the test split ({d.train_file}): training on it leaks "
+                          "the test targets; train on valid and add data.train_test_histories=true for the "
+                          "test users' earlier items")

@@ -89,6 +89,10 @@ class DataConfig:
     sample_eval: int = h("Random subset of validation rows (<=0: all).", -1)
     sample_test: int = h("Random subset of test rows (<=0: all).", -1)
     skip_empty_history: bool = h("Drop rows with an empty history (reference port) instead of keeping them.", False)
+    train_prefixes: bool = h("Also train on every next-item prefix of each training row's history (what upstream's "
+                             "train split holds; docs/data.md).", False)
+    train_test_histories: bool = h("Also train on the next-item prefixes of each test user's items before their "
+                                   "first test target (leak-free; needs eval.split=test).", False)
 
 
 @attrs.frozen(kw_only=True)

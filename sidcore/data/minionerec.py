@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import lzma
 import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -161,7 +162,8 @@ def read_csv(
     path = Path(path)
     _require_file(path)
     rows: list[InteractionRow] = []
-    with path.open(newline="", encoding="utf-8") as fh:
+    opener = lzma.open if path.suffix == ".xz" else open  # the bundled full splits are xz-compressed
+    with opener(path, "rt", newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         try:
             header = next(reader, None)
@@ -186,6 +188,8 @@ def read_csv(
             raise file_error(path, f"malformed CSV: {exc}", line=reader.line_num) from None
         except UnicodeDecodeError:
             raise file_error(path, "not UTF-8 text") from None
+        except (lzma.LZMAError, EOFError) as exc:
+            raise file_error(path, f"corrupt xz file: {exc}") from None
     return rows
 
 
@@ -306,14 +310,27 @@ def bundled_data_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "assets" / "minionerec"
 
 
+def bundled_full_dir() -> Path:
+    """The full Industrial valid/test splits shipped xz-compressed (``data.data_dir=bundled-full``;
+    catalog, index and items come from `bundled_data_dir`)."""
+    return Path(__file__).resolve().parent.parent / "assets" / "minionerec_full"
+
+
+def _csv(path: Path) -> Path:
+    """``path``, or ``path.xz`` when only the compressed file exists."""
+    xz = path.with_name(path.name + ".xz")
+    return xz if not path.exists() and xz.exists() else path
+
+
 def split_paths(data_dir: str | Path, category: str) -> dict[str, Path]:
-    """The MiniOneRec file layout of one category under ``data_dir`` (files may not exist)."""
+    """The MiniOneRec file layout of one category under ``data_dir`` (files may not exist; a split
+    CSV may be xz-compressed as ``<name>.csv.xz``)."""
     root = Path(data_dir)
     stem = f"{category}_5_2016-10-2018-11"
     return {
-        "train": root / "train" / f"{stem}.csv",
-        "valid": root / "valid" / f"{stem}.csv",
-        "test": root / "test" / f"{stem}.csv",
+        "train": _csv(root / "train" / f"{stem}.csv"),
+        "valid": _csv(root / "valid" / f"{stem}.csv"),
+        "test": _csv(root / "test" / f"{stem}.csv"),
         "info": root / "info" / f"{stem}.txt",
         "index": root / "index" / f"{category}.index.json",
         "items": root / "index" / f"{category}.item.json",
@@ -327,6 +344,7 @@ __all__ = [
     "InteractionRow",
     "ItemMeta",
     "bundled_data_dir",
+    "bundled_full_dir",
     "catalog_sids",
     "check_info_matches_index",
     "is_sid",

@@ -38,6 +38,7 @@ from sidcore.data.minionerec import (
     read_info,
     read_items,
 )
+from sidcore.data.prefixes import expand_training_rows, popularity_rows
 from sidcore.data.tokenizer import sid_token_ids, sid_vocabulary
 from sidcore.errors import ConfigError
 
@@ -257,12 +258,7 @@ def build_train_examples(d: "DataConfig", t: "TasksConfig", tokenizer: Any, *, s
     needs_rows = any(TASKS[n].from_csv for n in names)
     needs_items = any(n in ("sid_item_alignment", "fusion_seq_rec") for n in names)
     valid = catalog_sids(read_info(_path(d.info_file, "info_file"))) if d.info_file else None
-    rows: list[InteractionRow] = []
-    if needs_rows:
-        rows = read_csv(
-            _path(d.train_file, "train_file"), valid_sids=valid, skip_empty_history=d.skip_empty_history
-        )
-        rows = sample_like_pandas(rows, d.sample_train, seed)
+    rows = sample_like_pandas(training_rows(d)[0], d.sample_train, seed) if needs_rows else []
     items = read_items(_path(d.item_meta_path, "item_meta_path")) if needs_items else {}
     sources = TaskSources(
         rows=rows,
@@ -281,6 +277,17 @@ def build_train_examples(d: "DataConfig", t: "TasksConfig", tokenizer: Any, *, s
             pieces = random.Random(seed).sample(pieces, d.sample_train)
         out.extend(encoder.examples(pieces, task=name, max_len=d.max_len))
     return out
+
+
+def training_rows(d: "DataConfig") -> tuple[list[InteractionRow], list[InteractionRow]]:
+    """(training examples of the CSV tasks, rows the popularity baseline counts): ``data.train_file``
+    expanded by ``data.train_prefixes`` / ``data.train_test_histories`` (`sidcore.data.prefixes`)."""
+    valid = catalog_sids(read_info(_path(d.info_file, "info_file"))) if d.info_file else None
+    train = read_csv(_path(d.train_file, "train_file"), valid_sids=valid, skip_empty_history=d.skip_empty_history)
+    test = None
+    if d.train_test_histories:
+        test = read_csv(_path(d.test_file, "test_file"), valid_sids=valid, skip_empty_history=d.skip_empty_history)
+    return expand_training_rows(train, test, prefixes=d.train_prefixes), popularity_rows(train, test)
 
 
 def _split_rows(d: "DataConfig", split: str, sample: int, seed: int) -> list[InteractionRow]:
@@ -331,4 +338,5 @@ __all__ = [
     "enabled_tasks",
     "eval_prompts",
     "sample_like_pandas",
+    "training_rows",
 ]

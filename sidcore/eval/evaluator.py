@@ -21,7 +21,7 @@ import numpy as np
 
 from sidcore.config.schema import EvalConfig
 from sidcore.errors import ConfigError, DataError
-from sidcore.eval.metrics_layout import flat_metrics, metrics_json
+from sidcore.eval.metrics_layout import flat_metrics, metric_families, metrics_json, standard_errors
 from sidcore.interfaces import emits_sids, target_kind
 from sidcore.progress import Progress
 
@@ -165,22 +165,31 @@ class Evaluator:
                     self.scores[i] = scores[r]
                 progress.update(len(chunk))
 
-    def score(self, predictions: Sequence[Sequence[str]]) -> dict[str, Any]:
-        targets = [p.target_sid for p in self.prompts]
-        items = [p.target_item for p in self.prompts]
+    def _values(self, predictions: Sequence[Sequence[str]], rows: Sequence[int]) -> dict[str, float]:
         values: dict[str, float] = {}
         for m in self.metrics:
             # item-level metrics (SID collisions resolved) score against the row's item id
             item_level = target_kind(m) == "item"
-            values.update(m(predictions, items if item_level else targets, catalog=self.catalog))
-        return metrics_json(values, topk=self.cfg.topk, n=len(targets),
-                            n_beams=len(predictions[0]) if predictions else 0)
+            targets = [self.prompts[i].target_item if item_level else self.prompts[i].target_sid for i in rows]
+            values.update(m(list(predictions), targets, catalog=self.catalog))
+        return values
+
+    def score(self, predictions: Sequence[Sequence[str]], *, stderr: bool = False) -> dict[str, Any]:
+        """The metrics-JSON dict of ``predictions`` (one list per prompt); with ``stderr``, also the
+        standard error of each family@K over the rows (each row scored alone by the same metrics)."""
+        rows = range(len(self.prompts))
+        out = metrics_json(self._values(predictions, rows), topk=self.cfg.topk, n=len(self.prompts),
+                           n_beams=len(predictions[0]) if predictions else 0)
+        if stderr and predictions:
+            per_row = [self._values([predictions[i]], [i]) for i in rows]
+            out["stderr"] = standard_errors(per_row, metric_families(out))
+        return out
 
     def run(self, params: Any) -> EvalResult:
         predictions, timing = self.predict(params)
-        metrics = self.score(predictions)
+        metrics = self.score(predictions, stderr=True)
         if self.popularity is not None:
-            metrics["popularity_baseline"] = self.score([list(self.popularity)] * len(self.prompts))
+            metrics["popularity_baseline"] = self.score([list(self.popularity)] * len(self.prompts), stderr=True)
         # upstream's input/output/predict, plus the exact prompt the model saw (chat template included)
         tok = self.bundle.tokenizer
         records = [{"input": p.input_text, "output": p.target_sid + "\n", "predict": pred,

@@ -7,6 +7,7 @@ import collections
 from typing import Any, Sequence
 
 LAYOUT_KEYS = ("topk", "n_samples", "n_beams", "invalid_prediction_count")
+NOT_FAMILIES = ("extra", "popularity_baseline", "stderr")  # dict-valued keys that are not {K: value} tables
 
 
 def metrics_json(values: dict[str, float], *, topk: Sequence[int], n: int, n_beams: int) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def metrics_json(values: dict[str, float], *, topk: Sequence[int], n: int, n_bea
 
 def metric_families(metrics: dict[str, Any]) -> list[str]:
     """The ``{K: value}`` families of a metrics-JSON dict, in file order (``hr``, ``ndcg``, ...)."""
-    return [k for k, v in metrics.items() if isinstance(v, dict) and k not in ("extra", "popularity_baseline")]
+    return [k for k, v in metrics.items() if isinstance(v, dict) and k not in NOT_FAMILIES]
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -45,6 +46,28 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     flat = {f"{fam}@{k}": v for fam in metric_families(metrics) for k, v in metrics[fam].items()}
     flat.update(metrics.get("extra", {}))
     return flat
+
+
+def flat_stderr(metrics: dict[str, Any]) -> dict[str, float]:
+    """``{"hr@10": s.e., ...}`` of a metrics-JSON dict's ``stderr`` tables ({} without them)."""
+    return {f"{fam}@{k}": v for fam, table in (metrics.get("stderr") or {}).items() for k, v in table.items()}
+
+
+def standard_errors(per_row: Sequence[dict[str, float]], families: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{"hr": {"10": s.e.}}``: the standard error of each family@K mean over the rows, from each
+    row's own value (population std / sqrt(n); for a hit rate that is the binomial sqrt(p(1-p)/n))."""
+    n = len(per_row)
+    out: dict[str, dict[str, float]] = {}
+    if n == 0:
+        return out
+    for key in per_row[0]:
+        fam, _, k = key.partition("@")
+        if fam not in families or not k.isdigit():
+            continue
+        vals = [float(r[key]) for r in per_row]
+        mean = sum(vals) / n
+        out.setdefault(fam, {})[k] = (sum((v - mean) ** 2 for v in vals) / n) ** 0.5 / n ** 0.5
+    return out
 
 
 def final_values(metrics: dict[str, Any], timing: dict[str, Any] | None = None,
@@ -56,8 +79,11 @@ def final_values(metrics: dict[str, Any], timing: dict[str, Any] | None = None,
     for key in ("n_samples", "n_beams", "invalid_prediction_count"):
         if key in metrics:
             out[f"{prefix}{key}"] = metrics[key]
-    if isinstance(metrics.get("popularity_baseline"), dict):
-        out.update({f"{prefix}popularity/{k}": v for k, v in flat_metrics(metrics["popularity_baseline"]).items()})
+    out.update({f"{prefix}stderr/{k}": v for k, v in flat_stderr(metrics).items()})
+    pop = metrics.get("popularity_baseline")
+    if isinstance(pop, dict):
+        out.update({f"{prefix}popularity/{k}": v for k, v in flat_metrics(pop).items()})
+        out.update({f"{prefix}popularity/stderr/{k}": v for k, v in flat_stderr(pop).items()})
     out.update({f"{prefix}{k}": v for k, v in (timing or {}).items()})
     return out
 

@@ -174,15 +174,14 @@ def _catalog(cfg: RunConfig, bundle: Any) -> Any:
 
 def _eval_inputs(cfg: RunConfig, bundle: Any) -> EvalInputs:
     from sidcore.data.catalog import build_catalog
-    from sidcore.data.minionerec import read_csv
-    from sidcore.data.tasks import build_eval_prompts
+    from sidcore.data.tasks import build_eval_prompts, training_rows
     from sidcore.eval.metrics_layout import popularity_ranking
 
     catalog = build_catalog(cfg.data.info_file, cfg.data.sid_index_path, bundle.tokenizer)
     prompts = build_eval_prompts(cfg.data, bundle.tokenizer, split=cfg.eval.split, seed=cfg.seed)
     popularity = None
     if cfg.eval.popularity_baseline and cfg.data.train_file:
-        ranked = popularity_ranking(read_csv(cfg.data.train_file), cfg.eval.num_beams)
+        ranked = popularity_ranking(training_rows(cfg.data)[1], cfg.eval.num_beams)
         rest = [s for s in catalog.sids if s not in set(ranked)]
         popularity = (ranked + rest)[: cfg.eval.num_beams]
     source = str(cfg.data.test_file if cfg.eval.split == "test" else cfg.data.eval_file)
@@ -324,13 +323,30 @@ def print_table(metrics: dict[str, Any]) -> None:
 
     ks = metrics["topk"]
     click.echo(f"{'':<16}" + "".join(f"{'@' + str(k):>9}" for k in ks))
-    rows = [("sid", metrics)]
-    if "popularity_baseline" in metrics:
-        rows.append(("popular", metrics["popularity_baseline"]))
-    for label, m in rows:
-        for name in metric_families(m):
-            if not m[name]:
+    pop = metrics.get("popularity_baseline")
+    rows = [("sid", metrics, "value")] + [("s.e.", metrics, "stderr")] * ("stderr" in metrics)
+    rows += [("popular", pop, "value")] * (pop is not None)
+    for label, m, what in rows:
+        for name in metric_families(metrics):
+            table = m.get(name) if what == "value" else m["stderr"].get(name)
+            if not table:
                 continue
-            vals = "".join(f"{m[name].get(str(k), float('nan')):>9.4f}" for k in ks)
+            vals = "".join(f"{table.get(str(k), float('nan')):>9.4f}" for k in ks)
             click.echo(f"{name.upper().replace('_ITEM', '-it') + ' ' + label:<16}{vals}")
-    click.echo(f"n={metrics['n_samples']} beams={metrics['n_beams']} invalid={metrics['invalid_prediction_count']}")
+    click.echo(f"n={metrics['n_samples']} beams={metrics['n_beams']} invalid={metrics['invalid_prediction_count']}"
+               + ("  (s.e.: standard error of sid's value over the n rows)" if "stderr" in metrics else ""))
+    if pop is not None and "stderr" in metrics:
+        click.echo(beats_line(metrics, pop))
+
+
+def beats_line(metrics: dict[str, Any], pop: dict[str, Any]) -> str:
+    """One line: at which K sid's HR and NDCG beat the popularity baseline by more than one s.e."""
+    parts = []
+    for fam in ("hr", "ndcg"):
+        if fam not in metrics or fam not in pop:
+            continue
+        ks = [k for k in metrics[fam] if k in pop[fam]]
+        ok = [k for k in ks if metrics[fam][k] - pop[fam][k] > metrics["stderr"][fam][k]]
+        parts.append(f"{fam.upper()} at {len(ok)}/{len(ks)} K" + (f" (not @{', @'.join(sorted(set(ks) - set(ok), key=int))})"
+                                                                    if len(ok) < len(ks) else ""))
+    return "beats popularity by more than 1 s.e.: " + "; ".join(parts)
