@@ -64,7 +64,18 @@ def test_run_dir_contents(smoke_run):
     assert metrics["invalid_prediction_count"] == 0
     assert "popularity_baseline" in metrics
     assert set(metrics["hr_item"]) == {"1", "5", "10"}  # item-level (collision-aware) variants
-    assert "HR sid" in res.stdout and "HR popular" in res.stdout
+    assert "HR sid" in res.stdout and "HR popular" in res.stdout and "HR s.e." in res.stdout
+    assert "beats popularity by more than 1 s.e.: HR at" in res.stdout
+    # standard errors by hand from the predictions: binomial for HR, per-row std / sqrt(n) for NDCG
+    n = len(recs)
+    for k in (1, 5, 10):
+        hits = [r["output"].strip() in r["predict"][:k] for r in recs]
+        p = sum(hits) / n
+        assert metrics["stderr"]["hr"][str(k)] == pytest.approx((p * (1 - p) / n) ** 0.5, rel=1e-9, abs=1e-12)
+        gains = [1 / np.log2(r["predict"][:k].index(r["output"].strip()) + 2) if h else 0.0
+                 for r, h in zip(recs, hits)]
+        assert metrics["stderr"]["ndcg"][str(k)] == pytest.approx(np.std(gains) / n ** 0.5, rel=1e-6, abs=1e-12)
+        assert metrics["ndcg"][str(k)] == pytest.approx(np.mean(gains), rel=1e-6, abs=1e-12)
     losses = [r["train/loss"] for r in read_jsonl(out / "metrics.jsonl") if "train/loss" in r]
     assert len(losses) == 3 and all(np.isfinite(losses))
     # every number of the terminal table is in metrics.jsonl (and so in W&B): families, baseline, timing
@@ -73,6 +84,8 @@ def test_run_dir_contents(smoke_run):
         for k in (1, 5, 10):
             assert final[f"final/{fam}@{k}"] == metrics[fam][str(k)]
             assert final[f"final/popularity/{fam}@{k}"] == metrics["popularity_baseline"][fam][str(k)]
+            assert final[f"final/stderr/{fam}@{k}"] == metrics["stderr"][fam][str(k)]
+            assert final[f"final/popularity/stderr/{fam}@{k}"] == metrics["popularity_baseline"]["stderr"][fam][str(k)]
     assert final["final/n_samples"] == 8 and "final/prompts_per_sec" in final and "final/wall_seconds" in final
     assert summary["train"]["telemetry"]["compiles"] >= 1 and summary["train"]["telemetry"]["final_loss"] > 0
     assert all(r["input"] in r["prompt"] and r["prompt"].endswith("### Response:\n") for r in recs)  # full prompt

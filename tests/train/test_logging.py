@@ -7,6 +7,7 @@ import time
 
 import attrs
 import numpy as np
+import pytest
 
 
 @attrs.frozen
@@ -119,3 +120,21 @@ def test_progress_bar_on_a_tty_keeps_log_lines_on_their_own_row(monkeypatch, cap
         logger.removeHandler(handler)
     out = buf.getvalue()
     assert "\neval line\n" in out.replace("\r", "\n") and "3/3" in out
+
+
+def test_standard_errors_by_hand():
+    from sidcore.eval.metrics_layout import final_values, metrics_json, standard_errors
+
+    # 4 rows: HR@1 hits 1/4 (binomial s.e. sqrt(.25*.75/4)); NDCG@2 gains 1, 1/log2(3), 0, 0
+    g = 1 / np.log2(3)
+    per_row = [{"hr@1": 1.0, "ndcg@2": 1.0}, {"hr@1": 0.0, "ndcg@2": g},
+               {"hr@1": 0.0, "ndcg@2": 0.0}, {"hr@1": 0.0, "ndcg@2": 0.0}]
+    se = standard_errors(per_row, ["hr", "ndcg"])
+    assert se["hr"]["1"] == pytest.approx((0.25 * 0.75 / 4) ** 0.5, rel=1e-12)
+    assert se["ndcg"]["2"] == pytest.approx(np.std([1.0, g, 0.0, 0.0]) / 2, rel=1e-12)
+    m = metrics_json({"hr@1": 0.25}, topk=[1], n=4, n_beams=2)
+    m["stderr"] = {"hr": {"1": se["hr"]["1"]}}
+    assert final_values(m)["final/stderr/hr@1"] == se["hr"]["1"]
+    from sidcore.eval.metrics_layout import metric_families
+
+    assert metric_families(m) == ["hr", "ndcg"]  # the stderr tables are not a metric family
