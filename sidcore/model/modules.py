@@ -175,6 +175,18 @@ class Qwen2ForCausalLM(nnx.Module):
             return self.model.embed_tokens.embedding[...]
         return self.lm_head.kernel[...].T
 
+    def label_logsumexp(self, h: jax.Array, real_vocab: int) -> jax.Array:
+        """``logsumexp`` over the real vocabulary rows for ``h [N, H]`` -> ``[N]`` f32, computed on
+        vocab-major logits ``[V, N]``: the same numbers as ``logsumexp(logits(h))``, and its forward
+        and backward run about 1.6x faster on XLA:CPU than the ``[N, V]`` layout at small N (train
+        labels; docs/benchmarks.md §6)."""
+        with jax.named_scope("lm_head"):
+            w = self._vocab_rows().astype(self.compute_dtype)  # [V, H]
+            z = jnp.einsum("vh,nh->vn", w, h.astype(self.compute_dtype), preferred_element_type=_F32)
+            if real_vocab < z.shape[0]:
+                z = jnp.where((jnp.arange(z.shape[0]) < real_vocab)[:, None], z, -jnp.inf)
+            return jax.nn.logsumexp(z, axis=0)
+
     def logits_at(self, h: jax.Array, tokens: jax.Array) -> jax.Array:
         """Logits of selected tokens only: ``h [N, H]``, ``tokens [N, M]`` -> ``[N, M]`` f32."""
         with jax.named_scope("lm_head"):

@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import optax
 
 from sidcore.model.merge import Params
-from sidcore.model.modules import mask_padded_vocab
 
 Batch = dict[str, jax.Array]
 
@@ -42,10 +41,10 @@ def label_nll(model: Any, batch: Batch, real_vocab: int) -> tuple[jax.Array, jax
     """
     h = model.hidden(batch["input_ids"], batch["positions"], batch["segment_ids"])  # [B, L, H]
     hl = jnp.take_along_axis(h, batch["label_pos"][..., None], axis=1)  # [B, N, H]
-    logits = mask_padded_vocab(model.logits(hl), real_vocab)  # [B, N, V] f32
-    lse = jax.nn.logsumexp(logits, axis=-1)  # [B, N]
-    tgt = jnp.take_along_axis(logits, batch["label_ids"][..., None], axis=-1)[..., 0]  # [B, N]
-    w = batch["label_w"]
+    flat = hl.reshape(-1, hl.shape[-1])  # [B*N, H]
+    lse = model.label_logsumexp(flat, real_vocab)  # [B*N]
+    tgt = model.logits_at(flat, batch["label_ids"].reshape(-1, 1))[:, 0]  # [B*N]
+    w = batch["label_w"].reshape(-1)
     return jnp.sum((lse - tgt) * w), jnp.sum(w)
 
 
