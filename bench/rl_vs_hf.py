@@ -9,16 +9,20 @@ rule + ranking, grpo advantages, beta 1e-3 with a frozen reference, AdamW.
 HF loop per step: ``generate(num_beams=G, num_return_sequences=G, length_penalty=0)`` with a
 MiniOneRec-style trie processor (Python dict over hashed prefixes, full-vocab log-softmax + -1e6
 mask), string rewards, torch advantages, ``compute_loss`` (policy forward with grad + reference
-forward), backward, AdamW step. sid: `sidcore.rl.trainer.train_rl`; the first step (compilation) is
-excluded from its rate. Not a test.
+forward), backward, AdamW step. sid: `sidcore.rl.trainer.train_rl` (update on one shared-prefix row
+per prompt; ``--full-rows``: G full rows per prompt, upstream's layout); the first step (compilation)
+is excluded from its rate. The load average before/after goes into the result (the dev machine is
+shared). Not a test.
 
     .venv/bin/python bench/rl_vs_hf.py [--prompts 4] [--generations 16] [--steps 6] [--hf-steps 3]
+                                       [--full-rows] [--skip-hf] [--out PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +39,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--full-rows", action="store_true", help="sid's update on G full rows per prompt "
+                   "(rl.shared_prefix=false, upstream's layout) instead of one shared-prefix row per prompt")
+    p.add_argument("--skip-hf", action="store_true")
     p.add_argument("--out", type=str, default="")
     return p.parse_args()
 
@@ -88,7 +95,9 @@ def main() -> None:
         real_vocab: int
         mesh: object
 
-    cfg = RLConfig(num_generations=g, batch_size=b * g, max_steps=a.steps, lr_schedule="constant", warmup_ratio=0.0)
+    load_before = os.getloadavg()
+    cfg = RLConfig(num_generations=g, batch_size=b * g, max_steps=a.steps, lr_schedule="constant", warmup_ratio=0.0,
+                   shared_prefix=not a.full_rows)
     _, trainer = train_rl(cfg, bundle=Bundle(model, tok, len(tok), make_mesh("auto")), store=None, decoder=decoder,
                           rewards=rewards, examples=examples, catalog=catalog, seed=0)
     sid_times = [h["rl/step_time_sec"] for h in trainer.history[1:]]
@@ -106,7 +115,7 @@ def main() -> None:
     disc = 1.0 / np.log2(np.arange(g) + 2.0)
     disc = -disc / disc.sum()
     hf_times = []
-    for s in range(a.hf_steps):
+    for s in range(0 if a.skip_hf else a.hf_steps):
         t0 = time.perf_counter()
         batch = examples[s * b:(s + 1) * b]
         lp = max(len(e.input_ids) for e in batch)
@@ -149,9 +158,11 @@ def main() -> None:
         opt.step()
         hf_times.append(time.perf_counter() - t0)
 
-    sid_sps, hf_sps = 1.0 / float(np.median(sid_times)), 1.0 / float(np.median(hf_times))
+    sid_sps = 1.0 / float(np.median(sid_times))
+    hf_sps = 1.0 / float(np.median(hf_times)) if hf_times else float("nan")
     res = {"prompts_per_step": b, "G": g, "completions_per_step": b * g, "hidden": a.hidden, "layers": a.layers,
-           "vocab": len(tok), "catalog": len(catalog.sids), "threads": a.threads,
+           "vocab": len(tok), "catalog": len(catalog.sids), "threads": a.threads, "shared_prefix": not a.full_rows,
+           "load_before": load_before, "load_after": os.getloadavg(),
            "sid_steps_per_sec": sid_sps, "sid_rollout_sec": sid_rollout, "sid_update_sec": sid_update,
            "hf_steps_per_sec": hf_sps, "speedup": sid_sps / hf_sps,
            "sid_step_times": sid_times, "hf_step_times": hf_times}

@@ -29,6 +29,7 @@ from flax import nnx
 
 from sidcore.model.attention import Qwen2Attention
 from sidcore.model.config import Qwen2Config
+from sidcore.model.lse import chunked_logsumexp
 from sidcore.model.layers import (
     _INIT,
     RMSNorm,
@@ -139,9 +140,13 @@ class Qwen2ForCausalLM(nnx.Module):
             positions: RoPE positions ``[B, L]``.
             segment_ids: ``[B, L]``; attention stays inside equal non-zero ids (0 = padding).
         """
+        return self.hidden_masked(input_ids, positions, attention_mask(segment_ids))
+
+    def hidden_masked(self, input_ids: jax.Array, positions: jax.Array, mask: jax.Array) -> jax.Array:
+        """`hidden` under an explicit boolean attention mask ``[B, L, L]`` (query, key) instead of the
+        segment rule, e.g. a tree of completions sharing one prompt (`sidcore.rl.group_forward`)."""
         x = self.model.embed_tokens(input_ids)  # [B, L, H]
         cos, sin = self._rope(positions)  # [B, L, D]
-        mask = attention_mask(segment_ids)  # [B, L, L]
         fn = nnx.remat(_layer_hidden) if self.remat else _layer_hidden
         for layer in self.model.layers:
             x = fn(layer, x, cos, sin, mask)
@@ -199,30 +204,14 @@ class Qwen2ForCausalLM(nnx.Module):
 
         The vocabulary is scanned in chunks with an online max/sum merge: exact up to float
         rounding, and several times faster than ``log_softmax`` of the full logits on CPU, where the
-        ``[N, V]`` float32 array makes the step memory-bound (docs/benchmarks.md).
+        ``[N, V]`` float32 array makes the step memory-bound (docs/benchmarks.md). Its gradient
+        recomputes each chunk once (`sidcore.model.lse`).
         """
         with jax.named_scope("lm_head"):
             return self._logsumexp(h, real_vocab, chunk)
 
     def _logsumexp(self, h: jax.Array, real_vocab: int, chunk: int) -> jax.Array:
-        w_all = self._vocab_rows()  # [V, H]
-        c = min(chunk, real_vocab)
-        n_chunks = -(-real_vocab // c)
-        hc = h.astype(self.compute_dtype)  # [N, H]
-
-        def body(carry, i):
-            m, total = carry  # [N], [N]
-            start = jnp.minimum(i * c, real_vocab - c)  # the last chunk overlaps the previous one
-            w = jax.lax.dynamic_slice_in_dim(w_all, start, c, axis=0).astype(self.compute_dtype)  # [C, H]
-            z = jnp.einsum("nh,ch->nc", hc, w, preferred_element_type=_F32)  # [N, C]
-            z = jnp.where((start + jnp.arange(c) >= i * c)[None, :], z, -jnp.inf)  # drop the overlap
-            m_new = jnp.maximum(m, z.max(axis=-1))
-            total = total * jnp.exp(m - m_new) + jnp.exp(z - m_new[:, None]).sum(axis=-1)
-            return (m_new, total), None
-
-        init = (jnp.full(h.shape[:1], -jnp.inf, _F32), jnp.zeros(h.shape[:1], _F32))
-        (m, total), _ = jax.lax.scan(body, init, jnp.arange(n_chunks))
-        return m + jnp.log(total)
+        return chunked_logsumexp(h, self._vocab_rows(), real_vocab, chunk, self.compute_dtype)
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                  positions: jax.Array | None = None, segment_ids: jax.Array | None = None) -> jax.Array:

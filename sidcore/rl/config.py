@@ -76,6 +76,9 @@ class RLConfig:
                                   validator=_one_of("sequence-mean-token-mean", "dapo", "gspo"))
     fused_logprobs: bool = _help("Per-token log-probs through a chunked log-sum-exp (no [rows, T, V] array).",
                                  True)
+    shared_prefix: bool = _help("Update forward with each prompt computed once for its G completions (one "
+                                "tree-masked row per prompt); false: G full prompt + completion rows (upstream).",
+                                True)
     # -- reference model
     sync_ref_model: bool = _help("Mix the policy into the reference every ref_sync_steps (TRL's "
                                  "SyncRefModelCallback; off by default as in TRL).", False)

@@ -168,15 +168,22 @@ def grpo_loss(
 def make_loss_fn(
     merge: Callable[[Params], Any], *, real_vocab: int, beta: float, epsilon: float = 0.2,
     epsilon_high: float | None = None, aggregation: str = "sequence-mean-token-mean", fused: bool = True,
+    logps: Callable[[Any, Batch], jax.Array] | None = None,
 ) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
     """``loss(params, batch, ref_params=None) -> (loss, aux)`` over a `completion_batch` with
-    ``advantages [N]`` and optionally ``old_logp [N, T]`` (clipped variant) added."""
+    ``advantages [N]`` and optionally ``old_logp [N, T]`` (clipped variant) added.
+
+    ``logps(model, batch) -> [N, T]``: the per-token log-probs (default `token_logps` of a
+    `completion_batch`; `sidcore.rl.group_forward` gives the shared-prefix one)."""
+    if logps is None:
+        def logps(model: Any, batch: Batch) -> jax.Array:
+            return token_logps(model, batch, real_vocab, fused=fused)
 
     def loss(params: Params, batch: Batch, ref_params: Params | None = None):
-        logp = token_logps(merge(params), batch, real_vocab, fused=fused)
+        logp = logps(merge(params), batch)
         ref_logp = None
         if beta and ref_params is not None:
-            ref_logp = jax.lax.stop_gradient(token_logps(merge(ref_params), batch, real_vocab, fused=fused))
+            ref_logp = jax.lax.stop_gradient(logps(merge(ref_params), batch))
         value, aux = grpo_loss(logp, batch["advantages"], batch["mask"], ref_logp=ref_logp,
                                old_logp=batch.get("old_logp"), beta=beta, epsilon=epsilon,
                                epsilon_high=epsilon_high, aggregation=aggregation)

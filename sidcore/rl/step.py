@@ -18,11 +18,12 @@ import optax
 from sidcore.interfaces import Reward, RewardGroup
 from sidcore.rl.advantages import compute_advantages, zero_advantage_fraction
 from sidcore.rl.config import RLConfig
+from sidcore.rl.group_forward import group_batch, group_token_logps
 from sidcore.rl.loss import completion_batch, make_loss_fn, token_logps
 from sidcore.rl.rewards import score_groups
 from sidcore.rl.rollout import make_rollout_fn, sids_from_tokens
 
-__all__ = ["RLStep", "make_update_fn", "sid_level_strings"]
+__all__ = ["RLStep", "make_batch_fns", "make_update_fn", "sid_level_strings"]
 
 
 def sid_level_strings(tokenizer: Any, vocab_size: int) -> np.ndarray:
@@ -37,20 +38,46 @@ def sid_level_strings(tokenizer: Any, vocab_size: int) -> np.ndarray:
     return out.astype(str)
 
 
+def make_batch_fns(cfg: RLConfig, *, real_vocab: int, pad_id: int, eos_id: int, shared_prefix: bool
+                   ) -> tuple[Callable[..., dict], Callable[[Any, dict], jax.Array]]:
+    """``(build(input_ids, lengths, tokens) -> batch, logps(model, batch) -> [N, T])`` of the update.
+
+    ``shared_prefix``: one tree row per prompt (`sidcore.rl.group_forward`; the model needs
+    `hidden_masked`); otherwise G full rows per prompt (`completion_batch`, upstream's layout).
+    """
+    g, fused = int(cfg.num_generations), cfg.fused_logprobs
+    if shared_prefix:
+        def build(input_ids, lengths, tokens):
+            return group_batch(input_ids, lengths, tokens, pad_id=pad_id, eos_id=eos_id)
+
+        def logps(m, batch):
+            return group_token_logps(m, batch, real_vocab, num_generations=g, fused=fused)
+    else:
+        def build(input_ids, lengths, tokens):
+            return completion_batch(input_ids, lengths, tokens, pad_id=pad_id, eos_id=eos_id)
+
+        def logps(m, batch):
+            return token_logps(m, batch, real_vocab, fused=fused)
+    return build, logps
+
+
 def make_update_fn(merge: Callable[[Any], Any], tx: optax.GradientTransformation, cfg: RLConfig, *,
-                   real_vocab: int, pad_id: int, eos_id: int) -> Callable[..., tuple[Any, Any, dict]]:
+                   real_vocab: int, pad_id: int, eos_id: int, shared_prefix: bool = False
+                   ) -> Callable[..., tuple[Any, Any, dict]]:
     """``update(params, opt_state, ref_params, input_ids, lengths, tokens, advantages, old_logp)``.
 
     ``tokens [B, G, T]``, ``advantages [B, G]``; ``ref_params`` None when ``beta == 0``; ``old_logp``
     None for the single-iteration (stop-gradient) ratio. Returns (params, opt_state, metrics) with
     metrics ``loss, grad_norm, kl_seq [N], clip_frac``.
     """
+    build, logps = make_batch_fns(cfg, real_vocab=real_vocab, pad_id=pad_id, eos_id=eos_id,
+                                  shared_prefix=shared_prefix)
     loss_fn = make_loss_fn(merge, real_vocab=real_vocab, beta=cfg.beta, epsilon=cfg.epsilon,
                            epsilon_high=cfg.epsilon_high, aggregation=cfg.loss_aggregation,
-                           fused=cfg.fused_logprobs)
+                           fused=cfg.fused_logprobs, logps=logps)
 
     def update(params, opt_state, ref_params, input_ids, lengths, tokens, advantages, old_logp=None):
-        batch = completion_batch(input_ids, lengths, tokens, pad_id=pad_id, eos_id=eos_id)
+        batch = build(input_ids, lengths, tokens)
         batch["advantages"] = advantages.reshape(-1)
         if old_logp is not None:
             batch["old_logp"] = old_logp
@@ -68,7 +95,8 @@ class RLStep:
 
     def __init__(self, cfg: RLConfig, *, merge: Callable[[Any], Any], tx: optax.GradientTransformation,
                  decoder: Any, rewards: Mapping[str, Reward], tokenizer: Any, real_vocab: int, depth: int,
-                 vocab_size: int, param_shardings: Any = None, opt_shardings: Any = None) -> None:
+                 vocab_size: int, param_shardings: Any = None, opt_shardings: Any = None,
+                 shared_prefix: bool = False) -> None:
         self.cfg = cfg
         self.rewards = dict(rewards)
         self.weights = {r.name: r.weight for r in cfg.rewards}
@@ -79,12 +107,16 @@ class RLStep:
         self.rollout = jax.jit(make_rollout_fn(merge, real_vocab=real_vocab, decoder=decoder,
                                                num_generations=cfg.num_generations))
         out_sh = None if param_shardings is None else (param_shardings, opt_shardings, None)
+        self.shared_prefix = bool(shared_prefix)
         self.update = jax.jit(make_update_fn(merge, tx, cfg, real_vocab=real_vocab, pad_id=self.pad_id,
-                                             eos_id=self.eos_id), donate_argnums=(0, 1), out_shardings=out_sh)
+                                             eos_id=self.eos_id, shared_prefix=self.shared_prefix),
+                              donate_argnums=(0, 1), out_shardings=out_sh)
+
+        build, logps = make_batch_fns(cfg, real_vocab=real_vocab, pad_id=self.pad_id, eos_id=self.eos_id,
+                                      shared_prefix=shared_prefix)
 
         def old_logp(params, input_ids, lengths, tokens):
-            batch = completion_batch(input_ids, lengths, tokens, pad_id=self.pad_id, eos_id=self.eos_id)
-            return token_logps(merge(params), batch, real_vocab, fused=cfg.fused_logprobs)
+            return logps(merge(params), build(input_ids, lengths, tokens))
 
         self.old_logp = jax.jit(old_logp)
 

@@ -28,6 +28,7 @@ from sidcore.interfaces import Reward, SidCatalog
 from sidcore.model.hf_params import flatten_params, unflatten_params
 from sidcore.model.sharding import param_shardings, put_batch, shard_params, to_host
 from sidcore.rl.config import RLConfig
+from sidcore.rl.group_forward import supports_group_forward
 from sidcore.rl.loss import sync_reference
 from sidcore.rl.rollout import TrieSampler, check_group_batch
 from sidcore.rl.step import RLStep
@@ -112,7 +113,8 @@ class RLTrainer:
         tok = self.bundle.tokenizer
         rl_step = RLStep(cfg, merge=merge, tx=self.tx, decoder=self.decoder, rewards=self.rewards, tokenizer=tok,
                          real_vocab=self.bundle.real_vocab, depth=int(self.catalog.token_ids.shape[1]),
-                         vocab_size=int(self.bundle.model.vocab_size), param_shardings=p_sh, opt_shardings=opt_sh)
+                         vocab_size=int(self.bundle.model.vocab_size), param_shardings=p_sh, opt_shardings=opt_sh,
+                         shared_prefix=cfg.shared_prefix and supports_group_forward(self.bundle.model))
         step, order_state = 0, (0, 0)
         resumed = self._restore(expected, opt_state, ref is not None)
         if resumed is not None:

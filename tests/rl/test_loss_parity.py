@@ -4,7 +4,8 @@ The reference below is written here from the formulas (rl-and-sid.md §1): left-
 concatenated with the completions, ``logits_to_keep = T + 1``, selective log-softmax, completion mask
 through the first EOS, k3 KL to a frozen reference, ratio ``exp(logp - logp.detach())`` (or the
 clipped ratio against given old log-probs), and the three aggregations. Both sides load the same
-tiny random `transformers.Qwen2ForCausalLM` (ours through `load_hf`).
+tiny random `transformers.Qwen2ForCausalLM` (ours through `load_hf`). Ours runs in both update layouts: G full
+rows per prompt and one shared-prefix tree row per prompt (`sidcore.rl.group_forward`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from flax import nnx  # noqa: E402
 
 from sidcore.model import load_hf  # noqa: E402
 from sidcore.model.hf_params import flatten_params, params_to_hf  # noqa: E402
+from sidcore.rl.group_forward import group_batch, group_token_logps  # noqa: E402
 from sidcore.rl.loss import completion_batch, make_loss_fn, sync_reference  # noqa: E402
 from sidcore.model.merge import make_merge  # noqa: E402
 
@@ -108,7 +110,7 @@ def _torch_loss(pol, ref, prompts, comp, adv, agg, old=None, eps=0.2):
     return float(loss.detach()), grads, logp.detach().numpy()
 
 
-def _ours(root, prompts, comp, adv, agg, old=None, ref_is_policy=False):
+def _ours(root, prompts, comp, adv, agg, old=None, ref_is_policy=False, shared=False):
     pol, _ = load_hf(root / "pol")
     ref, _ = load_hf(root / ("pol" if ref_is_policy else "ref"))
     gd, st = nnx.split(pol)
@@ -118,26 +120,28 @@ def _ours(root, prompts, comp, adv, agg, old=None, ref_is_policy=False):
     ids = np.full((B, max(LENS)), PAD, np.int32)
     for b, p in enumerate(prompts):
         ids[b, : len(p)] = p
-    batch = completion_batch(jnp.asarray(ids), jnp.asarray(LENS), jnp.asarray(comp, jnp.int32), pad_id=PAD,
-                             eos_id=EOS)
+    build = group_batch if shared else completion_batch
+    batch = build(jnp.asarray(ids), jnp.asarray(LENS), jnp.asarray(comp, jnp.int32), pad_id=PAD, eos_id=EOS)
     batch["advantages"] = jnp.asarray(adv)
     if old is not None:
         batch["old_logp"] = jnp.asarray(old)
-    fn = make_loss_fn(merge, real_vocab=VOCAB, beta=BETA, aggregation=agg)
+    logps = (lambda m, bt: group_token_logps(m, bt, VOCAB, num_generations=G)) if shared else None
+    fn = make_loss_fn(merge, real_vocab=VOCAB, beta=BETA, aggregation=agg, logps=logps)
     (loss, aux), grads = jax.jit(jax.value_and_grad(fn, has_aux=True))(params, batch, ref_params)
     return float(loss), params_to_hf(flatten_params(grads)), aux, batch
 
 
+@pytest.mark.parametrize("layout", ["full_rows", "shared_prefix"])
 @pytest.mark.parametrize("clipped", [False, True], ids=["single", "clipped"])
 @pytest.mark.parametrize("agg", ["sequence-mean-token-mean", "dapo", "gspo"])
-def test_loss_and_grads_match_upstream_transcription(setup, agg, clipped):
+def test_loss_and_grads_match_upstream_transcription(setup, agg, clipped, layout):
     hf_pol, hf_ref, root, prompts, comp, adv, noise = setup
     old = None
     if clipped:
         with torch.no_grad():
             old = _torch_logps(hf_pol, prompts, comp)[0].numpy() + noise
     t_loss, t_grads, t_logp = _torch_loss(hf_pol, hf_ref, prompts, comp, adv, agg, old=old)
-    o_loss, o_grads, aux, batch = _ours(root, prompts, comp, adv, agg, old=old)
+    o_loss, o_grads, aux, batch = _ours(root, prompts, comp, adv, agg, old=old, shared=layout == "shared_prefix")
     np.testing.assert_array_equal(np.asarray(batch["mask"]).sum(1), [5, 3, 5, 5, 5, 5, 5, 5])
     np.testing.assert_allclose(np.asarray(aux["logp"]) * np.asarray(batch["mask"]),
                                t_logp * np.asarray(batch["mask"]), rtol=1e-5, atol=1e-5)

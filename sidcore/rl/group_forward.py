@@ -1,0 +1,106 @@
+"""Per-token log-probs of G completions per prompt with the prompt computed once (shared prefix).
+
+The full-row path (`sidcore.rl.loss.completion_batch` + `token_logps`) runs ``B * G`` rows of
+``prompt + completion``: every prompt is recomputed G times although the rows of a group differ
+only in their few completion tokens. Here each prompt becomes **one** row holding the prompt and,
+after it, the G completions side by side (a tree)::
+
+    slots:     [ prompt (Lp, right-padded) | c_1[0..T-2] | c_2[0..T-2] | ... | c_G[0..T-2] ]
+    positions:   0 .. Lp-1                   len .. len+T-2 (the same for each completion)
+
+under an explicit attention mask: prompt tokens attend causally to the real prompt tokens;
+completion token ``t`` of completion ``g`` attends to the real prompt tokens and to tokens
+``0..t`` of completion ``g`` only. That is exactly the context each token has in its own full row
+(same keys, same RoPE positions), so the log-probs are the full-row ones up to float rounding
+(tested, with the gradients). Only ``T - 1`` tokens per completion are fed: the hidden state
+predicting completion token 0 is the prompt's last one (shared by the G completions, so its
+vocabulary normaliser is computed once per prompt) and the last token predicts nothing.
+
+Costs per step: ``B * (Lp + G * (T - 1))`` tokens instead of ``B * G * (Lp + T)``, and
+``B + B * G * (T - 1)`` vocabulary normalisers instead of ``B * G * T``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from sidcore.rl.loss import completion_mask
+
+__all__ = ["group_batch", "group_token_logps", "supports_group_forward"]
+
+Batch = dict[str, jax.Array]
+
+
+def supports_group_forward(model: Any) -> bool:
+    """The model takes an explicit attention mask (`Qwen2ForCausalLM.hidden_masked`)."""
+    return hasattr(model, "hidden_masked")
+
+
+def group_batch(input_ids: jax.Array, lengths: jax.Array, tokens: jax.Array, *, pad_id: int,
+                eos_id: int) -> Batch:
+    """One tree row per prompt.
+
+    Args:
+        input_ids: ``[B, Lp]`` right-padded prompts.
+        lengths: ``[B]`` real prompt lengths.
+        tokens: ``[B, G, T]`` completions (``-1`` = padding), ``T >= 1``.
+
+    Returns:
+        ``input_ids, positions [B, S]`` and ``attn [B, S, S]`` (``S = Lp + G * (T - 1)``),
+        ``lengths [B]``, ``completion [N, T]`` and ``mask [N, T]`` (``N = B * G``, row ``b * G + g``
+        as in `completion_batch`).
+    """
+    b, lp = input_ids.shape
+    g, t_len = tokens.shape[1], tokens.shape[2]
+    q = t_len - 1  # completion tokens fed per completion
+    lens = lengths.astype(jnp.int32)
+    comp = jnp.where(tokens >= 0, tokens, pad_id).astype(jnp.int32)  # [B, G, T]
+    fed = comp[:, :, :q].reshape(b, g * q)  # [B, G*q]
+    ids = jnp.concatenate([input_ids.astype(jnp.int32), fed], axis=1)  # [B, S]
+    s = lp + g * q
+    slot = jnp.arange(s, dtype=jnp.int32)
+    is_prompt = slot < lp  # [S]
+    step = jnp.where(is_prompt, 0, (slot - lp) % max(q, 1))  # t of a completion slot
+    branch = jnp.where(is_prompt, -1, (slot - lp) // max(q, 1))  # g of a completion slot, -1 prompt
+    positions = jnp.where(is_prompt[None, :], slot[None, :], lens[:, None] + step[None, :])  # [B, S]
+    real_prompt = is_prompt[None, :] & (slot[None, :] < lens[:, None])  # [B, S] keys every token may see
+    causal = slot[None, :] <= slot[:, None]  # [S, S] (query, key)
+    see_prompt = real_prompt[:, None, :] & (~is_prompt[:, None] | causal)[None]  # [B, S, S]
+    same_branch = (branch[:, None] == branch[None, :]) & (branch[:, None] >= 0)  # both in completion g
+    attn = see_prompt | (same_branch & (step[None, :] <= step[:, None]))[None]
+    attn = attn | jnp.eye(s, dtype=bool)[None]  # a padding slot sees itself (no all-masked row)
+    flat = tokens.reshape(b * g, t_len)
+    return {"input_ids": ids, "positions": positions, "attn": attn, "lengths": lens,
+            "completion": comp.reshape(b * g, t_len), "mask": completion_mask(flat, eos_id)}
+
+
+def _logp_rows(model: Any, h: jax.Array, tok: jax.Array, real_vocab: int, fused: bool) -> jax.Array:
+    """Log-probs ``[R, M]`` of tokens ``tok [R, M]`` under hidden states ``h [R, H]``."""
+    if fused and hasattr(model, "logsumexp"):
+        return model.logits_at(h, tok) - model.logsumexp(h, real_vocab)[:, None]
+    logits = model.logits(h)  # [R, V]
+    if logits.shape[-1] > real_vocab:
+        logits = jnp.where(jnp.arange(logits.shape[-1]) < real_vocab, logits, -jnp.inf)
+    return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tok, axis=-1)
+
+
+def group_token_logps(model: Any, batch: Batch, real_vocab: int, *, num_generations: int,
+                      fused: bool = True) -> jax.Array:
+    """Full-vocabulary log-probs ``[N, T]`` (float32) of the completions of a `group_batch`."""
+    h = model.hidden_masked(batch["input_ids"], batch["positions"], batch["attn"])  # [B, S, H]
+    b = h.shape[0]
+    g = int(num_generations)
+    comp = batch["completion"].reshape(b, g, -1)  # [B, G, T]
+    t_len = comp.shape[-1]
+    q = t_len - 1
+    lp = h.shape[1] - g * q
+    last = jnp.take_along_axis(h, (batch["lengths"] - 1)[:, None, None], axis=1)[:, 0]  # [B, H]
+    first = _logp_rows(model, last, comp[:, :, 0], real_vocab, fused)  # [B, G]: one normaliser per prompt
+    if q == 0:
+        return first.reshape(b * g, 1)
+    hc = h[:, lp:].reshape(b * g * q, h.shape[-1])  # [N*q, H]: the state after completion token t
+    rest = _logp_rows(model, hc, comp[:, :, 1:].reshape(b * g * q, 1), real_vocab, fused)  # [N*q, 1]
+    return jnp.concatenate([first.reshape(b * g, 1), rest.reshape(b * g, q)], axis=1)
