@@ -158,9 +158,42 @@ def bench_rqvae(x: np.ndarray, batch: int, epochs: int, repeats: int, torch_too:
     return {"sid": sid, "torch": ref or [float("nan")], "first": first, "flops": flops, "steps": steps}
 
 
+def loop_vs_scan(x: np.ndarray, batch: int, epochs: int, repeats: int) -> tuple[float, float]:
+    """Steps/s of sid's step driven per batch from Python (host-side permutation and gather, one
+    dispatch per batch: ``rqvae``'s mini-batch path before the epoch scan) vs the scanned chunk."""
+    import jax
+    import jax.numpy as jnp
+
+    n = x.shape[0]
+    run, step, carry, _ = jax_rqvae(x.shape[1], n, batch)
+    one, key, xj = jax.jit(step), jax.random.PRNGKey(0), jnp.asarray(x)
+
+    def loop(carry):
+        for e in range(epochs):
+            perm = jax.random.permutation(jax.random.fold_in(key, e), n)
+            for s in range(0, n, batch):
+                carry, logs = one(carry, xj[perm[s:s + batch]])
+        return carry, logs
+
+    def scanned(carry):
+        return run(carry, xj, jnp.arange(epochs, dtype=jnp.int32))
+
+    times = {loop: [], scanned: []}
+    for r in range(repeats + 1):
+        for fn in times:
+            t0 = time.perf_counter()
+            carry, logs = fn(carry)
+            jax.block_until_ready(logs)
+            if r:  # the first round compiles
+                times[fn].append(time.perf_counter() - t0)
+    steps = epochs * -(-n // batch)
+    return steps / min(times[loop]), steps / min(times[scanned])
+
+
 def profile_rqvae(x: np.ndarray, repeats: int) -> None:
-    """Best-of-``repeats`` ms of one full-batch step's phases on both sides, and of the largest GEMM
-    (``[N, 2560] x [2560, 2048]`` in its three layouts)."""
+    """Best-of-``repeats`` ms of one full-batch step's phases on both sides (the two sides of a row
+    timed alternately, so that both see the same load), and the largest GEMM
+    (``[N, 2560] x [2560, 2048]``) in the three layouts a training step uses."""
     import jax
     import jax.numpy as jnp
     import torch
@@ -169,34 +202,33 @@ def profile_rqvae(x: np.ndarray, repeats: int) -> None:
     from sid_quantizers.config import RqvaeConfig
     from sid_quantizers.rqvae import RQVAE, _step_fn, make_optimizer, rqvae_loss
 
-    def best(fn):
-        jax.block_until_ready(fn())
-        times = []
+    def pair(jf, tf):
+        jax.block_until_ready(jf())
+        tf()
+        tj, tt = [], []
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            times.append(time.perf_counter() - t0)
-        return 1e3 * min(times)
+            for fn, out in ((jf, tj), (tf, tt)):
+                t0 = time.perf_counter()
+                jax.block_until_ready(fn())
+                out.append(time.perf_counter() - t0)
+        return 1e3 * min(tj), 1e3 * min(tt)
 
     cfg = RqvaeConfig()
     graphdef, state = nnx.split(RQVAE(x.shape[1], cfg, rngs=nnx.Rngs(0)))
     tx = make_optimizer(cfg)
     opt = tx.init(state)
-    xj = jnp.asarray(x)
+    xj, xt = jnp.asarray(x), torch.from_numpy(x)
 
     def loss(s, xb):
         return rqvae_loss(nnx.merge(graphdef, s), xb, beta=cfg.beta, quant_weight=cfg.quant_loss_weight)[0]
 
     enc = jax.jit(lambda s, xb: nnx.merge(graphdef, s).encoder(xb))
     fwd, vg, one = jax.jit(loss), jax.jit(jax.value_and_grad(loss)), jax.jit(_step_fn(graphdef, tx, cfg))
-    rows = {"encoder forward": [best(lambda: enc(state, xj))], "loss forward": [best(lambda: fwd(state, xj))],
-            "loss + gradients": [best(lambda: vg(state, xj))], "full step": [best(lambda: one((state, opt), xj))]}
     tstep, tloss, (tenc, _, _) = torch_rqvae(torch_params(jax.tree.map(np.array, state)))
-    xt = torch.from_numpy(x)
-    rows["encoder forward"].append(best(lambda: tenc(xt)))
-    rows["loss forward"].append(best(lambda: tloss(xt)))
-    rows["loss + gradients"].append(best(lambda: tloss(xt)[0].backward()))
-    rows["full step"].append(best(lambda: tstep(xt)))
+    rows = {"encoder forward": pair(lambda: enc(state, xj), lambda: tenc(xt)),
+            "loss forward": pair(lambda: fwd(state, xj), lambda: tloss(xt)),
+            "loss + gradients": pair(lambda: vg(state, xj), lambda: tloss(xt)[0].backward()),
+            "full step (+ clip, AdamW)": pair(lambda: one((state, opt), xj), lambda: tstep(xt))}
     n = x.shape[0]
     a, w, g = (np.random.default_rng(0).normal(size=s).astype(np.float32) for s in ((n, 2560), (2560, 2048), (n, 2048)))
     aj, wj, gj = jnp.asarray(a), jnp.asarray(w), jnp.asarray(g)
@@ -206,11 +238,12 @@ def profile_rqvae(x: np.ndarray, repeats: int) -> None:
                                 ("GEMM x^T g (weight grad)", lambda p, q: p.T @ q, (aj, gj), lambda: at.T @ gt),
                                 ("GEMM g W^T (input grad)", lambda p, q: p @ q.T, (gj, wj), lambda: gt @ wt.T)]:
         f = jax.jit(jf)
-        tj, tt = best(lambda: f(*jargs)), best(tf)
-        rows[f"{name}, GFLOP/s"] = [gemm / tj, gemm / tt]
-    print("| phase (full batch) | sid (JAX) ms | torch ms |\n|---|---|---|")
-    for name, v in rows.items():
-        print(f"| {name} | {v[0]:.0f} | " + (f"{v[1]:.0f}" if len(v) > 1 else "-") + " |", flush=True)
+        tj, tt = pair(lambda: f(*jargs), tf)
+        rows[f"{name}, GFLOP/s"] = (gemm / tj, gemm / tt)
+    print("| phase (full batch) | sid (JAX) ms | torch ms | ratio |\n|---|---|---|---|")
+    for name, (vj, vt) in rows.items():
+        ratio = vj / vt if "GFLOP" in name else vt / vj
+        print(f"| {name} | {vj:.0f} | {vt:.0f} | {ratio:.2f}x |", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ k-means
@@ -267,6 +300,8 @@ def main() -> None:
     ap.add_argument("--rqvae-batch", default="20480", help="comma list of batch sizes (upstream 20480)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per side, alternating")
     ap.add_argument("--profile", action="store_true", help="also time the phases of one full-batch step")
+    ap.add_argument("--loop-vs-scan", action="store_true",
+                    help="also time sid's per-batch Python loop against its epoch scan (batches < N only)")
     ap.add_argument("--kmeans-iter", type=int, default=20)
     ap.add_argument("--skip", default="", help="comma list of: rqvae, torch, jax_kmeans, faiss, sklearn")
     args = ap.parse_args()
@@ -289,6 +324,10 @@ def main() -> None:
                   f"[first call {r['first']:.1f} s incl. compile; {r['flops'] / 1e9:.0f} GFLOP/step] | "
                   f"{s.max():.3f} ({np.median(s):.3f}) | torch {t.max():.3f} ({np.median(t):.3f}) | "
                   f"{s.max() / t.max():.2f}x ({np.median(s) / np.median(t):.2f}x) |", flush=True)
+            if args.loop_vs_scan and batch < n:
+                lo, sc = loop_vs_scan(x, batch, args.rqvae_epochs, args.repeats)
+                print(f"| {shape} | RQ-VAE batch {batch}: sid per-batch loop vs epoch scan, steps/s | "
+                      f"scan {sc:.3f} | loop {lo:.3f} | {sc / lo:.2f}x |", flush=True)
         if args.profile and "rqvae" not in skip:
             profile_rqvae(x, args.repeats)
         if "jax_kmeans" not in skip:
