@@ -16,7 +16,8 @@ Inputs are synthetic Gaussian-mixture embeddings (``--shapes 3686x2560,100000x76
 
 Usage::
 
-    python bench/quantize_vs_ref.py --shapes 3686x2560 --rqvae-epochs 2 --repeats 3 --profile --skip jax_kmeans
+    python bench/quantize_vs_ref.py --shapes 3686x2560 --rqvae-batch 20480,1024 --rqvae-epochs 2 \\
+        --repeats 3 --loop-vs-scan --profile --skip jax_kmeans
 """
 
 from __future__ import annotations
@@ -230,13 +231,15 @@ def profile_rqvae(x: np.ndarray, repeats: int) -> None:
             "loss + gradients": pair(lambda: vg(state, xj), lambda: tloss(xt)[0].backward()),
             "full step (+ clip, AdamW)": pair(lambda: one((state, opt), xj), lambda: tstep(xt))}
     n = x.shape[0]
-    a, w, g = (np.random.default_rng(0).normal(size=s).astype(np.float32) for s in ((n, 2560), (2560, 2048), (n, 2048)))
+    rng = np.random.default_rng(0)
+    a, w, g = (rng.normal(size=s).astype(np.float32) for s in ((n, 2560), (2560, 2048), (n, 2048)))
     aj, wj, gj = jnp.asarray(a), jnp.asarray(w), jnp.asarray(g)
     at, wt, gt = torch.from_numpy(a), torch.from_numpy(w), torch.from_numpy(g)
     gemm = 2 * n * 2560 * 2048 / 1e6  # MFLOP
-    for name, jf, jargs, tf in [("GEMM x W (forward)", lambda p, q: p @ q, (aj, wj), lambda: at @ wt),
-                                ("GEMM x^T g (weight grad)", lambda p, q: p.T @ q, (aj, gj), lambda: at.T @ gt),
-                                ("GEMM g W^T (input grad)", lambda p, q: p @ q.T, (gj, wj), lambda: gt @ wt.T)]:
+    for name, jf, jargs, tf in [
+            ("GEMM x W (forward)", lambda p, q: p @ q, (aj, wj), lambda: at @ wt),
+            ("GEMM x^T g (weight grad)", lambda p, q: p.T @ q, (aj, gj), lambda: at.T @ gt),
+            ("GEMM g W^T (input grad)", lambda p, q: p @ q.T, (gj, wj), lambda: gt @ wt.T)]:
         f = jax.jit(jf)
         tj, tt = pair(lambda: f(*jargs), tf)
         rows[f"{name}, GFLOP/s"] = (gemm / tj, gemm / tt)
