@@ -133,3 +133,16 @@ def test_scanned_epochs_equal_the_per_batch_loop(bs):
     np.testing.assert_allclose(np.stack(got_logs, 1), np.asarray(want), rtol=1e-5, atol=1e-7)
     for a, b in zip(jax.tree.leaves(got_carry[0]), jax.tree.leaves(carry[0])):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_minibatch_fit_keeps_the_best_chunk_after_donation():
+    """`fit` with batches smaller than the catalogue: the kept parameters (a host copy, the device
+    carry being donated to the next chunk) encode to `fit_codes`, whose rate is the history's best."""
+    x = np.random.default_rng(6).normal(size=(40, 10)).astype(np.float32)
+    cfg = attrs.evolve(TINY, batch_size=16, epochs=6, eval_every=2, kmeans_iters=10, warmup_steps=2)
+    fitted = RqvaeQuantizer(cfg=cfg).fit(x, seed=0)
+    assert [h["epoch"] for h in fitted.history] == [2, 4, 6]
+    assert all(isinstance(v, np.ndarray) for v in jax.tree.leaves(fitted.state))
+    np.testing.assert_array_equal(fitted.encode(x), fitted.fit_codes)
+    best = min(h["collision_rate"] for h in fitted.history)
+    assert 1 - len(np.unique(fitted.fit_codes, axis=0)) / 40 == pytest.approx(best)
