@@ -1,8 +1,11 @@
 """SID construction speed: sid's JAX quantizers vs the reference implementations, same inputs.
 
-* **RQ-VAE**: training steps/s on one batch of ``min(N, 20480)`` rows of `sid_quantizers.rqvae` (jitted step, ``lax.scan`` over
-  steps, as ``rqvae`` runs when one batch holds the catalogue) vs a plain PyTorch loop of the same
-  architecture, loss, AdamW and clipping (upstream ``rq/trainer.py`` without its logging/eval).
+* **RQ-VAE**: training steps/s of `sid_quantizers.rqvae` (its fit path: epochs and their batches in
+  one jitted ``lax.scan``) vs a plain PyTorch loop of the same architecture, loss, AdamW, warmup
+  and clipping (upstream ``rq/trainer.py`` without its logging/eval), from the same initial
+  weights, on the same rows, batch size (``--rqvae-batch``; upstream 20,480, i.e. one batch = the
+  catalogue) and number of steps; the two are timed alternately ``--repeats`` times, best and
+  median reported. ``--profile`` adds the phases of one step and the largest GEMM, both sides.
 * **Residual k-means**: 3 levels x 256, a fixed number of Lloyd iterations (tol 0) from k-means++,
   `sid_quantizers.kmeans.fit_residual_kmeans` vs faiss ``ResidualQuantizer(d, 3, 8)`` with
   ``max_beam_size=1`` (greedy, upstream ``rqkmeans_faiss.py``; no training subsample) and sklearn
@@ -13,7 +16,8 @@ Inputs are synthetic Gaussian-mixture embeddings (``--shapes 3686x2560,100000x76
 
 Usage::
 
-    python bench/quantize_vs_ref.py --shapes 3686x2560 --rqvae-steps 3 --kmeans-iter 20
+    python bench/quantize_vs_ref.py --shapes 3686x2560 --rqvae-batch 20480,1024 --rqvae-epochs 2 \\
+        --repeats 3 --loop-vs-scan --profile --skip jax_kmeans
 """
 
 from __future__ import annotations
@@ -33,75 +37,216 @@ def synthetic(n: int, d: int, seed: int = 0) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ RQ-VAE
 
 
-def bench_rqvae_jax(x: np.ndarray, steps: int) -> tuple[float, float]:
+def jax_rqvae(d: int, n: int, batch: int, seed: int = 0):
+    """sid's training path (`sid_quantizers.rqvae._chunk_fn`, as `RqvaeQuantizer.fit` runs it) with
+    upstream's default config: ``(run(carry, x, epochs) -> (carry, logs), step, carry, numpy params)``."""
     import jax
-    import jax.numpy as jnp
     from flax import nnx
 
     from sid_quantizers.config import RqvaeConfig
-    from sid_quantizers.rqvae import RQVAE, _step_fn, make_optimizer
+    from sid_quantizers.rqvae import RQVAE, _chunk_fn, _step_fn, make_optimizer
 
     cfg = RqvaeConfig()
-    model = RQVAE(x.shape[1], cfg, rngs=nnx.Rngs(0))
-    graphdef, state = nnx.split(model)
+    graphdef, state = nnx.split(RQVAE(d, cfg, rngs=nnx.Rngs(seed)))
     tx = make_optimizer(cfg)
-    xj = jnp.asarray(x)
     step = _step_fn(graphdef, tx, cfg)
-    run = jax.jit(lambda c, xs, m: jax.lax.scan(lambda cc, _: step(cc, xs), c, None, length=m),
-                  static_argnums=2)
-    carry = (state, tx.init(state))
-    t0 = time.perf_counter()
-    carry, logs = run(carry, xj, steps)
-    jax.block_until_ready(logs)
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    carry, logs = run(carry, xj, steps)
-    jax.block_until_ready(logs)
-    return steps / (time.perf_counter() - t0), first
+    run = _chunk_fn(step, n, min(batch, n), jax.random.PRNGKey(seed))
+    params = jax.tree.map(np.array, state)
+    return run, step, (state, tx.init(state)), params
 
 
-def bench_rqvae_torch(x: np.ndarray, steps: int) -> float:
+def torch_params(state) -> dict[str, list[np.ndarray]]:
+    """The nnx state of an `RQVAE` as torch-layout arrays (Linear weights ``[out, in]``)."""
+    def mlp(part):
+        return [(np.asarray(lay["kernel"][...]).T.copy(), np.asarray(lay["bias"][...]).copy())
+                for _, lay in sorted(state[part]["layers"].items())]
+    books = [np.asarray(b[...]).copy() for _, b in sorted(state["codebooks"].items())]
+    return {"encoder": mlp("encoder"), "decoder": mlp("decoder"), "codebooks": books}
+
+
+def torch_rqvae(params, *, lr=1e-3, warmup=50, beta=0.25, quant_weight=1.0, clip=1.0):
+    """A plain PyTorch transcription of upstream's RQ-VAE step (``rq/trainer.py`` without its
+    logging/eval): encoder, residual VQ on ``|r|^2 + |c|^2 - 2 r c^T``, straight-through, MSE + quant
+    loss, backward, global-norm clip, AdamW with constant-after-linear-warmup lr.
+    Returns ``(step(batch) -> (loss, recon, quant) tensors, losses(batch) (no update), modules)``."""
     import torch
     from torch import nn
 
-    torch.manual_seed(0)
-    dims = [x.shape[1], 2048, 1024, 512, 256, 128, 64, 32]
+    def mlp(layers):
+        mods = []
+        for i, (w, b) in enumerate(layers):
+            lin = nn.Linear(w.shape[1], w.shape[0])
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(w))
+                lin.bias.copy_(torch.from_numpy(b))
+            mods += [lin] + ([nn.ReLU()] if i + 1 < len(layers) else [])
+        return nn.Sequential(*mods)
 
-    def mlp(ds):
-        layers = []
-        for i, (a, b) in enumerate(zip(ds[:-1], ds[1:])):
-            lin = nn.Linear(a, b)
-            nn.init.xavier_normal_(lin.weight)
-            nn.init.zeros_(lin.bias)
-            layers += [lin] + ([nn.ReLU()] if i + 2 < len(ds) else [])
-        return nn.Sequential(*layers)
+    enc, dec = mlp(params["encoder"]), mlp(params["decoder"])
+    books = nn.ParameterList([nn.Parameter(torch.from_numpy(c.copy())) for c in params["codebooks"]])
+    allp = [*enc.parameters(), *dec.parameters(), *books]
+    opt = torch.optim.AdamW(allp, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, k / warmup) if warmup else 1.0)
 
-    enc, dec = mlp(dims), mlp(dims[::-1])
-    books = nn.ParameterList([nn.Parameter(torch.rand(256, 32) * 2 / 256 - 1 / 256) for _ in range(3)])
-    params = [*enc.parameters(), *dec.parameters(), *books]
-    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
-    xt = torch.from_numpy(x)
-
-    def one():
-        z = enc(xt)
-        r, total, losses = z, torch.zeros_like(z), []
+    def losses(xb):
+        z = enc(xb)
+        r, total, levels = z, torch.zeros_like(z), []
         for c in books:
-            idx = torch.cdist(r, c).argmin(1)
-            q = c[idx]
-            losses.append(((q - r.detach()) ** 2).mean() + 0.25 * ((q.detach() - r) ** 2).mean())
+            d = (r * r).sum(1, keepdim=True) + (c * c).sum(1)[None] - 2.0 * r @ c.T
+            q = c[d.argmin(1)]
+            levels.append(((q - r.detach()) ** 2).mean() + beta * ((q.detach() - r) ** 2).mean())
             out = r + (q - r).detach()
             total, r = total + out, r - out
-        loss = ((dec(total) - xt) ** 2).mean() + torch.stack(losses).mean()
+        recon = ((dec(total) - xb) ** 2).mean()
+        quant = torch.stack(levels).mean()
+        return recon + quant_weight * quant, recon, quant
+
+    def step(xb):
+        loss, recon, quant = losses(xb)
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(allp, clip)
         opt.step()
+        sched.step()
+        return loss.detach(), recon.detach(), quant.detach()
 
-    one()  # warm up
+    return step, losses, (enc, dec, books)
+
+
+def torch_epochs(step, xt, batch: int, epochs: int, seed: int = 0) -> None:
+    """Upstream's epoch loop: shuffled batches of ``batch`` rows, last partial batch kept."""
+    import torch
+
+    n = xt.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen) if batch < n else None
+        for s in range(0, n, batch):
+            step(xt if perm is None else xt[perm[s:s + batch]])
+
+
+def bench_rqvae(x: np.ndarray, batch: int, epochs: int, repeats: int, torch_too: bool) -> dict:
+    """Steps/s of both sides, timed alternately ``repeats`` times (best and median), same initial
+    weights, data, batch size and number of steps; compile and a warm-up epoch excluded."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    n = x.shape[0]
+    steps = epochs * -(-n // min(batch, n))
+    run, step, carry, params = jax_rqvae(x.shape[1], n, batch)
+    xj, ep = jnp.asarray(x), jnp.arange(epochs, dtype=jnp.int32)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        one()
-    return steps / (time.perf_counter() - t0)
+    carry, logs = run(carry, xj, ep)
+    jax.block_until_ready(logs)
+    first = time.perf_counter() - t0
+    tstep, _, _ = torch_rqvae(torch_params(params))
+    xt = torch.from_numpy(x)
+    if torch_too:
+        torch_epochs(tstep, xt, batch, 1)  # warm-up
+    sid, ref = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        carry, logs = run(carry, xj, ep)
+        jax.block_until_ready(logs)
+        sid.append(steps / (time.perf_counter() - t0))
+        if torch_too:
+            t0 = time.perf_counter()
+            torch_epochs(tstep, xt, batch, epochs)
+            ref.append(steps / (time.perf_counter() - t0))
+    cost = jax.jit(step).lower(carry, xj[:min(batch, n)]).compile().cost_analysis()  # one full batch
+    flops = (cost[0] if isinstance(cost, list) else cost)["flops"]
+    return {"sid": sid, "torch": ref or [float("nan")], "first": first, "flops": flops, "steps": steps}
+
+
+def loop_vs_scan(x: np.ndarray, batch: int, epochs: int, repeats: int) -> tuple[float, float]:
+    """Steps/s of sid's step driven per batch from Python (host-side permutation and gather, one
+    dispatch per batch: ``rqvae``'s mini-batch path before the epoch scan) vs the scanned chunk."""
+    import jax
+    import jax.numpy as jnp
+
+    n = x.shape[0]
+    run, step, carry, _ = jax_rqvae(x.shape[1], n, batch)
+    one, key, xj = jax.jit(step), jax.random.PRNGKey(0), jnp.asarray(x)
+
+    def loop(carry):
+        for e in range(epochs):
+            perm = jax.random.permutation(jax.random.fold_in(key, e), n)
+            for s in range(0, n, batch):
+                carry, logs = one(carry, xj[perm[s:s + batch]])
+        return carry, logs
+
+    def scanned(carry):
+        return run(carry, xj, jnp.arange(epochs, dtype=jnp.int32))
+
+    times = {loop: [], scanned: []}
+    for r in range(repeats + 1):
+        for fn in times:
+            t0 = time.perf_counter()
+            carry, logs = fn(carry)
+            jax.block_until_ready(logs)
+            if r:  # the first round compiles
+                times[fn].append(time.perf_counter() - t0)
+    steps = epochs * -(-n // batch)
+    return steps / min(times[loop]), steps / min(times[scanned])
+
+
+def profile_rqvae(x: np.ndarray, repeats: int) -> None:
+    """Best-of-``repeats`` ms of one full-batch step's phases on both sides (the two sides of a row
+    timed alternately, so that both see the same load), and the largest GEMM
+    (``[N, 2560] x [2560, 2048]``) in the three layouts a training step uses."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+    from flax import nnx
+
+    from sid_quantizers.config import RqvaeConfig
+    from sid_quantizers.rqvae import RQVAE, _step_fn, make_optimizer, rqvae_loss
+
+    def pair(jf, tf):
+        jax.block_until_ready(jf())
+        tf()
+        tj, tt = [], []
+        for _ in range(repeats):
+            for fn, out in ((jf, tj), (tf, tt)):
+                t0 = time.perf_counter()
+                jax.block_until_ready(fn())
+                out.append(time.perf_counter() - t0)
+        return 1e3 * min(tj), 1e3 * min(tt)
+
+    cfg = RqvaeConfig()
+    graphdef, state = nnx.split(RQVAE(x.shape[1], cfg, rngs=nnx.Rngs(0)))
+    tx = make_optimizer(cfg)
+    opt = tx.init(state)
+    xj, xt = jnp.asarray(x), torch.from_numpy(x)
+
+    def loss(s, xb):
+        return rqvae_loss(nnx.merge(graphdef, s), xb, beta=cfg.beta, quant_weight=cfg.quant_loss_weight)[0]
+
+    enc = jax.jit(lambda s, xb: nnx.merge(graphdef, s).encoder(xb))
+    fwd, vg, one = jax.jit(loss), jax.jit(jax.value_and_grad(loss)), jax.jit(_step_fn(graphdef, tx, cfg))
+    tstep, tloss, (tenc, _, _) = torch_rqvae(torch_params(jax.tree.map(np.array, state)))
+    rows = {"encoder forward": pair(lambda: enc(state, xj), lambda: tenc(xt)),
+            "loss forward": pair(lambda: fwd(state, xj), lambda: tloss(xt)),
+            "loss + gradients": pair(lambda: vg(state, xj), lambda: tloss(xt)[0].backward()),
+            "full step (+ clip, AdamW)": pair(lambda: one((state, opt), xj), lambda: tstep(xt))}
+    n = x.shape[0]
+    rng = np.random.default_rng(0)
+    a, w, g = (rng.normal(size=s).astype(np.float32) for s in ((n, 2560), (2560, 2048), (n, 2048)))
+    aj, wj, gj = jnp.asarray(a), jnp.asarray(w), jnp.asarray(g)
+    at, wt, gt = torch.from_numpy(a), torch.from_numpy(w), torch.from_numpy(g)
+    gemm = 2 * n * 2560 * 2048 / 1e6  # MFLOP
+    for name, jf, jargs, tf in [
+            ("GEMM x W (forward)", lambda p, q: p @ q, (aj, wj), lambda: at @ wt),
+            ("GEMM x^T g (weight grad)", lambda p, q: p.T @ q, (aj, gj), lambda: at.T @ gt),
+            ("GEMM g W^T (input grad)", lambda p, q: p @ q.T, (gj, wj), lambda: gt @ wt.T)]:
+        f = jax.jit(jf)
+        tj, tt = pair(lambda: f(*jargs), tf)
+        rows[f"{name}, GFLOP/s"] = (gemm / tj, gemm / tt)
+    print("| phase (full batch) | sid (JAX) ms | torch ms | ratio |\n|---|---|---|---|")
+    for name, (vj, vt) in rows.items():
+        ratio = vj / vt if "GFLOP" in name else vt / vj
+        print(f"| {name} | {vj:.0f} | {vt:.0f} | {ratio:.2f}x |", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ k-means
@@ -154,7 +299,12 @@ def bench_kmeans_sklearn(x: np.ndarray, iters: int) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="3686x2560,100000x768")
-    ap.add_argument("--rqvae-steps", type=int, default=3)
+    ap.add_argument("--rqvae-epochs", type=int, default=2, help="epochs per timed run")
+    ap.add_argument("--rqvae-batch", default="20480", help="comma list of batch sizes (upstream 20480)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per side, alternating")
+    ap.add_argument("--profile", action="store_true", help="also time the phases of one full-batch step")
+    ap.add_argument("--loop-vs-scan", action="store_true",
+                    help="also time sid's per-batch Python loop against its epoch scan (batches < N only)")
     ap.add_argument("--kmeans-iter", type=int, default=20)
     ap.add_argument("--skip", default="", help="comma list of: rqvae, torch, jax_kmeans, faiss, sklearn")
     args = ap.parse_args()
@@ -164,17 +314,25 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
+    print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
     print("| shape | what | sid (JAX) | reference | ratio |")
     print("|---|---|---|---|---|")
     for shape in args.shapes.split(","):
         n, d = (int(v) for v in shape.split("x"))
         x = synthetic(n, d)
-        if "rqvae" not in skip:
-            xb = x[:20480]  # upstream batch size: one step = one batch of at most 20,480 items
-            sps, first = bench_rqvae_jax(xb, args.rqvae_steps)
-            ref = bench_rqvae_torch(xb, args.rqvae_steps) if "torch" not in skip else float("nan")
-            print(f"| {shape} | RQ-VAE full-batch steps/s (first call {first:.1f} s incl. compile) | "
-                  f"{sps:.3f} | torch {ref:.3f} | {sps / ref:.2f}x |", flush=True)
+        for batch in ([] if "rqvae" in skip else [int(b) for b in args.rqvae_batch.split(",")]):
+            r = bench_rqvae(x, batch, args.rqvae_epochs, args.repeats, "torch" not in skip)
+            s, t = np.array(r["sid"]), np.array(r["torch"])
+            print(f"| {shape} | RQ-VAE batch {min(batch, n)}, {r['steps']} steps/run, steps/s best (median) "
+                  f"[first call {r['first']:.1f} s incl. compile; {r['flops'] / 1e9:.0f} GFLOP/step] | "
+                  f"{s.max():.3f} ({np.median(s):.3f}) | torch {t.max():.3f} ({np.median(t):.3f}) | "
+                  f"{s.max() / t.max():.2f}x ({np.median(s) / np.median(t):.2f}x) |", flush=True)
+            if args.loop_vs_scan and batch < n:
+                lo, sc = loop_vs_scan(x, batch, args.rqvae_epochs, args.repeats)
+                print(f"| {shape} | RQ-VAE batch {batch}: sid per-batch loop vs epoch scan, steps/s | "
+                      f"scan {sc:.3f} | loop {lo:.3f} | {sc / lo:.2f}x |", flush=True)
+        if args.profile and "rqvae" not in skip:
+            profile_rqvae(x, args.repeats)
         if "jax_kmeans" not in skip:
             secs, first, mse = bench_kmeans_jax(x, args.kmeans_iter)
             line = f"| {shape} | residual k-means 3x256, {args.kmeans_iter} it, s (MSE) | {secs:.1f} ({mse:.2f})"

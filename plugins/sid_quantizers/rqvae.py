@@ -11,10 +11,12 @@
 * **Loss** (`rqvae_loss`): ``MSE(x_hat, x) + w * mean_l[MSE(q_l, sg(r_l)) + beta * MSE(sg(q_l), r_l)]``.
 * **Training.** AdamW (lr 1e-3, wd 0), linear warmup 50 steps then constant, global-norm clip 1.0;
   k-means init of every codebook on the encoder residuals of the first batch; shuffled batches,
-  last partial batch kept. When one batch holds the whole catalogue (upstream: 20,480 > 3,686) a
-  ``lax.scan`` runs ``eval_every`` steps per dispatch. Every ``eval_every`` epochs the collision
-  rate of the greedy codes is measured and the lowest one's parameters are kept (upstream's
-  ``best_collision_model.pth``).
+  last partial batch kept. One jitted dispatch runs ``eval_every`` epochs: a ``lax.scan`` over the
+  epochs, each drawing its permutation on the device and scanning over its full batches (then one
+  step on the partial batch); when one batch holds the whole catalogue (upstream: 20,480 > 3,686)
+  an epoch is one step on the unshuffled rows. The carry (parameters and optimizer state) is
+  donated. Every ``eval_every`` epochs the collision rate of the greedy codes is measured and the
+  lowest one's parameters are kept (upstream's ``best_collision_model.pth``), copied to the host.
 """
 
 from __future__ import annotations
@@ -127,6 +129,32 @@ def _step_fn(graphdef, tx, cfg: RqvaeConfig):
     return step
 
 
+def _chunk_fn(step, n: int, bs: int, shuffle: jax.Array):
+    """Jitted ``(carry, x, epochs [m] int32) -> (carry, logs [m] of the epochs' last steps)``.
+
+    Epoch ``e`` visits ``x[perm]`` with ``perm = permutation(fold_in(shuffle, e), n)`` in batches of
+    ``bs`` (a ``lax.scan``), then the partial batch; with ``bs == n`` it is one step on ``x``.
+    """
+    full, rest = divmod(n, bs)
+
+    def epoch(carry, e, x):
+        if bs == n:
+            return step(carry, x)
+        perm = jax.random.permutation(jax.random.fold_in(shuffle, e), n)
+        carry, logs = jax.lax.scan(
+            lambda c, i: step(c, x[jax.lax.dynamic_slice_in_dim(perm, i * bs, bs)]), carry,
+            jnp.arange(full, dtype=jnp.int32))
+        if rest:
+            return step(carry, x[perm[full * bs:]])
+        return carry, tuple(v[-1] for v in logs)
+
+    @partial(jax.jit, donate_argnums=0)
+    def run(carry, x, epochs):
+        return jax.lax.scan(lambda c, e: epoch(c, e, x), carry, epochs)
+
+    return run
+
+
 @attrs.frozen(kw_only=True, eq=False)
 class FittedRqvae:
     """A trained RQ-VAE (`sidcore.interfaces.FittedQuantizer`)."""
@@ -185,35 +213,24 @@ class RqvaeQuantizer:
         graphdef, state = nnx.split(model)
         tx = make_optimizer(cfg)
         opt = tx.init(state)
-        step = _step_fn(graphdef, tx, cfg)
+        run_chunk = _chunk_fn(_step_fn(graphdef, tx, cfg), n, bs, shuffle)
         encode = lambda s: _encode(graphdef, s, x)  # noqa: E731 (x is an argument, not a jit constant)
         best: tuple[float, Any] | None = None
         history = []
         chunk = cfg.eval_every or cfg.epochs
         epoch = 0
-        full = bs == n
-        run_chunk = jax.jit(lambda c, xs, m: jax.lax.scan(lambda cc, _: step(cc, xs), c, None, length=m),
-                            static_argnums=2)
-        one_step = jax.jit(step)
         while epoch < cfg.epochs:
             m = min(chunk, cfg.epochs - epoch)
-            if full:
-                (state, opt), logs = run_chunk((state, opt), x, m)
-                last = [float(v[-1]) for v in logs]
-            else:
-                for e in range(epoch, epoch + m):
-                    perm = jax.random.permutation(jax.random.fold_in(shuffle, e), n)
-                    for s in range(0, n, bs):
-                        (state, opt), logs = one_step((state, opt), x[perm[s:s + bs]])
-                last = [float(v) for v in logs]
+            (state, opt), logs = run_chunk((state, opt), x, jnp.arange(epoch, epoch + m, dtype=jnp.int32))
+            last = [float(v[-1]) for v in logs]  # one host sync per chunk
             epoch += m
             rate = collision_rate(np.asarray(encode(state)))
             history.append({"epoch": epoch, "loss": last[0], "recon": last[1], "quant": last[2],
                             "collision_rate": rate})
             if cfg.eval_every == 0 or best is None or rate < best[0]:
-                best = (rate, state)
-        state = jax.tree.map(np.asarray, best[1])
-        codes = np.asarray(encode(best[1]), np.int32)
+                best = (rate, jax.tree.map(np.array, state))  # a host copy: the next chunk donates state
+        state = best[1]
+        codes = np.asarray(encode(state), np.int32)
         return FittedRqvae(graphdef=graphdef, state=state, fit_codes=codes, history=tuple(history))
 
 
