@@ -63,7 +63,8 @@ class JaxConfig:
 @attrs.frozen(kw_only=True)
 class DataConfig:
     data_dir: str | None = h('MiniOneRec "data/Amazon" folder; fills the six file paths from `category` '
-                             '("bundled" = the sample shipped with sid).', None)
+                             '("bundled" = the 300-row sample shipped with sid; "bundled-full" = the shipped '
+                             'full Industrial valid/test splits).', None)
     category: str = h("Amazon category name (Industrial_and_Scientific, Office_Products, ...).",
                       "Industrial_and_Scientific")
     train_file: str | None = h("Training CSV (upstream train split; on this data: valid).", None)
