@@ -24,9 +24,6 @@ from sidcore.config.checks import check_cross_fields, check_data_sources
 from sidcore.errors import ConfigError
 from sidcore.registry import Registry, suggest
 
-BUNDLED = "bundled"
-BUNDLED_FULL = "bundled-full"
-SPLITS = ("train", "valid", "test")
 
 
 # ------------------------------------------------------------------------------------------
@@ -308,14 +305,12 @@ def resolve(raw: Mapping[str, Any], registry: Registry, *, source: str = "config
 
 def fill_data_paths(cfg: schema.RunConfig) -> schema.RunConfig:
     """Expand ``data.data_dir`` + ``data.category`` into the six MiniOneRec paths (explicit paths win)."""
-    from sidcore.data.minionerec import bundled_data_dir, bundled_full_dir, split_paths  # stdlib-only module
+    from sidcore.data.minionerec import data_dir_paths  # stdlib-only module
 
     d = cfg.data
     if d.data_dir is None:
         return cfg
-    p = split_paths(bundled_data_dir() if d.data_dir in (BUNDLED, BUNDLED_FULL) else d.data_dir, d.category)
-    if d.data_dir == BUNDLED_FULL:  # the full splits; catalog, index and items of the sample (all full)
-        p.update({k: v for k, v in split_paths(bundled_full_dir(), d.category).items() if k in SPLITS})
+    p = data_dir_paths(d.data_dir, d.category)
     filled = {"train_file": p["train"], "eval_file": p["valid"], "test_file": p["test"], "info_file": p["info"],
               "sid_index_path": p["index"], "item_meta_path": p["items"]}
     if not filled["train_file"].exists():  # MiniOneRec releases no train split here: train on valid

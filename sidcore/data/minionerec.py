@@ -337,6 +337,18 @@ def split_paths(data_dir: str | Path, category: str) -> dict[str, Path]:
     }
 
 
+def data_dir_paths(data_dir: str | Path, category: str) -> dict[str, Path]:
+    """`split_paths` of ``data.data_dir``: ``"bundled"`` is the sample, ``"bundled-full"`` the full
+    shipped splits with the sample's catalog, index and items (those are complete there)."""
+    if data_dir not in ("bundled", "bundled-full"):
+        return split_paths(data_dir, category)
+    p = split_paths(bundled_data_dir(), category)
+    if data_dir == "bundled-full":
+        full = split_paths(bundled_full_dir(), category)
+        p.update({k: full[k] for k in ("train", "valid", "test")})
+    return p
+
+
 __all__ = [
     "CSV_COLUMNS",
     "DataError",
@@ -347,6 +359,7 @@ __all__ = [
     "bundled_full_dir",
     "catalog_sids",
     "check_info_matches_index",
+    "data_dir_paths",
     "is_sid",
     "read_csv",
     "read_index",
