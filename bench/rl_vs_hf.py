@@ -48,7 +48,6 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     a = parse()
-    import attrs
     import torch
     import transformers
 
@@ -62,6 +61,7 @@ def main() -> None:
     from sidcore.plugins import load_plugins
     from sidcore.rl.config import RLConfig
     from sidcore.rl.trainer import train_rl
+    from sidcore.run.assemble import ModelBundle
 
     paths = split_paths(bundled_data_dir(), "Industrial_and_Scientific")
     tok = load_tokenizer("bundled", padding_side="right")
@@ -88,17 +88,11 @@ def main() -> None:
     rewards = {n: registry.get("reward", n).build(registry.get("reward", n).config()) for n in ("rule", "ranking")}
     model, _ = load_hf(tmp)
 
-    @attrs.define
-    class Bundle:
-        model: object
-        tokenizer: object
-        real_vocab: int
-        mesh: object
-
     load_before = os.getloadavg()
     cfg = RLConfig(num_generations=g, batch_size=b * g, max_steps=a.steps, lr_schedule="constant", warmup_ratio=0.0,
                    shared_prefix=not a.full_rows)
-    _, trainer = train_rl(cfg, bundle=Bundle(model, tok, len(tok), make_mesh("auto")), store=None, decoder=decoder,
+    _, trainer = train_rl(cfg, bundle=ModelBundle(model=model, model_config=None, tokenizer=tok, token_extension=None,
+                                                  real_vocab=len(tok), vocab_resize={}, mesh=make_mesh("auto")), store=None, decoder=decoder,
                           rewards=rewards, examples=examples, catalog=catalog, seed=0)
     sid_times = [h["rl/step_time_sec"] for h in trainer.history[1:]]
     sid_rollout = float(np.median([h["rl/rollout_time_sec"] for h in trainer.history[1:]]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from sidcore.config import schema
 from sidcore.errors import ConfigError
 
@@ -26,8 +28,6 @@ def check_cross_fields(cfg: schema.RunConfig, source: str) -> None:
 
 def check_data_sources(cfg: schema.RunConfig, source: str) -> None:
     """Refuse training data that would leak the test targets (run after the data paths are filled)."""
-    import os
-
     d = cfg.data
     if d.train_test_histories and cfg.eval.split != "test":
         raise ConfigError(f"{source}: data.train_test_histories trains on items before each test target, which "

@@ -10,8 +10,8 @@ options rebuild it from what is released (docs/data.md, "Prefix expansion"):
 - ``data.train_test_histories``: the items each test user had *before their first test target*
   (the history of that user's first test row) yield their prefixes too. Nothing at or after a
   user's first test target is ever used — no test target, no later test history — so the test
-  metrics stay leak-free (`leaks` checks that, and tests/unit/test_prefixes.py proves it on the
-  real split). Later test rows are not used: their histories hold the user's earlier test targets.
+  metrics stay leak-free (tests/unit/test_prefixes.py proves it on the real split). Later test rows
+  are not used: their histories hold the user's earlier test targets.
 
 Examples are deduplicated by (user, history, target) and keep first-seen order.
 """
@@ -94,25 +94,4 @@ def popularity_rows(
     return out
 
 
-def leaks(train: Iterable[InteractionRow], test: Sequence[InteractionRow]) -> list[str]:
-    """Messages for training examples that see a test user's test-period items.
-
-    An example of test user u leaks when it holds one of u's test targets (as history item or
-    target) and is not a window of the items u had before the first test target (the first test
-    row's history: an item bought before the test period may be bought again in it)."""
-    before = {r.user_id: r.history_item_sid for r in first_rows(test)}
-    targets: dict[str, set[str]] = {}
-    for r in test:
-        targets.setdefault(r.user_id, set()).add(r.item_sid)
-    out = []
-    for r in train:
-        seq = (*r.history_item_sid, r.item_sid)
-        if r.user_id not in targets or not targets[r.user_id].intersection(seq):
-            continue
-        hist = before[r.user_id]
-        if not any(hist[i:i + len(seq)] == seq for i in range(len(hist) - len(seq) + 1)):
-            out.append(f"user {r.user_id}: {''.join(seq)} holds a test target")
-    return out
-
-
-__all__ = ["dedupe", "expand_training_rows", "first_rows", "leaks", "popularity_rows", "prefix_rows"]
+__all__ = ["dedupe", "expand_training_rows", "first_rows", "popularity_rows", "prefix_rows"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 
-import attrs
 import jax
 import numpy as np
 import optax
@@ -27,17 +26,12 @@ from sidcore.model.sharding import make_mesh
 from sidcore.plugins import load_plugins
 from sidcore.rl.config import RLConfig
 from sidcore.rl.trainer import train_rl
+from sidcore.run.assemble import ModelBundle
 
 PATHS = split_paths(bundled_data_dir(), "Industrial_and_Scientific")
 N_ITEMS = 16
 
 
-@attrs.define
-class Bundle:
-    model: object
-    tokenizer: object
-    real_vocab: int
-    mesh: object
 
 
 def make_world(n_items=N_ITEMS, n_rows=64):
@@ -71,7 +65,8 @@ def world():
 def _bundle(tok, seed=0):
     cfg = Qwen2Config.tiny(vocab_size=len(tok), hidden_size=32, intermediate_size=64)
     model = nnx.jit(lambda: Qwen2ForCausalLM(cfg, rngs=nnx.Rngs(seed)))()
-    return Bundle(model=model, tokenizer=tok, real_vocab=len(tok), mesh=make_mesh("auto"))
+    return ModelBundle(model=model, model_config=cfg, tokenizer=tok, token_extension=None, real_vocab=len(tok),
+                       vocab_resize={}, mesh=make_mesh("auto"))
 
 
 def _run(world, steps, store=None, **over):

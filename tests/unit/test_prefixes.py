@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from sidcore.data.minionerec import InteractionRow, bundled_full_dir, read_csv, split_paths
-from sidcore.data.prefixes import expand_training_rows, first_rows, leaks, popularity_rows, prefix_rows
+from sidcore.data.prefixes import expand_training_rows, first_rows, popularity_rows, prefix_rows
 from sidcore.eval.metrics_layout import popularity_ranking
 
 CAT = "Industrial_and_Scientific"
@@ -22,6 +22,28 @@ def row(user: str, hist: str, target: str, line: int = 2) -> InteractionRow:
     return InteractionRow(user_id=user, history_item_title=tuple(f"t{c}" for c in hist), item_title=f"t{target}",
                           history_item_id=tuple(ord(c) for c in hist), item_id=ord(target),
                           history_item_sid=tuple(sid(c) for c in hist), item_sid=sid(target), line=line)
+
+
+def leaks(train, test) -> list[str]:
+    """Messages for training examples that see a test user's test-period items.
+
+    An example of test user u leaks when it holds one of u's test targets (as history item or
+    target) and is not a window of the items u had before the first test target (the first test
+    row's history: an item bought before the test period may be bought again in it)."""
+    before: dict[str, tuple[str, ...]] = {}  # each user's first test row in file order (written apart
+    targets: dict[str, set[str]] = {}        # from the module under test, so the check is independent)
+    for r in test:
+        before.setdefault(r.user_id, r.history_item_sid)
+        targets.setdefault(r.user_id, set()).add(r.item_sid)
+    out = []
+    for r in train:
+        seq = (*r.history_item_sid, r.item_sid)
+        if r.user_id not in targets or not targets[r.user_id].intersection(seq):
+            continue
+        hist = before[r.user_id]
+        if not any(hist[i:i + len(seq)] == seq for i in range(len(hist) - len(seq) + 1)):
+            out.append(f"user {r.user_id}: {''.join(seq)} holds a test target")
+    return out
 
 
 def letters(r: InteractionRow) -> str:
