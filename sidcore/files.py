@@ -129,19 +129,21 @@ _FAILPOINT_HITS: dict[str, int] = {}
 
 
 def failpoint(name: str) -> None:
-    """Fault injection for the crash tests: with ``SID_FAILPOINT=<name>[:<n>]`` in the environment the
-    process SIGKILLs itself at the n-th time (default 1st) it passes the point `name`. Points:
-    ``store.staged`` (new payload fully written, old checkpoint still committed),
-    ``store.uncommitted`` (old record removed), ``store.published`` (new payload in place, record
-    not yet written). No effect without the variable (one dict lookup)."""
+    """Fault injection for the crash tests: with ``SID_FAILPOINT=<name>[:<n>[:<SIGNAL>]]`` in the
+    environment the process sends itself SIGNAL (default SIGKILL) at the n-th time (default 1st) it
+    passes the point `name`. Points: ``store.staged`` (new payload fully written, old checkpoint still
+    committed), ``store.uncommitted`` (old record removed), ``store.published`` (new payload in place,
+    record not yet written), ``job.startup`` (config resolved, nothing loaded or written),
+    ``eval.batch`` (after each decoded eval batch). No effect without the variable (one dict lookup)."""
     spec = os.environ.get("SID_FAILPOINT")
     if not spec:
         return
-    want, _, count = spec.partition(":")
+    want, _, rest = spec.partition(":")
     if want != name:
         return
+    count, _, signame = rest.partition(":")
     _FAILPOINT_HITS[name] = _FAILPOINT_HITS.get(name, 0) + 1
     if _FAILPOINT_HITS[name] >= int(count or 1):
         import signal
 
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, signame or "SIGKILL"))

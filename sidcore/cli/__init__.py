@@ -16,7 +16,9 @@ import sys
 import attrs
 import click
 
-from sidcore import __version__
+from sidcore import __version__, interrupts
+
+interrupts.install()  # as early as sid's own code runs: a Ctrl-C during start-up is not lost
 from sidcore.errors import SidError
 from sidcore.plugins import Plugins, load_plugins
 
@@ -78,8 +80,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         group = build_cli(debug=debug)
         group.main(args=args, prog_name="sid", standalone_mode=False)
+    except interrupts.Interrupted as exc:
+        if debug:
+            raise
+        click.echo(f"Error: {exc.message()}", err=True)
+        interrupts.exit_now()
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        if exc.exit_code or not interrupts.received():
+            sys.exit(exc.exit_code)
     except click.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
@@ -91,6 +99,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    if interrupts.received():  # a signal some library swallowed: never exit 0 after it
+        click.echo(f"Error: {interrupts.Interrupted(interrupts.received() or '').message()}", err=True)
+        interrupts.exit_now()
 
 
 __all__ = ["CliState", "build_cli", "main"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from sidcore.config import loading
-from sidcore.errors import UsageError
+from sidcore.errors import ConfigError, UsageError
 
 KIND_FLAGS = ("optimizer", "decoder", "store", "launcher")
 
@@ -48,7 +48,15 @@ def run(state, config_path: str, run_mode: str | None, plugin_names: tuple[str, 
         extra.append(f"run_mode={run_mode}")
     if output_dir:
         extra.append(f"output_dir={output_dir}")
-    cfg = loading.load_config(config_path, registry, overrides=extra, selections=selections)
+    try:
+        cfg = loading.load_config(config_path, registry, overrides=extra, selections=selections)
+    except ConfigError as exc:  # a component chosen by a flag: name the flag, not the YAML file
+        for kind, name in selections.items():
+            head = f"{config_path}: {kind}.name: "
+            if str(exc).startswith(head):
+                flag = f"--plugin {name}" if name in plugin_names else f"--{kind} {name}"
+                raise UsageError(f"{flag}: {str(exc)[len(head):]}") from None
+        raise
     argv = replay_argv(config_path, selections, extra)
     launch(cfg, state.plugins, config_path=config_path, argv=argv, dry_run=dry_run)
 

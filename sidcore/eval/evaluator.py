@@ -23,6 +23,7 @@ from sidcore.config.schema import EvalConfig
 from sidcore.errors import ConfigError, DataError
 from sidcore.eval.metrics_layout import flat_metrics, metric_families, metrics_json, standard_errors
 from sidcore.interfaces import emits_sids, target_kind
+from sidcore.files import failpoint
 from sidcore.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,7 @@ class Evaluator:
                     preds[i] = [tokens_to_sid(tok, beam, self.depth, eos) for beam in tokens[r]]
                     self.scores[i] = scores[r]
                 progress.update(len(chunk))
+                failpoint("eval.batch")
 
     def _values(self, predictions: Sequence[Sequence[str]], rows: Sequence[int]) -> dict[str, float]:
         values: dict[str, float] = {}

@@ -300,7 +300,8 @@ def special_token_ids(tokenizer: Any) -> dict[str, int]:
 
 def export_hf(model: Qwen2ForCausalLM, cfg: Qwen2Config | None, out_dir: str | os.PathLike[str], *,
               extra_config: Mapping[str, Any] | None = None,
-              generation_config: Mapping[str, Any] | None = None) -> Path:
+              generation_config: Mapping[str, Any] | None = None,
+              extra_files: Mapping[str, bytes] | None = None) -> Path:
     """Write `config.json` + `model.safetensors` loadable by `AutoModelForCausalLM.from_pretrained`.
 
     The folder is written to a temporary sibling and renamed into place (an existing folder is
@@ -313,6 +314,7 @@ def export_hf(model: Qwen2ForCausalLM, cfg: Qwen2Config | None, out_dir: str | o
         extra_config: extra `config.json` keys (e.g. ``eos_token_id``).
         generation_config: when given, written as ``generation_config.json`` (``eos_token_id`` there
             is what makes a plain ``generate()`` stop).
+        extra_files: more files (name -> bytes) written into the folder before it is moved into place.
     """
     from safetensors.numpy import save_file
 
@@ -337,6 +339,8 @@ def export_hf(model: Qwen2ForCausalLM, cfg: Qwen2Config | None, out_dir: str | o
         if generation_config is not None:
             gen = {"_from_model_config": False, **generation_config}
             (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+        for fname, data in (extra_files or {}).items():
+            (tmp / fname).write_bytes(data)
         if out.exists():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)

@@ -31,6 +31,7 @@ from sidcore.rl.config import RLConfig
 from sidcore.rl.group_forward import supports_group_forward
 from sidcore.rl.loss import sync_reference
 from sidcore.rl.rollout import TrieSampler, check_group_batch
+from sidcore.train import checkpointing as ckpt
 from sidcore.rl.step import RLStep
 from sidcore.rl.telemetry import step_values
 from sidcore.train import state as S
@@ -41,6 +42,17 @@ from sidcore.train.step import make_schedule_factory
 log = logging.getLogger(__name__)
 
 __all__ = ["RLTrainer", "rl_total_steps", "rl_schedule", "default_rl_optimizer", "rollout_decoder", "train_rl"]
+
+
+def check_rl_batch(cfg: RLConfig, mesh: Any, n_catalog: int) -> int:
+    """Prompts per RL step, or a `ConfigError` when the batch does not split into groups, replicas
+    and processes (the job calls this before it writes anything)."""
+    prompts = check_group_batch(cfg.batch_size, cfg.num_generations, n_catalog)
+    replicas = int(mesh.shape["dp"] * mesh.shape["fsdp"])
+    if prompts % replicas or prompts % jax.process_count():
+        raise ConfigError(f"rl.batch_size / num_generations = {prompts} prompts per step do not split over "
+                          f"{replicas} data replicas and {jax.process_count()} processes")
+    return prompts
 
 
 def rl_total_steps(cfg: RLConfig, n_examples: int) -> int:
@@ -87,6 +99,8 @@ class RLTrainer:
     seed: int = 42
     evaluate: Callable[[Any, int], dict[str, float]] | None = None
     eval_steps: int = 0  # > 0: evaluate every N steps (and at the end)
+    resume: Any = None  # sidcore.train.checkpointing.Resumed: own checkpoint, found and checked by the job
+    settings: dict[str, Any] = attrs.field(factory=dict)  # sidcore.run.identity.run_settings, into every meta
     params: Any = None  # final params after run()
     order: Any = None
     history: list[dict[str, float]] = attrs.field(factory=list)
@@ -96,11 +110,7 @@ class RLTrainer:
         missing = [r.name for r in cfg.rewards if r.name not in self.rewards]
         if missing:
             raise ConfigError(f"rl.rewards selects '{missing[0]}' but no such reward component was built")
-        prompts = check_group_batch(cfg.batch_size, cfg.num_generations, len(self.catalog.sids))
-        replicas = int(mesh.shape["dp"] * mesh.shape["fsdp"])
-        if prompts % replicas or prompts % jax.process_count():
-            raise ConfigError(f"rl.batch_size / num_generations = {prompts} prompts per step do not split over "
-                              f"{replicas} data replicas and {jax.process_count()} processes")
+        prompts = check_rl_batch(cfg, mesh, len(self.catalog.sids))
         steps = rl_total_steps(cfg, len(self.examples))
         graphdef, st = nnx.split(self.bundle.model)
         params = shard_params(nnx.to_pure_dict(st), mesh)
@@ -124,6 +134,7 @@ class RLTrainer:
             ref = shard_params(ref, mesh) if ref is not None else None
             step, order_state = int(meta["step"]), tuple(meta["data_order"])
             log.info("rl: resumed from step %d", step)
+            ckpt.nothing_left(step, steps, self.resume.source)
         order = self.order = DataOrder(len(self.examples), prompts, seed=self.seed, state=order_state)
         lr_at = rl_schedule(cfg, steps)
         if self.logger is not None:
@@ -189,7 +200,7 @@ class RLTrainer:
 
     def _meta(self, step: int) -> dict[str, Any]:
         return {"step": step, "data_order": list(self.order.state), "seed": self.seed, "stage": "rl",
-                "vocab_size": self.bundle.real_vocab, "beta": self.cfg.beta}
+                "vocab_size": self.bundle.real_vocab, "beta": self.cfg.beta, "settings": ckpt.normalise(self.settings)}
 
     def _save(self, name: str, params: Any, opt_state: Any, ref: Any, step: int) -> None:
         if self.store is None:
@@ -197,37 +208,17 @@ class RLTrainer:
         tree = S.to_tree(params, opt_state)  # all processes join the gather
         if ref is not None:
             tree["ref_params"] = flatten_params(to_host(ref))
-        if jax.process_index() == 0:
-            self.store.save(name, tree, self._meta(step))
+        ckpt.save(self.store, name, tree, self._meta(step))
 
     def _rotate(self) -> None:
-        limit = self.cfg.save_total_limit
-        if self.store is None or not limit or jax.process_index() != 0:
-            return
-        snaps = sorted((n for n in self.store.names() if n.startswith("step") and n[4:].isdigit()),
-                       key=lambda n: int(n[4:]))
-        for name in snaps[:-limit]:
-            self.store.delete(name)
+        ckpt.rotate(self.store, self.cfg.save_total_limit)
 
     def _restore(self, expected: Any, opt_template: Any, with_ref: bool) -> tuple | None:
-        """Newest complete RL checkpoint among ``last`` and ``step<N>`` (by recorded step), if any."""
-        if self.store is None:
+        """The run's own newest RL checkpoint (found and checked by the job: stage, settings), if any."""
+        own = self.resume
+        if own is None:
             return None
-        names = self.store.names()
-        snaps = sorted((n for n in names if n.startswith("step") and n[4:].isdigit()), key=lambda n: int(n[4:]))
-        cands = (["last"] if "last" in names else []) + snaps[-1:]
-        best = None
-        for name in cands:
-            tree, meta = self.store.restore(name)
-            if best is None or meta.get("step", -1) > best[2].get("step", -1):
-                best = (name, tree, meta)
-        if best is None:
-            return None
-        name, tree, meta = best
-        src = f"{self.store.uri}:{name}"
-        if meta.get("stage") != "rl":
-            raise CheckpointError(f"{src}: not an RL checkpoint (stage {meta.get('stage', 'sft')!r}); start RL from "
-                                  "its weights instead of resuming it")
+        tree, src = own.tree, own.source
         params = S.params_from_tree(tree, expected, src)
         opt_state = S.opt_state_from_tree(tree, S.host(opt_template), src)
         ref = None
@@ -236,28 +227,31 @@ class RLTrainer:
                 raise CheckpointError(f"{src}: no reference model saved (was it written with rl.beta=0?)")
             S.check_params(tree["ref_params"], expected, src)
             ref = unflatten_params(dict(tree["ref_params"]))
-        return params, opt_state, ref, meta
+        return params, opt_state, ref, own.meta
 
 
 def train_rl(cfg: RLConfig, *, bundle: Any, store: Any | None, decoder: Any, rewards: Mapping[str, Reward],
              examples: Sequence[Any], catalog: SidCatalog, logger: Any | None = None, seed: int = 42,
              tx: optax.GradientTransformation | None = None, evaluate: Callable[[Any, int], dict] | None = None,
-             eval_steps: int = 0) -> tuple[dict[str, Any], RLTrainer]:
+             eval_steps: int = 0, resume: Any = None,
+             settings: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], RLTrainer]:
     """Run the RL stage; returns (summary, trainer) — ``trainer.params`` holds the final weights.
 
     Args:
         cfg: the ``rl`` section.
         bundle: model bundle (``model``, ``tokenizer``, ``real_vocab``, ``mesh``), weights = the start point.
-        store: checkpoint store of this run (resume from its newest RL checkpoint), or None.
+        store: checkpoint store of this run (where its checkpoints go), or None.
         decoder: the catalog decoder used for beam rollouts (the ``trie`` component).
         rewards: built reward components by name (every ``cfg.rewards`` entry must be there).
         examples: RL prompts (`sidcore.data.rl_tasks.build_rl_examples`).
         tx: optimizer transform (default `default_rl_optimizer`: clip + AdamW on the RL schedule).
+        resume: the run's own checkpoint to continue (`sidcore.train.checkpointing.own_resume`), or None.
+        settings: the run's identity (`sidcore.run.identity.run_settings`), recorded in each checkpoint.
     """
     if tx is None:
         tx = default_rl_optimizer(cfg, rl_total_steps(cfg, len(examples)))
     trainer = RLTrainer(cfg=cfg, bundle=bundle, tx=tx, store=store,
                         decoder=rollout_decoder(cfg, decoder, catalog, int(bundle.tokenizer.eos_token_id)),
                         rewards=rewards, examples=examples, catalog=catalog, logger=logger, seed=seed,
-                        evaluate=evaluate, eval_steps=eval_steps)
+                        evaluate=evaluate, eval_steps=eval_steps, resume=resume, settings=dict(settings or {}))
     return trainer.run(), trainer

@@ -17,13 +17,16 @@ from typing import Any
 
 import attrs
 
+from sidcore import interrupts
 from sidcore.config import loading
 from sidcore.config.schema import RunConfig
 from sidcore.eval.metrics_layout import final_values
 from sidcore.plugins import Plugins
 from sidcore.errors import CheckpointError, ConfigError
-from sidcore.files import clean_temp_files
-from sidcore.run.rundir import RunLock, prepare_dir, write_json, write_run_files
+from sidcore.files import clean_temp_files, failpoint
+from sidcore.run.identity import run_settings, stage_of
+from sidcore.run.rundir import RunLock, prepare_dir, remove_if_only_lock, write_json, write_run_files
+from sidcore.train.checkpointing import own_resume
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +58,39 @@ def run_in_process(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
     from sidcore.run.compile_cache import enable_compile_cache
     from sidcore.run.distributed import maybe_initialize_distributed
 
+    failpoint("job.startup")
     maybe_initialize_distributed(cfg.jax.distributed)
     enable_compile_cache(cfg.jax.compile_cache)
     is_main = jax.process_index() == 0
     cfg = _resolve_start_weights(cfg)
-    out = prepare_dir(cfg.output_dir) if is_main else Path(cfg.output_dir)
-    with RunLock(out) if is_main else contextlib.nullcontext():
-        if is_main:
-            for path in clean_temp_files(out):
+    if not is_main:
+        return _run_locked(cfg, plugins, Path(cfg.output_dir), is_main)
+    dirs = _locked_dirs(cfg)
+    created = [p for d in dirs for p in (d, *d.parents) if not p.exists()]  # deepest first
+    try:
+        with contextlib.ExitStack() as stack:
+            for d in dirs:  # the run directory, and a local checkpoint_uri elsewhere: one run each
+                stack.enter_context(RunLock(prepare_dir(str(d))))
+            for path in clean_temp_files(dirs[0]):
                 log.info("removed %s (left by an interrupted write)", path.name)
-        return _run_locked(cfg, plugins, out, is_main)
+            return _run_locked(cfg, plugins, dirs[0], is_main)
+    except BaseException:
+        remove_if_only_lock(created)  # a failed start into a new folder leaves no folder behind
+        raise
+
+
+def _locked_dirs(cfg: RunConfig) -> list[Path]:
+    """The run directory, plus a local ``checkpoint_uri`` directory when it is another folder."""
+    from sidcore.registry import uri_scheme
+    from sidcore.run.assemble import store_uri
+
+    dirs = [Path(cfg.output_dir)]
+    uri = store_uri(cfg)
+    if uri_scheme(uri) == "file":
+        local = Path(uri.removeprefix("file://"))
+        if local.resolve() != dirs[0].resolve():
+            dirs.append(local)
+    return dirs
 
 
 def _resolve_start_weights(cfg: RunConfig) -> RunConfig:
@@ -108,16 +134,19 @@ def _run_locked(cfg: RunConfig, plugins: Plugins, out: Path, is_main: bool) -> d
         rl_job.load_start_weights(cfg, bundle, plugins.registry)
         rl_rewards = rl_job.build_rewards(cfg, plugins)
         rl_examples = rl_job.rl_examples(cfg, bundle, catalog)
-    if trains or rl:  # SFT and RL alike: a damaged own checkpoint stops the run here, before any write
-        from sidcore.train.loop import resume_candidates
-
-        resume_candidates(comps.store, cfg.train)
+        rl_job.check_batch(cfg, bundle, catalog)
+    settings = run_settings(cfg)
+    # SFT and RL alike: the run's own newest checkpoint is restored (checksums verified) and checked
+    # against this run's stage and settings here, before any write; a damaged one stops the run.
+    resume = own_resume(comps.store, resume_fallback=cfg.train.resume_fallback, stage=stage_of(cfg),
+                        settings=settings) if trains or rl else None
     start_from = open_checkpoint(cfg.train.resume_from_checkpoint, plugins.registry) \
         if trains and cfg.train.resume_from_checkpoint else None
     evaluator = _make_evaluator(cfg, bundle, comps, eval_inputs) if eval_inputs else None
     eval_weights = _eval_params(cfg, bundle, comps.store, plugins.registry) \
         if evaluator and not trains and not rl else None
     # The run is known to start: only now the run directory's own files are (re)written.
+    interrupts.check()
     if is_main:
         write_run_files(cfg, plugins)
         bundle.tokenizer.save_pretrained(str(out))
@@ -133,15 +162,20 @@ def _run_locked(cfg: RunConfig, plugins: Plugins, out: Path, is_main: bool) -> d
     params = eval_weights
     logger = make_run_logger(cfg, bundle, summary["config"], is_main)  # one logger: train, eval, final
     try:
+        interrupts.check()
         if train_data is not None:
-            params = _train(cfg, bundle, comps, train_data, evaluator, summary, logger, start_from)
+            params = _train(cfg, bundle, comps, train_data, evaluator, summary, logger, start_from, resume,
+                            settings)
             if evaluator is not None and cfg.eval.use_best_checkpoint:
                 params = _best_params(cfg, bundle, comps.store)
         if rl:
             params = rl_job.run_rl(cfg, bundle=bundle, comps=comps, catalog=catalog, examples=rl_examples,
-                                   rewards=rl_rewards, evaluator=evaluator, logger=logger, summary=summary)
+                                   rewards=rl_rewards, evaluator=evaluator, logger=logger, summary=summary,
+                                   resume=resume, settings=settings)
         if evaluator is not None:
+            interrupts.check()
             result = evaluator.run(params)
+            interrupts.check()
             summary["eval"] = {**result.metrics, "timing": result.timing}
             if is_main:
                 _write_eval_outputs(cfg, out, result)
@@ -215,7 +249,7 @@ def _train_data(cfg: RunConfig, bundle: Any) -> tuple[list[Any], list[Any], Any]
 
 
 def _train(cfg: RunConfig, bundle: Any, comps: Any, train_data: tuple[list[Any], list[Any], Any], evaluator: Any,
-           summary: dict[str, Any], logger: Any, start_from: Any) -> Any:
+           summary: dict[str, Any], logger: Any, start_from: Any, resume: Any, settings: dict[str, Any]) -> Any:
     from sidcore.train.loop import Trainer
 
     examples, val, plan = train_data
@@ -223,7 +257,7 @@ def _train(cfg: RunConfig, bundle: Any, comps: Any, train_data: tuple[list[Any],
     tx = trainable_transform(cfg, bundle, comps.optimizer)
     trainer = Trainer(train=cfg.train, data=cfg.data, seed=cfg.seed, plan=plan, bundle=bundle, tx=tx,
                       store=comps.store, examples=examples, val_examples=val, logger=logger, evaluate=periodic,
-                      optimizer_name=cfg.optimizer.name, start_from=start_from)
+                      optimizer_name=cfg.optimizer.name, start_from=start_from, resume=resume, settings=settings)
     try:
         summary["train"] = trainer.run()
     finally:

@@ -24,15 +24,21 @@ def launch(cfg: RunConfig, plugins: Plugins, *, config_path: str, argv: Sequence
     request = {"argv": list(argv), "config_path": config_path, "run_mode": cfg.run_mode,
                "output_dir": cfg.output_dir}
     plan = launcher.plan(request)
+    if dry_run or not plan.in_process:  # an in-process run makes these checks (and more) itself
+        from sidcore.run import preflight
+
+        done = preflight.check(cfg, plugins, in_process=plan.in_process)
     if plan.in_process:
         if dry_run:
             click.echo(f"in-process {cfg.run_mode} run -> {cfg.output_dir}")
             click.echo(loading.dump_yaml(cfg), nl=False)
+            click.echo(preflight.report(done))
             return
         run_job(cfg, plugins)
         return
     if dry_run:
         click.echo(format_plan(plan))
+        click.echo(preflight.report(done))
         return
     execute(plan)
 

@@ -48,6 +48,13 @@ def build_rewards(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
     return out
 
 
+def check_batch(cfg: RunConfig, bundle: Any, catalog: Any) -> None:
+    """The RL batch splits into groups, replicas and processes (before anything is written)."""
+    from sidcore.rl.trainer import check_rl_batch
+
+    check_rl_batch(cfg.rl, bundle.mesh, len(catalog.sids))
+
+
 def rl_examples(cfg: RunConfig, bundle: Any, catalog: Any) -> list[Any]:
     from sidcore.data.minionerec import catalog_sids, read_csv, read_index, read_info, read_items
     from sidcore.data.rl_tasks import build_rl_examples
@@ -69,13 +76,14 @@ def rl_examples(cfg: RunConfig, bundle: Any, catalog: Any) -> list[Any]:
 
 
 def run_rl(cfg: RunConfig, *, bundle: Any, comps: Any, catalog: Any, examples: list[Any], rewards: dict[str, Any],
-           evaluator: Any, logger: Any, summary: dict[str, Any]) -> Any:
+           evaluator: Any, logger: Any, summary: dict[str, Any], resume: Any, settings: dict[str, Any]) -> Any:
     """Train with the RL stage; returns the final params (for the job's final eval)."""
     from sidcore.rl.trainer import train_rl
 
     periodic = evaluator.periodic if (evaluator is not None and cfg.train.eval_steps > 0) else None
     result, trainer = train_rl(cfg.rl, bundle=bundle, store=comps.store, decoder=comps.decoder, rewards=rewards,
                                examples=examples, catalog=catalog, logger=logger, seed=cfg.seed,
-                               evaluate=periodic, eval_steps=max(cfg.train.eval_steps, 0))
+                               evaluate=periodic, eval_steps=max(cfg.train.eval_steps, 0), resume=resume,
+                               settings=settings)
     summary["rl"] = {**result, "n_prompts": len(examples)}
     return trainer.params

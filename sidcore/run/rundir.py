@@ -48,6 +48,18 @@ def prepare_dir(output_dir: str) -> Path:
     return out
 
 
+def remove_if_only_lock(created: list[Path]) -> None:
+    """Remove folders this run created (deepest first) when they hold nothing but its lock file (a
+    failed start): what the user had is untouched, what the failed run made is gone."""
+    for d in created:
+        try:
+            if d.is_dir() and {p.name for p in d.iterdir()} <= {LOCK_FILE}:
+                (d / LOCK_FILE).unlink(missing_ok=True)
+                d.rmdir()
+        except OSError:
+            pass
+
+
 class RunLock:
     """An exclusive lock on a run directory for the life of a run (``flock`` on ``.sid.lock``).
 

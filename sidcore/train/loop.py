@@ -22,37 +22,12 @@ from sidcore.model.sharding import param_shardings, put_batch, shard_params
 from sidcore.errors import CheckpointError, Preempted, TrainingError
 from sidcore.model.merge import make_merge
 from sidcore.train import batches
+from sidcore.train import checkpointing as ckpt
 from sidcore.train import state as ckpt_state
 from sidcore.train.plan import BatchMath, TrainPlan
 from sidcore.train.step import make_eval_loss, make_train_step
 
 log = logging.getLogger(__name__)
-
-
-def _is_snapshot(name: str) -> bool:
-    return name.startswith("step") and name[4:].isdigit()
-
-
-def resume_candidates(store: Any, train: TrainConfig) -> list[str]:
-    """The run's own checkpoints a rerun resumes from (``last`` and the newest ``step<N>``).
-
-    A damaged ``last`` / ``step<N>`` is a `CheckpointError` (training would overwrite it) unless
-    ``train.resume_fallback`` is set; the job calls this before anything is written.
-    """
-    all_names = store.names()
-    damaged = {n: why for n, why in store.damaged().items() if n == "last" or _is_snapshot(n)}
-    snaps = sorted((n for n in all_names if _is_snapshot(n)), key=lambda n: int(n[4:]))
-    names = (["last"] if "last" in all_names else []) + snaps[-1:]
-    if damaged:
-        name, why = sorted(damaged.items())[0]
-        if not train.resume_fallback:
-            instead = f"'{names[0]}'" if names else "a fresh start"
-            raise CheckpointError(
-                f"checkpoint '{name}' of {store.uri} is damaged ({why}); not training over it. Move it "
-                f"away, or set train.resume_fallback=true to resume from {instead} instead")
-        log.warning("checkpoint '%s' is damaged (%s); train.resume_fallback: resuming from %s", name, why,
-                    names[0] if names else "scratch")
-    return names
 
 
 class StopFlag:
@@ -99,6 +74,8 @@ class Trainer:
     evaluate: Callable[[Any, int], dict[str, float]] | None = None  # decoding eval (train_eval)
     optimizer_name: str = ""  # recorded in checkpoint metadata
     start_from: Any = None  # sidcore.run.checkpoints.Opened: train.resume_from_checkpoint, if set
+    resume: Any = None  # sidcore.train.checkpointing.Resumed: the run's own checkpoint (checked by the job)
+    settings: dict[str, Any] = attrs.field(factory=dict)  # sidcore.run.identity.run_settings, into every meta
     params: Any = None  # final params after run()
     order: Any = None  # the DataOrder of this run (its state goes into checkpoint metadata)
 
@@ -129,12 +106,14 @@ class Trainer:
         step, order_state, best = 0, (0, 0), {"value": None, "step": None, "bad_evals": 0}
         resumed = self._restore(expected, opt_state)
         if resumed is not None:
-            params, restored_opt, meta = resumed
+            params, restored_opt, meta, resumed_from = resumed
             params = shard_params(params, mesh)
             if restored_opt is not None:
                 opt_state = jax.device_put(restored_opt, opt_sh)
             if meta:
                 step, order_state, best = meta["step"], tuple(meta["data_order"]), meta.get("best", best)
+        if resumed is not None:
+            ckpt.nothing_left(step, steps, resumed_from)
         self.logger.start(total=steps, initial=step, effective=math_.effective)
         eval_every = self._eval_every(steps, math_)
         lr_at = self.plan.make_schedule(cfg.learning_rate)  # for logging only
@@ -239,60 +218,52 @@ class Trainer:
 
     def _meta(self, step: int, best: dict[str, Any]) -> dict[str, Any]:
         return {"step": step, "data_order": list(self.order.state), "best": dict(best), "seed": self.seed,
-                "vocab_size": self.bundle.real_vocab, "optimizer": self.optimizer_name}
+                "vocab_size": self.bundle.real_vocab, "optimizer": self.optimizer_name, "stage": "sft",
+                "settings": ckpt.normalise(self.settings)}
 
     def _save(self, name: str, params: Any, opt_state: Any, step: int, best: dict[str, Any]) -> None:
-        tree = ckpt_state.to_tree(params, opt_state)  # all processes join the gather
-        if jax.process_index() == 0:
-            self.store.save(name, tree, self._meta(step, best))
+        ckpt.save(self.store, name, ckpt_state.to_tree(params, opt_state), self._meta(step, best))
 
     def _rotate(self) -> None:
-        limit = self.train.save_total_limit
-        if not limit or jax.process_index() != 0:
-            return
-        snaps = sorted((n for n in self.store.names() if n.startswith("step") and n[4:].isdigit()),
-                       key=lambda n: int(n[4:]))
-        for name in snaps[:-limit]:
-            self.store.delete(name)
+        ckpt.rotate(self.store, self.train.save_total_limit)
 
-    def _restore(self, expected: Any, opt_template: Any) -> tuple[Any, Any, dict[str, Any]] | None:
-        """What to start from: the run's own newest checkpoint (``last`` / ``step<N>``, by recorded
-        step) on a rerun; else ``train.resume_from_checkpoint``; else nothing (fresh start).
+    def _restore(self, expected: Any, opt_template: Any) -> tuple[Any, Any, dict[str, Any], str] | None:
+        """What to start from: the run's own newest checkpoint (found and checked by the job before
+        anything was written) on a rerun; else ``train.resume_from_checkpoint``; else nothing.
 
-        A damaged own checkpoint stops the run (training would overwrite it) unless
-        ``train.resume_fallback`` is set. Returns ``(params, opt_state or None, meta or {})``.
+        From ``train.resume_from_checkpoint`` (an explicit start: other step counts or data are the
+        user's choice) the optimizer state and data cursor come along when it is an SFT checkpoint of
+        the same optimizer settings and ``train.trainable``; otherwise only its weights, and the log
+        names the settings that differ.
+        Returns ``(params, opt_state or None, meta or {}, source)``.
         """
-        own = self._own_checkpoint(expected, opt_template)
+        own = self.resume
         if own is not None:
-            return own
+            params = ckpt_state.params_from_tree(own.tree, expected, own.source)
+            opt_state = ckpt_state.opt_state_from_tree(own.tree, ckpt_state.host(opt_template), own.source)
+            log.info("resumed from %s (step %d): weights, optimizer state and data cursor", own.source, own.step)
+            return params, opt_state, own.meta, own.source
         start = self.start_from
         if start is None:
             return None
         params = ckpt_state.params_from_tree(start.tree, expected, start.source)
         meta = start.meta
         resumable = "opt_state" in start.tree and "step" in meta and "data_order" in meta
-        same_opt = meta.get("optimizer", self.optimizer_name) == self.optimizer_name
-        if resumable and same_opt:
+        now = ckpt.normalise(self.settings)
+        recorded = meta.get("settings")
+        if recorded is None:  # older record: the optimizer's name is all it has
+            recorded, now = {"optimizer.name": meta.get("optimizer", self.optimizer_name)}, {
+                "optimizer.name": self.optimizer_name}
+        state_keys = [k for k in set(recorded) | set(now) if k.startswith("optimizer.") or k == "train.trainable"]
+        diff = ckpt.differing({k: recorded.get(k) for k in state_keys}, {k: now.get(k) for k in state_keys})
+        stage = meta.get("stage", "sft")
+        if resumable and stage == "sft" and not diff:
             opt_state = ckpt_state.opt_state_from_tree(start.tree, ckpt_state.host(opt_template), start.source)
-            log.info("starting from %s: weights, optimizer state and data cursor (step %d) restored",
-                     start.source, meta["step"])
-            return params, opt_state, meta
+            log.info("starting from %s: weights, optimizer state and data cursor (step %d) restored", start.source,
+                     meta["step"])
+            return params, opt_state, meta, start.source
         why = ("it has no optimizer state or data cursor" if not resumable else
-               f"it was trained with optimizer {meta.get('optimizer')!r}, this run uses {self.optimizer_name!r}")
+               f"it is an {stage.upper()} checkpoint" if stage != "sft" else
+               "its optimizer state belongs to other settings: " + ckpt.describe(diff, recorded, now))
         log.info("starting from %s: weights restored; fresh optimizer state and data order (%s)", start.source, why)
-        return params, None, {}
-
-    def _own_checkpoint(self, expected: Any, opt_template: Any) -> tuple[Any, Any, dict[str, Any]] | None:
-        names = resume_candidates(self.store, self.train)
-        if not names:
-            return None
-        newest_name, newest_tree, newest_meta = None, None, None
-        for name in names:
-            tree, meta = self.store.restore(name)
-            if newest_meta is None or meta.get("step", -1) > newest_meta.get("step", -1):
-                newest_name, newest_tree, newest_meta = name, tree, meta
-        src = f"{self.store.uri}:{newest_name}"
-        params = ckpt_state.params_from_tree(newest_tree, expected, src)
-        opt_state = ckpt_state.opt_state_from_tree(newest_tree, ckpt_state.host(opt_template), src)
-        log.info("resumed from %s (step %d): weights, optimizer state and data cursor", src, newest_meta["step"])
-        return params, opt_state, newest_meta
+        return params, None, {}, start.source

@@ -62,6 +62,28 @@ def drop_records_after(path: Path, step: int) -> int:
     return dropped
 
 
+def drop_final_records(path: Path) -> int:
+    """Rewrite a ``metrics.jsonl`` without its ``final/...`` records (atomically); return how many.
+
+    A rerun of a finished run evaluates again: its final block replaces the earlier one instead of
+    standing next to it."""
+    if not path.exists():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+
+    def is_final(line: str) -> bool:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(rec, dict) and any(str(k).startswith("final/") for k in rec)
+
+    keep = [x for x in lines if not is_final(x)]
+    if len(keep) != len(lines):
+        atomic_write(path, "".join(x + "\n" for x in keep))
+    return len(lines) - len(keep)
+
+
 def default_run_name(category: str, now: float | None = None) -> str:
     """``<category>-sid-sft-<YYYYmmdd-HHMMSS>`` (docs/config.md, ``wandb.name``)."""
     return f"{category}-sid-sft-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}"
@@ -91,6 +113,7 @@ class RunLogger:
         self._last_loss: float | None = None
         self._progress: Progress | None = None
         self._summary: dict[str, Any] = {}
+        self._final_written = False
         if enabled and wandb_cfg.mode != "disabled":
             self._init_wandb(wandb_cfg, run_config)
 
@@ -196,6 +219,10 @@ class RunLogger:
         """The run's final numbers (``final/...``: test metrics, baseline, timing) in the jsonl, W&B's
         history and W&B's run summary."""
         step = self.last_step if step is None else step
+        if self.enabled and not self._final_written:
+            self._final_written = True
+            if drop_final_records(self.path):
+                log.info("metrics.jsonl: replaced the final block of an earlier run of this command")
         self.write(step, values)
         self._summary.update({k: _plain(v) for k, v in values.items()})
 

@@ -25,6 +25,7 @@ from sidcore.model import Qwen2Config, Qwen2ForCausalLM
 from sidcore.model.sharding import make_mesh
 from sidcore.plugins import load_plugins
 from sidcore.rl.config import RLConfig
+from sidcore.train.checkpointing import own_resume
 from sidcore.rl.trainer import train_rl
 from sidcore.run.assemble import ModelBundle
 
@@ -74,8 +75,9 @@ def _run(world, steps, store=None, **over):
     opts = dict(num_generations=4, batch_size=32, max_steps=steps, learning_rate=1e-2, warmup_ratio=0.0,
                 lr_schedule="constant", max_grad_norm=1.0, prompt_bucket=32)
     cfg = RLConfig(**{**opts, **over})
+    resume = own_resume(store, resume_fallback=False, stage="rl", settings={})  # what the job hands over
     summary, trainer = train_rl(cfg, bundle=_bundle(tok), store=store, decoder=decoder, rewards=rewards,
-                                examples=examples, catalog=catalog, seed=7)
+                                examples=examples, catalog=catalog, seed=7, resume=resume)
     return summary, trainer
 
 
