@@ -40,8 +40,17 @@ hookspec = pluggy.HookspecMarker("sidcore")
 def register_optimizers(register: Register) -> None:
     """Register optimizer components (kind ``optimizer``).
 
-    Factories: ``factory(cfg, *, learning_rate, make_schedule) -> optax.GradientTransformation``;
-    the kernel chains global-norm clipping in front.
+    Args:
+        register: ``register(name, factory, *, config, summary)``.
+
+    When called: once per process, right after plugins are loaded, before config resolution.
+
+    What to register: factories ``factory(cfg, *, learning_rate, make_schedule) ->
+    optax.GradientTransformation``; ``make_schedule(peak)`` gives the run's schedule shape. The
+    kernel chains global-norm clipping in front; parameters whose path contains ``embed`` or
+    ``lm_head`` are the embedding and head (SID rows included).
+
+    Errors: an exception marks this plugin ``error``; other plugins are unaffected.
     """
 
 
@@ -49,8 +58,17 @@ def register_optimizers(register: Register) -> None:
 def register_decoders(register: Register) -> None:
     """Register decoder components (kind ``decoder``).
 
-    Factories: ``factory(cfg, *, catalog, eos_id) -> Decoder`` (`sidcore.interfaces.Decoder`): a
-    jittable beam search over a model's prefill/step functions.
+    Args:
+        register: ``register(name, factory, *, config, summary)``.
+
+    When called: once per process, right after plugins are loaded, before config resolution.
+
+    What to register: factories ``factory(cfg, *, catalog, eos_id) -> Decoder``
+    (`sidcore.interfaces.Decoder`): a jittable beam search over a model's prefill/step functions,
+    ``decode(model, input_ids, lengths, *, num_beams) -> (tokens [B,K,T], scores [B,K])`` plus
+    ``max_new_tokens()``; optional ``emits_sids = True``.
+
+    Errors: an exception marks this plugin ``error``; other plugins are unaffected.
     """
 
 
@@ -58,8 +76,16 @@ def register_decoders(register: Register) -> None:
 def register_metrics(register: Register) -> None:
     """Register metric components (kind ``metric``).
 
-    Factories: ``factory(cfg) -> Metric``; a metric maps ranked predictions, targets and the
-    catalog to named floats (``{"hr@10": 0.15}``; see `sidcore.interfaces.Metric` for key names).
+    Args:
+        register: ``register(name, factory, *, config, summary)``.
+
+    When called: once per process, right after plugins are loaded, before config resolution.
+
+    What to register: factories ``factory(cfg) -> Metric``; a metric maps ranked
+    predictions, targets and the catalog to named floats (``{"hr@10": 0.15}``; see
+    `sidcore.interfaces.Metric` for key names and the optional ``target_kind``).
+
+    Errors: an exception marks this plugin ``error``; other plugins are unaffected.
     """
 
 
@@ -67,10 +93,19 @@ def register_metrics(register: Register) -> None:
 def register_checkpoint_stores(register: Register) -> None:
     """Register checkpoint store components (kind ``store``).
 
-    Factories: ``factory(cfg, *, uri) -> CheckpointStore`` that save and restore pure-dict pytrees
-    of numpy arrays atomically (metadata last, as commit marker). Pass ``schemes=(...)`` to
-    ``register``: the URI schemes the store serves (``"file"`` for plain local paths, ``"gs"`` for
-    ``gs://...``); the kernel resolves every URI to the one store that claims its scheme.
+    Args:
+        register: ``register(name, factory, *, config, summary, schemes)``.
+
+    When called: once per process, right after plugins are loaded, before config resolution.
+
+    What to register: factories ``factory(cfg, *, uri) -> CheckpointStore``
+    (`sidcore.interfaces.CheckpointStore`: ``uri``, ``sharded``, ``save``, ``wait``, ``restore``,
+    ``names``, ``damaged``, ``delete``) that save and restore checkpoint trees atomically (a
+    commit marker last). ``schemes`` are the URI schemes the store serves (``"file"`` for plain
+    local paths, ``"gs"`` for ``gs://...``); the kernel resolves every URI to the one store that
+    claims its scheme.
+
+    Errors: an exception marks this plugin ``error``; other plugins are unaffected.
     """
 
 
@@ -78,8 +113,16 @@ def register_checkpoint_stores(register: Register) -> None:
 def register_launchers(register: Register) -> None:
     """Register launcher components (kind ``launcher``).
 
-    Factories: ``factory(cfg) -> Launcher`` whose ``plan(request)`` returns a `LaunchPlan` of argv
-    lists; the kernel executes plans, plugins never spawn processes.
+    Args:
+        register: ``register(name, factory, *, config, summary)``.
+
+    When called: once per process, right after plugins are loaded, before config resolution.
+
+    What to register: factories ``factory(cfg) -> Launcher`` whose ``plan(request)``
+    returns a `LaunchPlan`: in process, or argv steps the kernel executes (plugins never spawn
+    processes; ``--dry-run`` prints the plan). Conformance: `sidcore.testing.launchers`.
+
+    Errors: an exception marks this plugin ``error``; other plugins are unaffected.
     """
 
 

@@ -154,15 +154,40 @@ def target_kind(metric: Any) -> str:
 
 
 class CheckpointStore(Protocol):
-    """Atomic save/restore of pure-dict pytrees of numpy arrays plus JSON metadata by name
-    (``last``, ``best``, ``step<N>``); a checkpoint without its metadata marker is invisible.
-    The registry picks a store for a URI by the schemes each store registered."""
+    """Atomic save/restore of checkpoint trees plus JSON metadata by name (``last``, ``best``,
+    ``step<N>``); a checkpoint without its commit marker is invisible. The registry picks a store
+    for a URI by the schemes each store registered. Every method and attribute the kernel uses is
+    here; `sidcore.testing.stores.check_store` checks them.
+
+    A tree is ``{"params": {"a/b/c": array}, "opt_state": <flax state dict>, ...}`` (RL adds
+    ``"ref_params"``); arrays are numpy for byte stores and ``jax.Array`` for sharded ones.
+
+    Attributes:
+        uri: where the store lives; messages and the CLI name checkpoints ``<uri>#<name>``.
+        sharded: ``False`` (byte stores: msgpack, gcs): the kernel gathers the tree onto the host
+            and calls `save` on process 0 only. ``True`` (orbax): the kernel calls `save` on *every*
+            process with the device arrays, unmoved, and the store writes each process's own shards.
+            `delete` is called on process 0 only; `restore`, `names`, `damaged` on every process.
+    """
 
     uri: str
+    sharded: bool
 
-    def save(self, name: str, tree: Mapping[str, Any], meta: Mapping[str, Any]) -> None: ...
+    def save(self, name: str, tree: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+        """Write checkpoint `name`, replacing an older one of that name atomically: a crash at any
+        moment leaves the previous one intact. May return before the write is durable (async);
+        `wait` (or the next `save`) commits it."""
 
-    def restore(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]: ...
+    def wait(self) -> None:
+        """Block until every started save is committed (the kernel calls it before it exits, before
+        it reads back a checkpoint it wrote, and when preempted). A no-op for synchronous stores."""
+
+    def restore(self, name: str, *, params_only: bool = False,
+                shardings: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(tree, meta)``; a damaged checkpoint is a one-line `CheckpointError`. With `params_only`
+        the store may skip everything but ``"params"`` (eval, export, an RL start); `shardings`
+        (``{"a/b/c": jax.sharding.Sharding}``) asks a sharded store to place params so, on any mesh;
+        byte stores may ignore both."""
 
     def names(self) -> list[str]:
         """Committed, intact checkpoints."""
@@ -171,7 +196,8 @@ class CheckpointStore(Protocol):
         """``{name: one-line reason}`` of checkpoints whose commit marker exists but which cannot be
         restored (the kernel refuses to train over them or evaluate without them)."""
 
-    def delete(self, name: str) -> None: ...
+    def delete(self, name: str) -> None:
+        """Remove checkpoint `name` (uncommit first, so a crash never leaves a half-deleted one visible)."""
 
 
 @attrs.frozen(kw_only=True)

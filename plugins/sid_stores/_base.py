@@ -149,11 +149,12 @@ def parse_record(raw: bytes, *, where: str) -> dict[str, Any]:
 class PayloadStore(abc.ABC):
     """A `sidcore.interfaces.CheckpointStore` over five byte-level primitives.
 
-    Besides the protocol (`save`, `restore`, `names`, `delete`) it offers raw-payload access used
+    Besides the protocol (`save`, `wait`, `restore`, `names`, `damaged`, `delete`) it offers raw-payload access used
     by `sid_stores.copy.copy_checkpoint`: `stat`, `read_payload`, `write_payload`, `checksum`.
     """
 
     uri: str
+    sharded = False  # a byte store: the kernel gathers the tree and saves from process 0 only
 
     # -- primitives ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -204,8 +205,14 @@ class PayloadStore(abc.ABC):
         check_name(name)
         self.write_payload(name, serialize_tree(tree, where=self._where(payload_file(name))), meta)
 
-    def restore(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Return ``(tree, meta)`` of a committed checkpoint, verified against its sha256."""
+    def wait(self) -> None:
+        """Saves are synchronous: nothing is ever pending."""
+
+    def restore(self, name: str, *, params_only: bool = False,
+                shardings: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Return ``(tree, meta)`` of a committed checkpoint, verified against its sha256 (one payload:
+        `params_only` and `shardings` save nothing here, the whole tree is read and returned)."""
+        del params_only, shardings
         data, meta = self.read_payload(name)
         return deserialize_tree(data, where=self._where(payload_file(name))), meta
 

@@ -91,15 +91,24 @@ def check_store(make_store: MakeStore, *, uncommit: Hook | None = None, corrupt:
     """
     store = make_store()
     assert isinstance(store.uri, str) and store.uri, "store.uri must be a non-empty string"
+    assert isinstance(getattr(store, "sharded", None), bool), \
+        "store.sharded must be a bool (False: the kernel saves gathered host trees from process 0)"
+    assert callable(getattr(store, "wait", None)), "store.wait() is required (a no-op for synchronous stores)"
+    store.wait()  # nothing pending: must return at once
+    damaged = store.damaged()
+    assert damaged == {}, f"a fresh store has no damaged checkpoints, got {damaged!r}"
     assert store.names() == [], f"a fresh store must list no checkpoints, got {store.names()}"
     _raises_checkpoint_error(lambda: store.restore("last"), "restore of a missing checkpoint")
 
     tree, meta = sample_tree(0), {"step": 7, "metric": {"ndcg@10": 0.25}, "tag": "x"}
     store.save("last", tree, meta)
+    store.wait()
     got_tree, got_meta = store.restore("last")
     assert_trees_equal(got_tree, tree)
     assert got_meta == meta, f"meta must round-trip as JSON data: {got_meta!r} != {meta!r}"
     assert store.names() == ["last"], f"names() after one save: {store.names()}"
+    params_only, _ = store.restore("last", params_only=True)
+    assert_trees_equal(params_only["params"], tree["params"])
 
     # A second instance over the same location sees the same checkpoints.
     again = make_store()
@@ -109,12 +118,14 @@ def check_store(make_store: MakeStore, *, uncommit: Hook | None = None, corrupt:
     # Overwrite replaces payload and meta.
     tree2 = sample_tree(1)
     store.save("last", tree2, {"step": 8})
+    store.wait()
     got_tree, got_meta = store.restore("last")
     assert_trees_equal(got_tree, tree2)
     assert got_meta == {"step": 8}, "overwriting a name must replace its meta"
 
     for name in ("best", "step10", "step2"):
         store.save(name, tree, {"name": name})
+    store.wait()
     assert set(store.names()) == {"last", "best", "step10", "step2"}, f"names(): {store.names()}"
     assert store.restore("step2")[1] == {"name": "step2"}
 
@@ -128,11 +139,13 @@ def check_store(make_store: MakeStore, *, uncommit: Hook | None = None, corrupt:
 
     if uncommit is not None:
         store.save("step5", tree, {})
+        store.wait()
         uncommit(store, "step5")
         assert "step5" not in store.names(), "a checkpoint without its commit marker must be invisible"
         _raises_checkpoint_error(lambda: store.restore("step5"), "restore without commit marker")
 
     if corrupt is not None:
         store.save("step6", tree, {})
+        store.wait()
         corrupt(store, "step6")
         _raises_checkpoint_error(lambda: store.restore("step6"), "restore of a corrupted payload")

@@ -28,3 +28,14 @@ def test_every_component_hook_is_implemented_by_a_builtin():
     plugins = load_plugins(strict=True)
     hooks = {h for r in plugins.records if r.source == "builtin" for h in r.hooks}
     assert set(hookspecs.KINDS.values()) | {"register_commands"} <= hooks
+
+
+def test_every_hookspec_docstring_follows_the_template():
+    """One template for all hook specs: a summary line, then Args, When called, What to register, Errors."""
+    for name in spec_names():
+        doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+        lines = doc.splitlines()
+        assert lines and lines[0].startswith(("Register ", "Add ")), name
+        positions = [doc.find(section) for section in ("\nArgs:\n", "\nWhen called:", "\nWhat to register:", "\nErrors:")]
+        assert all(p > 0 for p in positions) and positions == sorted(positions), \
+            f"{name}: sections Args / When called / What to register / Errors, in that order"

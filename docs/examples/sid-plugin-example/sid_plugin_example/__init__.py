@@ -1,6 +1,11 @@
-"""Example third-party plugin for `sid`: registers the metric ``mrr`` (mean reciprocal rank).
+"""Example third-party plugin for `sid`: one component of three kinds.
 
-Select it in a run config with ``metrics: [hr, ndcg, invalid, mrr]`` (or ``{name: mrr, k: 10}``).
+- metric ``mrr`` (mean reciprocal rank): ``metrics: [hr, ndcg, invalid, mrr]`` (or ``{name: mrr, k: 10}``);
+- checkpoint store ``npz_dir`` for ``npz://`` URIs (`sid_plugin_example.stores`): ``checkpoint_uri=npz:///data/ckpt``;
+- launcher ``nice_local`` (`sid_plugin_example.launchers`): ``sid run --launcher nice_local ...``.
+
+This module imports only ``sidcore`` and ``attrs``; the store and launcher are registered as
+``"module:factory"`` strings, imported only when selected.
 """
 
 from __future__ import annotations
@@ -44,3 +49,19 @@ def build(cfg: MrrConfig) -> Mrr:
 @hookimpl
 def register_metrics(register):
     register("mrr", build, config=MrrConfig, summary="Mean reciprocal rank of the first hit (example plugin)")
+
+
+@hookimpl
+def register_checkpoint_stores(register):
+    from sid_plugin_example.config import NpzDirConfig
+
+    register("npz_dir", "sid_plugin_example.stores:build", config=NpzDirConfig, schemes=("npz",),
+             summary="npz:// directories of <name>.npz + <name>.json commit records (example plugin)")
+
+
+@hookimpl
+def register_launchers(register):
+    from sid_plugin_example.config import NiceLocalConfig
+
+    register("nice_local", "sid_plugin_example.launchers:build", config=NiceLocalConfig,
+             summary="the run in one child process under nice -n N (example plugin)")
