@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from sidcore.config import schema
+from sidcore.config.values import check_values
 from sidcore.errors import ConfigError
 
 
@@ -24,6 +25,7 @@ def check_cross_fields(cfg: schema.RunConfig, source: str) -> None:
         raise ConfigError(f"{source}: eval.use_best_checkpoint needs a best checkpoint, but train.save_best="
                           f"{str(cfg.train.save_best).lower()} and train.eval_steps={cfg.train.eval_steps} "
                           "(set train.eval_steps >= 0 and train.save_best=true)")
+    check_values(cfg, source)
 
 
 def check_data_sources(cfg: schema.RunConfig, source: str) -> None:
