@@ -110,6 +110,13 @@ def read_item_texts(path: str | os.PathLike[str], features: Sequence[str] = FEAT
             raise file_error(path, f"expected an object with {', '.join(features)}, got {value!r:.60}",
                              key=key)
         by_id[int(key)] = item_text(value, features)
+    fields = {k for value in data.values() for k in value}
+    unknown = [f for f in features if f not in fields]
+    if unknown:
+        from sidcore.registry import suggest
+
+        raise file_error(path, f"no item has the field {unknown[0]!r}{suggest(unknown[0], sorted(fields))} "
+                         f"(--features); fields present: {', '.join(sorted(fields))}")
     missing = sorted(set(range(len(by_id))) - set(by_id))
     if missing:
         raise file_error(path, f"item ids must be 0..{len(by_id) - 1} (one row per item); "
