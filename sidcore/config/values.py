@@ -37,6 +37,8 @@ _METRIC_RE = re.compile(r"^([a-z][a-z0-9_]*)@(\d+)$")
 def check_values(cfg: schema.RunConfig, source: str) -> None:
     """Every single-key check of this module, in config order (the first failure is raised)."""
     check_locations(cfg, source)
+    if not 0 <= cfg.seed < 2**32:  # numpy's RandomState (row sampling) takes nothing else
+        raise ConfigError(f"{source}: seed: expected an integer in 0 .. 2**32-1, got {cfg.seed}")
     check_model(cfg, source)
     check_finite(cfg, source)
     check_eval_max_len(cfg, source)

@@ -88,6 +88,7 @@ CONFIG_CASES = [
     ("rl.temperature=.inf", "rl.temperature: expected a finite number, got inf"),
     ("optimizer.weight_decay=.inf", "optimizer.weight_decay: expected a finite number, got inf"),
     ("train.learning_rate=-1", "train: 'learning_rate' must be > 0: -1.0"),
+    ("seed=-1", "seed: expected an integer in 0 .. 2**32-1, got -1"),
     ("output_dir=", "output_dir: empty"),
     ("output_dir=runs/a#b", "output_dir: 'runs/a#b' contains '#'"),
     ("checkpoint_uri=runs/c#1", "checkpoint_uri: 'runs/c#1' contains '#'"),
