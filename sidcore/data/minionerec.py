@@ -249,7 +249,7 @@ def _read_json_object(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_object)
     except _DuplicateKey as exc:
-        raise file_error(path, "duplicate key (JSON keeps the last silently; each item once)",
+        raise file_error(path, "duplicate key (JSON would keep only the last value silently)",
                          key=str(exc.args[0])) from None
     except json.JSONDecodeError as exc:
         raise file_error(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None

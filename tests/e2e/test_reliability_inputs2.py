@@ -313,7 +313,7 @@ def test_duplicate_index_keys_and_items_missing_from_item_json(workdir, caplog):
 
     idx = workdir / "x.index.json"
     idx.write_text('{"0": ["<a_1>", "<b_2>"],\n "1": ["<a_1>", "<b_3>"],\n "0": ["<a_2>", "<b_2>"]}')
-    with pytest.raises(DataError, match=r"x.index.json \[0\]: duplicate key \(JSON keeps the last silently"):
+    with pytest.raises(DataError, match=r"x.index.json \[0\]: duplicate key \(JSON would keep only the last"):
         read_index(idx)
     index = {"0": ("<a_1>",), "1": ("<a_2>",), "2": ("<a_3>",)}
     items_path = workdir / "x.item.json"
