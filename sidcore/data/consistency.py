@@ -58,7 +58,10 @@ def same_rows(a: str | Path, b: str | Path) -> bool:
     """True when two existing CSVs are one file (path, symlink, hard link) or hold the same rows."""
     if os.path.realpath(a) == os.path.realpath(b) or os.path.samefile(a, b):
         return True
-    return rows_digest(a) == rows_digest(b)
+    try:
+        return rows_digest(a) == rows_digest(b)
+    except (OSError, EOFError, lzma.LZMAError):  # unreadable or corrupt: the CSV reader names it later
+        return False
 
 
 def check_items_cover(items_path: str | Path, index: Mapping[str, Sequence[str]], items: Mapping[str, Any],
