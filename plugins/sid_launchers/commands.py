@@ -94,7 +94,8 @@ def check_run_locally(argv: list[str]) -> None:
         plugins = load_plugins()
     registry = plugins.registry
     try:
-        params = run.make_context("sid run", list(argv), resilient_parsing=False).params
+        # under the caller's context, so `run` sees the CLI's settings (help option names) as `sid run` does
+        params = run.make_context("run", list(argv), parent=ctx).params
     except click.ClickException as exc:
         raise UsageError(f"sid tpu: the arguments for sid run are invalid: {exc.format_message()}") from None
     selections = {registry.find(n).kind: n for n in params["plugin_names"]}
