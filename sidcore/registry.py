@@ -34,6 +34,16 @@ def uri_scheme(uri: str) -> str:
     return m.group(1).lower() if m else "file"
 
 
+def local_path(uri: str) -> str:
+    """``file:///x/y`` (or ``file://localhost/x/y``) -> ``/x/y``; any other text unchanged, so a
+    ``file://`` URI is accepted wherever a local path is (as a source too, not only a destination)."""
+    text = str(uri)
+    if text[:7].lower() != "file://":
+        return text
+    rest = text[7:]
+    return rest[len("localhost"):] if rest.startswith("localhost/") else rest
+
+
 @attrs.frozen(kw_only=True)
 class ComponentSpec:
     """One registered component."""

@@ -68,9 +68,41 @@ def _run_argv(
     if not config_path:
         raise UsageError("--config is required to start a run")
     mode = _run_mode(config_path, run_mode)
-    request = {"argv": ["--config", config_path, "--run-mode", mode, *overrides],
-               "config_path": config_path, "run_mode": mode}
+    argv = ["--config", config_path, "--run-mode", mode, *overrides]
+    check_run_locally(argv)
+    request = {"argv": argv, "config_path": config_path, "run_mode": mode}
     return tv.run_request(request)
+
+
+def check_run_locally(argv: list[str]) -> None:
+    """Resolve the config ``sid run ARGV`` would run, here, before anything reaches a VM: unknown
+    keys and bad values (``train.nosuch=5``, ``train.learning_rate=-1``) fail on this machine, with
+    the message ``sid run`` gives. Data files and the mesh are the VM's and are checked there.
+
+    Raises:
+        ConfigError: the config or an override is invalid.
+        UsageError: an argument ``sid run`` would not accept.
+    """
+    from sidcore.cli.run_cmd import KIND_FLAGS, run
+    from sidcore.config import loading
+
+    ctx = click.get_current_context(silent=True)
+    plugins = getattr(getattr(ctx, "obj", None), "plugins", None) if ctx is not None else None
+    if plugins is None:  # `sid tpu` mounted on a bare group (tests): load the plugins as `sid` does
+        from sidcore.plugins import load_plugins
+
+        plugins = load_plugins()
+    registry = plugins.registry
+    try:
+        # under the caller's context, so `run` sees the CLI's settings (help option names) as `sid run` does
+        params = run.make_context("run", list(argv), parent=ctx).params
+    except click.ClickException as exc:
+        raise UsageError(f"sid tpu: the arguments for sid run are invalid: {exc.format_message()}") from None
+    selections = {registry.find(n).kind: n for n in params["plugin_names"]}
+    selections.update({k: params[k] for k in KIND_FLAGS if params.get(k)})
+    overrides = list(params["overrides"])
+    overrides += [f"{k}={params[k]}" for k in ("run_mode", "output_dir") if params.get(k)]
+    loading.load_config(params["config_path"], registry, overrides=overrides, selections=selections)
 
 
 _COMMON = [

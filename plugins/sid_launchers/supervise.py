@@ -114,7 +114,7 @@ class TpuOps:
 
     def sync_env(self, *, required: bool = True) -> None:
         """Copy the secrets file to every worker (mode 600); contents are never printed."""
-        if not self.dry_run and not Path(self.cfg.env_file).is_file():
+        if not Path(self.cfg.env_file).is_file():  # a dry run checks it too: it is a local file
             if required:
                 raise SidError(f"{self.cfg.env_file}: env file not found (launcher.env_file)")
             self._say(f"no {self.cfg.env_file}; skipping sync-env")
@@ -125,6 +125,13 @@ class TpuOps:
         self._one(tx.exec_step(self.cfg, self.zone, command, worker=worker, in_workdir=in_workdir))
 
     def copy(self, src: str, dst: str, *, worker: str, recurse: bool) -> None:
+        """scp between here and the workers; a missing local source fails here (dry run too)."""
+        if not src.startswith(":"):
+            local = Path(src)
+            if not local.exists():
+                raise SidError(f"{src}: no such file or folder (sid tpu copy source)")
+            if local.is_dir() and not recurse:
+                raise SidError(f"{src}: is a folder; add --recurse to copy it")
         self._one(tx.copy_step(self.cfg, self.zone, src, dst, worker=worker, recurse=recurse))
 
     def run(self, argv: Sequence[str], tag: str) -> None:

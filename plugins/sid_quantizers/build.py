@@ -38,10 +38,18 @@ def load_embeddings(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise file_error(path, "file not found")
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic != b"\x93NUMPY":  # numpy would try it as a pickle and suggest loading it unsafely
+        raise file_error(path, "not a .npy file (no NumPy header); write the embeddings with numpy.save "
+                         "(sid index embed does)")
     try:
         arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise file_error(path, f"not a .npy array ({exc})") from None
+    except ValueError as exc:
+        why = "holds Python objects, which sid does not unpickle" if "pickle" in str(exc) else str(exc)
+        raise file_error(path, f"not a numeric .npy array ({why})") from None
+    except OSError as exc:
+        raise file_error(path, f"unreadable .npy file ({exc})") from None
     if arr.ndim != 2 or arr.shape[0] == 0 or not np.issubdtype(arr.dtype, np.number):
         raise file_error(path, f"expected a numeric [items, dim] array, got {arr.dtype} {arr.shape}")
     arr = arr.astype(np.float32)

@@ -32,6 +32,9 @@ FORMAT = "sid-checkpoint/1"
 PAYLOAD_PREFIX = "sft_state_"
 PAYLOAD_SUFFIX = ".msgpack"
 RECORD_SUFFIX = ".meta.json"
+#: What to do about a checkpoint whose bytes do not match their record (appended to those errors).
+DAMAGED_REMEDY = ("move the checkpoint (its .msgpack and .meta.json) out of the store to start over, or set "
+                  "train.resume_fallback=true to resume from the newest intact checkpoint")
 
 
 def check_name(name: str) -> str:
@@ -311,11 +314,11 @@ class PayloadStore(abc.ABC):
         if len(data) != record["size"]:
             raise CheckpointError(
                 f"{where}: payload has {len(data)} bytes, record says {record['size']} "
-                "(truncated or replaced)"
+                f"(truncated or replaced); {DAMAGED_REMEDY}"
             )
         digest = sha256_hex(data)
         if digest != record["sha256"]:
-            raise CheckpointError(f"{where}: sha256 mismatch (corrupt payload)")
+            raise CheckpointError(f"{where}: sha256 mismatch (corrupt payload); {DAMAGED_REMEDY}")
         return digest
 
     def __repr__(self) -> str:

@@ -29,11 +29,11 @@ def copy(src: str, dst: str, dry_run: bool) -> None:
     or the file stem)."""
     from sid_stores.copy import copy_checkpoint
     from sidcore.files import read_msgpack_file
-    from sidcore.registry import uri_scheme
+    from sidcore.registry import local_path, uri_scheme
     from sidcore.run.checkpoints import pick_name, resolve, split_uri
 
     registry = click.get_current_context().obj.plugins.registry
-    src_base, name, bare = resolve(src)
+    src_base, name, bare = resolve(local_path(src))  # file:///x reads like /x
     dst_base, dst_name = split_uri(dst)
     registry.store_for_uri(dst_base)  # an unserved scheme fails here, before anything is read or written
     if dry_run and uri_scheme(src_base) != "file":

@@ -43,7 +43,7 @@ def config_show(state, config_path: str | None, flat: bool, help_keys: bool, ove
 def config_validate(state, paths: tuple[str, ...]) -> None:
     """Validate config files: files, folders (every *.yaml below them) and quoted globs
     ('configs/**/*.yaml' is recursive). Every file is checked; exit 1 if any is invalid."""
-    from sidcore.errors import ConfigError
+    from sidcore.errors import ConfigError, SidError
 
     files = expand_config_paths(paths)
     if len(files) == 1:  # one file: its own one-line error
@@ -54,7 +54,7 @@ def config_validate(state, paths: tuple[str, ...]) -> None:
     for p in files:
         try:
             loading.load_config(p, state.plugins.registry)
-        except ConfigError as exc:
+        except SidError as exc:  # every file is checked, whatever kind of error one has
             bad += 1
             click.echo(f"FAIL {exc}", err=True)
         else:

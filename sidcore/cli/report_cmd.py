@@ -15,12 +15,16 @@ def report(run_dirs: tuple[str, ...], out_dir: str) -> None:
     and summary.md/.json with each experiment's final HR/NDCG as mean ± 95 % CI over its seeds, the
     popularity baseline, final train loss and step time (runs whose resolved configs differ only in
     seed and run location form one experiment, named by the keys that differ)."""
+    from sidcore.errors import UsageError
     from sidcore.run.report import write_summary
     from sidcore.run.report_plots import write_report
 
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out_dir}: is a file, not a folder; give a folder for the report (it is created)")
     dirs = [Path(r) for r in run_dirs]
-    summary_files = write_summary(dirs, Path(out_dir))
-    for path in write_report(dirs, Path(out_dir)) + summary_files:
+    summary_files = write_summary(dirs, out)
+    for path in write_report(dirs, out) + summary_files:
         click.echo(str(path))
     if summary_files:
         click.echo(summary_files[0].read_text(encoding="utf-8"), nl=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from sidcore.config import schema
+from sidcore.config.values import check_values
 from sidcore.errors import ConfigError
 
 
@@ -24,6 +25,7 @@ def check_cross_fields(cfg: schema.RunConfig, source: str) -> None:
         raise ConfigError(f"{source}: eval.use_best_checkpoint needs a best checkpoint, but train.save_best="
                           f"{str(cfg.train.save_best).lower()} and train.eval_steps={cfg.train.eval_steps} "
                           "(set train.eval_steps >= 0 and train.save_best=true)")
+    check_values(cfg, source)
 
 
 def check_data_sources(cfg: schema.RunConfig, source: str) -> None:
@@ -34,8 +36,13 @@ def check_data_sources(cfg: schema.RunConfig, source: str) -> None:
                           f"may come after the valid targets; it needs eval.split=test (got {cfg.eval.split!r})")
     if cfg.run_mode == "eval" or not (d.train_file and d.test_file):
         return
-    same = os.path.abspath(d.train_file) == os.path.abspath(d.test_file)
-    if same and os.path.exists(d.train_file):
-        raise ConfigError(f"{source}: data.train_file is the test split ({d.train_file}): training on it leaks "
+    from sidcore.data.consistency import same_rows  # standard library only
+
+    if not (os.path.isfile(d.train_file) and os.path.isfile(d.test_file)):
+        return
+    if same_rows(d.train_file, d.test_file):
+        what = f"is the test split ({d.train_file})" if os.path.abspath(d.train_file) == os.path.abspath(
+            d.test_file) else f"({d.train_file}) holds the test split's rows ({d.test_file}: a copy or a link)"
+        raise ConfigError(f"{source}: data.train_file {what}: training on it leaks "
                           "the test targets; train on valid and add data.train_test_histories=true for the "
                           "test users' earlier items")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -23,7 +24,6 @@ from sidcore.config import schema
 from sidcore.config.checks import check_cross_fields, check_data_sources
 from sidcore.errors import ConfigError
 from sidcore.registry import Registry, suggest
-
 
 
 # ------------------------------------------------------------------------------------------
@@ -56,6 +56,8 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{p}: config file not found")
     try:
         data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
@@ -345,8 +347,6 @@ def load_config(
 def blame_override(message: str, source: str, overrides: Iterable[str]) -> str | None:
     """A resolve error caused by a ``KEY=VALUE`` override, reworded to name the command line instead
     of the YAML file (None when no override set the key the message is about)."""
-    import re
-
     if not message.startswith(source + ": "):
         return None
     rest = message[len(source) + 2:]

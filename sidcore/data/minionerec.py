@@ -231,10 +231,26 @@ def read_info(path: str | Path) -> list[InfoEntry]:
     return out
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object repeats a key (args[0])."""
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def _read_json_object(path: Path) -> dict[str, Any]:
     _require_file(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_object)
+    except _DuplicateKey as exc:
+        raise file_error(path, "duplicate key (JSON would keep only the last value silently)",
+                         key=str(exc.args[0])) from None
     except json.JSONDecodeError as exc:
         raise file_error(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
     except UnicodeDecodeError:

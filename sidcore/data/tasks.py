@@ -28,6 +28,7 @@ import attrs
 import numpy as np
 
 from sidcore.data import prompts
+from sidcore.data.consistency import check_items_cover, check_row_ids
 from sidcore.data.encoding import EvalPrompt, Example, PieceEncoder, Pieces
 from sidcore.data.minionerec import (
     InteractionRow,
@@ -257,9 +258,11 @@ def build_train_examples(d: "DataConfig", t: "TasksConfig", tokenizer: Any, *, s
     sid_token_ids(tokenizer, sid_vocabulary(index), source=str(d.sid_index_path))
     needs_rows = any(TASKS[n].from_csv for n in names)
     needs_items = any(n in ("sid_item_alignment", "fusion_seq_rec") for n in names)
-    valid = catalog_sids(read_info(_path(d.info_file, "info_file"))) if d.info_file else None
     rows = sample_like_pandas(training_rows(d)[0], d.sample_train, seed) if needs_rows else []
     items = read_items(_path(d.item_meta_path, "item_meta_path")) if needs_items else {}
+    if needs_items:
+        needed = [str(r.item_id) for r in rows] if "fusion_seq_rec" in names else []
+        check_items_cover(d.item_meta_path, index, items, needed=needed, task="fusion_seq_rec")
     sources = TaskSources(
         rows=rows,
         index=index,
@@ -282,19 +285,24 @@ def build_train_examples(d: "DataConfig", t: "TasksConfig", tokenizer: Any, *, s
 def training_rows(d: "DataConfig") -> tuple[list[InteractionRow], list[InteractionRow]]:
     """(training examples of the CSV tasks, rows the popularity baseline counts): ``data.train_file``
     expanded by ``data.train_prefixes`` / ``data.train_test_histories`` (`sidcore.data.prefixes`)."""
-    valid = catalog_sids(read_info(_path(d.info_file, "info_file"))) if d.info_file else None
-    train = read_csv(_path(d.train_file, "train_file"), valid_sids=valid, skip_empty_history=d.skip_empty_history)
-    test = None
-    if d.train_test_histories:
-        test = read_csv(_path(d.test_file, "test_file"), valid_sids=valid, skip_empty_history=d.skip_empty_history)
+    train = _read_split(d, "train_file")
+    test = _read_split(d, "test_file") if d.train_test_histories else None
     return expand_training_rows(train, test, prefixes=d.train_prefixes), popularity_rows(train, test)
 
 
 def _split_rows(d: "DataConfig", split: str, sample: int, seed: int) -> list[InteractionRow]:
-    key = {"valid": "eval_file", "test": "test_file"}[split]
-    valid = catalog_sids(read_info(_path(d.info_file, "info_file"))) if d.info_file else None
-    rows = read_csv(_path(getattr(d, key), key), valid_sids=valid, skip_empty_history=d.skip_empty_history)
+    rows = _read_split(d, {"valid": "eval_file", "test": "test_file"}[split])
     return sample_like_pandas(rows, sample, seed)
+
+
+def _read_split(d: "DataConfig", key: str) -> list[InteractionRow]:
+    """The CSV of ``data.<key>``: SIDs in the catalog, item ids matching index.json (when set)."""
+    valid = catalog_sids(read_info(_path(d.info_file, "info_file"))) if d.info_file else None
+    path = _path(getattr(d, key), key)
+    rows = read_csv(path, valid_sids=valid, skip_empty_history=d.skip_empty_history)
+    if d.sid_index_path:
+        check_row_ids(path, rows, read_index(d.sid_index_path))
+    return rows
 
 
 def build_validation_examples(d: "DataConfig", tokenizer: Any, *, seed: int) -> list[Example]:

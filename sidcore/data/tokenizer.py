@@ -103,6 +103,8 @@ def load_tokenizer(spec: str | None, *, padding_side: str = "right") -> PreTrain
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     source = str(bundled_tokenizer_dir()) if spec in (None, "", BUNDLED) else spec
+    if Path(source).is_dir():
+        check_tokenizer_folder(Path(source))
     try:
         tok = _tokenizer_class(source).from_pretrained(source, padding_side=padding_side)
     except (OSError, ValueError) as exc:
@@ -113,7 +115,54 @@ def load_tokenizer(spec: str | None, *, padding_side: str = "right") -> PreTrain
         if tok.eos_token is None:
             raise DataError(f"tokenizer {spec!r}: has neither a pad nor an EOS token")
         tok.pad_token = tok.eos_token
+    check_encodes_prompts(tok, spec)
     return tok
+
+
+#: File sets of which a tokenizer folder must hold one (fast tokenizer; byte-level BPE; SentencePiece).
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("tokenizer.model",))
+
+
+def check_tokenizer_folder(folder: Path) -> None:
+    """A local tokenizer folder holds tokenizer files, and its ``config.json`` (when present) is JSON.
+
+    transformers builds an *empty* tokenizer (one token, every word dropped) from a model folder that
+    has a ``config.json`` but no tokenizer files, and blames a broken ``config.json`` on the tokenizer.
+
+    Raises:
+        DataError: naming the folder and the missing files, or the ``config.json`` and its line.
+    """
+    import json
+
+    config = folder / "config.json"
+    if config.is_file():
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{config}:{exc.lineno}: invalid JSON ({exc.msg}); the model config is broken") from None
+        except UnicodeDecodeError:
+            raise DataError(f"{config}: not UTF-8 text; the model config is broken") from None
+    if not any(all((folder / name).is_file() for name in names) for names in TOKENIZER_FILES):
+        wanted = " or ".join(" + ".join(names) for names in TOKENIZER_FILES)
+        raise DataError(f"{folder}: no tokenizer files (missing {wanted}); point data.tokenizer at the folder "
+                        "that has them, or data.tokenizer=bundled for the Qwen2.5 tokenizer")
+
+
+def check_encodes_prompts(tok: Any, spec: str | None) -> None:
+    """The tokenizer encodes the prompt template's text and decodes it back (whitespace aside).
+
+    Raises:
+        DataError: it drops or replaces words (an empty vocabulary, unknown-token ids).
+    """
+    from sidcore.data.prompts import HEADER, SID_NEXT_ITEM_INSTRUCTION
+
+    text = HEADER + SID_NEXT_ITEM_INSTRUCTION
+    ids = tok.encode(text, add_special_tokens=False)
+    back = tok.decode(ids, skip_special_tokens=True) if ids else ""
+    if "".join(back.split()) != "".join(text.split()):
+        raise DataError(f"tokenizer {spec!r}: cannot encode the prompt template ({len(tok)} token(s) in its "
+                        f"vocabulary; {text[:40]!r} decodes back as {back[:40]!r}); use the model's own "
+                        "tokenizer folder or data.tokenizer=bundled")
 
 
 #: ``tokenizer_class`` values of a folder's tokenizer_config.json loaded through their own module:

@@ -114,6 +114,13 @@ def read_item_texts(path: str | os.PathLike[str], features: Sequence[str] = FEAT
     if missing:
         raise file_error(path, f"item ids must be 0..{len(by_id) - 1} (one row per item); "
                          f"missing {missing[0]} (max id {max(by_id)})")
+    fields = {k for value in data.values() for k in value}
+    unknown = [f for f in features if f not in fields]
+    if unknown:
+        from sidcore.registry import suggest
+
+        raise file_error(path, f"no item has the field {unknown[0]!r}{suggest(unknown[0], sorted(fields))} "
+                         f"(--features); fields present: {', '.join(sorted(fields))}")
     return [by_id[i] for i in range(len(by_id))]
 
 

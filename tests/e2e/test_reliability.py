@@ -191,7 +191,8 @@ def test_usage_errors_of_topk_and_calc(trained, tmp_path):
 
 def test_prompt_longer_than_buckets_and_bad_output_dir_fail_before_training(tmp_path):
     res = sid("run", "--config", SMOKE, "--output-dir", str(tmp_path / "b"), "eval.prefill_buckets=[32]")
-    assert res.returncode == 1 and "largest eval.prefill_buckets entry is 32" in error_line(res)
+    assert res.returncode == 1 and ("data.eval_max_len: 2560 exceeds the largest eval.prefill_buckets entry (32)"
+                                    in error_line(res))  # refused when the config loads
     assert not list((tmp_path / "b").glob("sft_state_*")) and not (tmp_path / "b" / "config.resolved.yaml").exists()
     blocker = tmp_path / "file"
     blocker.write_text("x")

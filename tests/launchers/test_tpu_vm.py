@@ -366,7 +366,8 @@ def test_supervise_gives_up(gcloud):
     ["status"], ["logs"], ["exit-code"], ["stop"], ["delete"],
     ["supervise", "--config", "configs/c.yaml", "--launch", "--set", "repo_url=https://x.org/r"],
 ])
-def test_dry_run_executes_nothing(gcloud, args):
+def test_dry_run_executes_nothing(gcloud, args, tmp_path):
+    (tmp_path / ".env").write_text("K=v\n")  # sync-env checks its local file in a dry run too
     res = sid("tpu", args[0], *BASE, "--dry-run", *args[1:])
     assert res.exit_code == 0, (res.output, res.exception)
     assert "gcloud alpha compute tpus" in res.stderr
@@ -429,8 +430,11 @@ def test_exec_and_copy_plans():
         tx.exec_step(cfg, "us-east5-b", "  ")
 
 
-def test_exec_copy_and_bootstrap_repo_url_dry_run():
+def test_exec_copy_and_bootstrap_repo_url_dry_run(tmp_path, monkeypatch):
     from sidcore.cli import build_cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()  # the local source of the copy (checked in a dry run too)
 
     cli = build_cli()
     res = CliRunner().invoke(cli, ["tpu", "exec", "--dry-run", "--tpu-name", "vm", "--", "echo", "hi"])

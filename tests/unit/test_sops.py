@@ -159,6 +159,9 @@ def test_sop_commands_dry_run(sop: Path, fake_gcloud: dict[str, str], tmp_path: 
         if "--dry-run" not in help_text(path):
             continue  # e.g. `sid report`: exists (help_text checked it) but has no dry run
         argv = [*path, "--dry-run", *argv[len(path):]]
+        if list(path) == ["tpu", "sync-env"]:  # a dry run checks the local secrets file too: a stand-in one
+            (tmp_path / ".env").write_text("WANDB_API_KEY=x\n")
+            argv += ["--set", f"env_file={tmp_path / '.env'}"]
         res = sid(argv)
         assert res.exit_code == 0, f"{sop.name}: sid {shlex.join(argv)}\n{res.output}\n{res.exception!r}"
         if path[0] == "tpu":  # the printed plan holds the gcloud calls it would make
