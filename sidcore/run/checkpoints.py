@@ -26,7 +26,7 @@ import attrs
 
 from sidcore.errors import CheckpointError
 from sidcore.files import read_msgpack_file
-from sidcore.registry import Registry, uri_scheme
+from sidcore.registry import Registry, local_path, uri_scheme
 
 _SID_FILE = re.compile(r"^sft_state_([a-z][a-z0-9_]*)\.msgpack$")
 
@@ -68,8 +68,8 @@ def read_reference_file(path: Path) -> dict[str, Any]:
 
 
 def resolve(uri: str) -> tuple[str, str | None, Path | None]:
-    """``uri`` -> (store base, checkpoint name or None, bare file or None)."""
-    base, name = split_uri(uri)
+    """``uri`` -> (store base, checkpoint name or None, bare file or None); ``file://`` = a local path."""
+    base, name = split_uri(local_path(uri))
     p = Path(base)
     if uri_scheme(base) == "file" and p.is_file():
         m = _SID_FILE.match(p.name)

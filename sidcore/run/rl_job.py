@@ -56,6 +56,7 @@ def check_batch(cfg: RunConfig, bundle: Any, catalog: Any) -> None:
 
 
 def rl_examples(cfg: RunConfig, bundle: Any, catalog: Any) -> list[Any]:
+    from sidcore.data.consistency import check_items_cover, check_row_ids
     from sidcore.data.minionerec import catalog_sids, read_csv, read_index, read_info, read_items
     from sidcore.data.rl_tasks import build_rl_examples
 
@@ -68,9 +69,14 @@ def rl_examples(cfg: RunConfig, bundle: Any, catalog: Any) -> list[Any]:
         raise ConfigError("run_mode=rl: rl.tasks item_to_sid/title_history need data.item_meta_path")
     valid = catalog_sids(read_info(d.info_file))
     rows = read_csv(d.train_file, valid_sids=valid, skip_empty_history=d.skip_empty_history)
+    index = read_index(d.sid_index_path)
+    check_row_ids(d.train_file, rows, index)  # item ids agree with their SIDs, as for SFT
+    items = read_items(d.item_meta_path) if needs_items else {}
+    if needs_items:
+        check_items_cover(d.item_meta_path, index, items, needed=[], task="item_to_sid/title_history")
     return build_rl_examples(
-        bundle.tokenizer, tasks=cfg.rl.tasks, train_rows=rows, index=read_index(d.sid_index_path),
-        items=read_items(d.item_meta_path) if needs_items else {}, seed=cfg.seed,
+        bundle.tokenizer, tasks=cfg.rl.tasks, train_rows=rows, index=index,
+        items=items, seed=cfg.seed,
         title_history_sample=cfg.rl.title_history_sample, preamble=cfg.rl.prompt_preamble,
         bind=cfg.rl.bind_targets, max_len=cfg.rl.max_prompt_len, catalog_sids=frozenset(catalog.sids))
 
