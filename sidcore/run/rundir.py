@@ -70,6 +70,7 @@ class RunLock:
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / LOCK_FILE
         self._fh: Any = None
+        self._previous = ""
 
     def __enter__(self) -> "RunLock":
         import fcntl
@@ -84,6 +85,8 @@ class RunLock:
             raise ConfigError(f"output_dir {self.path.parent} is in use by {holder}; wait for it to finish or "
                               "choose another output_dir") from None
         fh.seek(0)
+        self._previous = fh.read()  # put back on release: a refused start changes no byte of the folder
+        fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} on host {socket.gethostname()} since "
                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
@@ -93,5 +96,8 @@ class RunLock:
 
     def __exit__(self, *_: Any) -> None:
         if self._fh is not None:
+            self._fh.seek(0)
+            self._fh.truncate()
+            self._fh.write(self._previous)
             self._fh.close()
             self._fh = None
