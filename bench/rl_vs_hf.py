@@ -61,7 +61,7 @@ def main() -> None:
     from sidcore.plugins import load_plugins
     from sidcore.rl.config import RLConfig
     from sidcore.rl.trainer import train_rl
-    from sidcore.run.assemble import ModelBundle
+    from sidcore.model.bundle import ModelBundle
 
     paths = split_paths(bundled_data_dir(), "Industrial_and_Scientific")
     tok = load_tokenizer("bundled", padding_side="right")

@@ -24,9 +24,9 @@ def export_hf_cmd(state, run_dir: str, out_dir: str, name: str | None, overwrite
 
     OUT_DIR must be new or empty (or an earlier sid export, with --overwrite) and outside RUN_DIR."""
     from sidcore.config import loading
-    from sidcore.run.export import export_run
+    from sidcore.export.hf import export_run
 
-    from sidcore.run.export import check_destination
+    from sidcore.export.hf import check_destination
 
     check_destination(Path(run_dir), Path(out_dir), overwrite=overwrite)  # before anything is loaded
     cfg = loading.load_config(Path(run_dir) / "config.resolved.yaml", state.plugins.registry,

@@ -16,8 +16,8 @@ def report(run_dirs: tuple[str, ...], out_dir: str) -> None:
     popularity baseline, final train loss and step time (runs whose resolved configs differ only in
     seed and run location form one experiment, named by the keys that differ)."""
     from sidcore.errors import UsageError
-    from sidcore.run.report import write_summary
-    from sidcore.run.report_plots import write_report
+    from sidcore.report.stats import write_summary
+    from sidcore.report.plots import write_report
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

@@ -260,7 +260,7 @@ def embed_items(model_dir_or_bundle: Any, item_json_path: str | os.PathLike[str]
     Args:
         model_dir_or_bundle: a transformers folder (or hub id) that `sidcore.model.load_hf` reads
             (Qwen2/Qwen2.5 or Qwen3, incl. base-model checkpoints such as Qwen3-Embedding; loaded
-            without LM head), or a `sidcore.run.assemble.ModelBundle` (its model, tokenizer and mesh).
+            without LM head), or a `sidcore.model.bundle.ModelBundle` (its model, tokenizer and mesh).
         item_json_path: the ``<Category>.item.json``.
         batch_size: rows per forward pass.
         max_length: tokens kept per item text (upstream default 2048).

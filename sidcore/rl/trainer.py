@@ -88,7 +88,7 @@ class RLTrainer:
     """Owns the compiled RL step and the mutable state of one RL run."""
 
     cfg: RLConfig
-    bundle: Any  # sidcore.run.assemble.ModelBundle (model, tokenizer, real_vocab, mesh)
+    bundle: Any  # sidcore.model.bundle.ModelBundle (model, tokenizer, real_vocab, mesh)
     tx: optax.GradientTransformation
     store: Any | None  # CheckpointStore (None: no checkpoints)
     decoder: Any  # beam decoder or TrieSampler (see `rollout_decoder`)

@@ -14,23 +14,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from sidcore.config.schema import RunConfig
 from sidcore.errors import ConfigError, DataError
+from sidcore.model.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
-
-
-@attrs.define(kw_only=True)
-class ModelBundle:
-    model: Any  # Qwen2ForCausalLM
-    model_config: Any  # sid's own `Qwen2Config` of the built model
-    tokenizer: Any
-    token_extension: Any
-    real_vocab: int  # = len(tokenizer); rows >= this are sharding padding
-    vocab_resize: dict[str, int]
-    mesh: Any
 
 
 def dtype(name: str) -> Any:

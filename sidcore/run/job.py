@@ -22,22 +22,16 @@ from sidcore.config import loading
 from sidcore.config.schema import RunConfig
 from sidcore.eval.metrics_layout import final_values
 from sidcore.plugins import Plugins
-from sidcore.errors import CheckpointError, ConfigError
+from sidcore.errors import ConfigError
 from sidcore.files import clean_temp_files, failpoint
+from sidcore.model.bundle import flops_per_token
+from sidcore.report.table import print_table
 from sidcore.run.identity import run_settings, stage_of
 from sidcore.run.rundir import RunLock, prepare_dir, remove_if_only_lock, write_json, write_run_files
+from sidcore.run.weights import best_params, eval_params
 from sidcore.train.checkpointing import own_resume
 
 log = logging.getLogger(__name__)
-
-
-def flops_per_token(model_cfg: Any) -> float:
-    """Training FLOPs per token (6 x non-embedding params; label-only logits are a small extra)."""
-    h, f, n = model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_hidden_layers
-    q = model_cfg.num_attention_heads * model_cfg.resolved_head_dim  # != h for Qwen3 (explicit head_dim)
-    kv = model_cfg.num_key_value_heads * model_cfg.resolved_head_dim
-    per_layer = h * q * 2 + h * kv * 2 + 3 * h * f
-    return 6.0 * per_layer * n
 
 
 @attrs.define(kw_only=True)
@@ -143,7 +137,7 @@ def _run_locked(cfg: RunConfig, plugins: Plugins, out: Path, is_main: bool) -> d
     start_from = open_checkpoint(cfg.train.resume_from_checkpoint, plugins.registry) \
         if trains and cfg.train.resume_from_checkpoint else None
     evaluator = _make_evaluator(cfg, bundle, comps, eval_inputs) if eval_inputs else None
-    eval_weights = _eval_params(cfg, bundle, comps.store, plugins.registry) \
+    eval_weights = eval_params(cfg, bundle, comps.store, plugins.registry) \
         if evaluator and not trains and not rl else None
     # The run is known to start: only now the run directory's own files are (re)written.
     interrupts.check()
@@ -167,7 +161,7 @@ def _run_locked(cfg: RunConfig, plugins: Plugins, out: Path, is_main: bool) -> d
             params = _train(cfg, bundle, comps, train_data, evaluator, summary, logger, start_from, resume,
                             settings)
             if evaluator is not None and cfg.eval.use_best_checkpoint:
-                params = _best_params(cfg, bundle, comps.store)
+                params = best_params(cfg, bundle, comps.store)
         if rl:
             params = rl_job.run_rl(cfg, bundle=bundle, comps=comps, catalog=catalog, examples=rl_examples,
                                    rewards=rl_rewards, evaluator=evaluator, logger=logger, summary=summary,
@@ -283,104 +277,7 @@ def trainable_transform(cfg: RunConfig, bundle: Any, tx: Any) -> Any:
     return apply_trainable(cfg.train.trainable, tx, nnx.to_pure_dict(st), ids)
 
 
-def _expected(bundle: Any) -> Any:
-    from sidcore.model.merge import split_params
-    from sidcore.train import state as ckpt_state
-
-    _, _, params = split_params(bundle.model)
-    return params, ckpt_state.shape_signature(params)
-
-
-def _eval_params(cfg: RunConfig, bundle: Any, store: Any, registry: Any) -> Any:
-    """Weights an eval-only run scores: ``train.resume_from_checkpoint``, else the run's own
-    ``use_best_checkpoint ? best : last``, else the loaded ``base_model`` weights; a random init
-    only with ``eval.random_weights``. A damaged checkpoint is an error, never skipped."""
-    from sidcore.model.sharding import shard_params
-    from sidcore.run.checkpoints import open_checkpoint, pick_name
-    from sidcore.train import state as ckpt_state
-
-    params, expected = _expected(bundle)
-    want = "best" if cfg.eval.use_best_checkpoint else "last"
-    opened = None
-    if cfg.train.resume_from_checkpoint:
-        opened = open_checkpoint(cfg.train.resume_from_checkpoint, registry)
-    elif want in store.names() or want in store.damaged():
-        name = pick_name(store, store.uri, want)
-        tree, meta = store.restore(name)
-        opened_src = f"{store.uri}#{name}"
-        params = ckpt_state.params_from_tree(tree, expected, opened_src)
-        log.info("evaluating weights from %s", opened_src)
-        return shard_params(params, bundle.mesh)
-    if opened is not None:
-        params = ckpt_state.params_from_tree(opened.tree, expected, opened.source)
-        log.info("evaluating weights from %s", opened.source)
-    elif cfg.base_model and not cfg.train.train_from_scratch:
-        log.info("evaluating the weights of base_model=%s", cfg.base_model)
-    elif cfg.eval.random_weights:
-        log.warning("evaluating RANDOM weights (eval.random_weights=true)")
-    else:
-        found = ", ".join(store.names()) or "none"
-        raise CheckpointError(
-            f"nothing to evaluate: {store.uri} has no '{want}' checkpoint (found: {found}) and no base_model weights "
-            "are loaded; set train.resume_from_checkpoint=<run dir, store URI or file>, or eval.random_weights=true "
-            "to score a random init on purpose")
-    return shard_params(params, bundle.mesh)
-
-
-def _best_params(cfg: RunConfig, bundle: Any, store: Any) -> Any:
-    """train_eval with ``eval.use_best_checkpoint``: the best checkpoint this run wrote."""
-    from sidcore.model.sharding import shard_params
-    from sidcore.run.checkpoints import pick_name
-    from sidcore.train import state as ckpt_state
-
-    if "best" not in store.names() and "best" not in store.damaged():
-        raise CheckpointError(f"eval.use_best_checkpoint: the run wrote no best checkpoint to {store.uri} "
-                              f"(train.save_best_metric={cfg.train.save_best_metric} was never evaluated)")
-    name = pick_name(store, store.uri, "best")
-    tree, _ = store.restore(name)
-    _, expected = _expected(bundle)
-    log.info("evaluating weights from %s#best", store.uri)
-    return shard_params(ckpt_state.params_from_tree(tree, expected, f"{store.uri}#best"), bundle.mesh)
-
-
 def _write_eval_outputs(cfg: RunConfig, out: Path, result: Any) -> None:
     if cfg.eval.save_predictions_json:
         write_json(out / "eval_predictions.json", result.records)
     write_json(out / "eval_predictions.metrics.json", result.metrics)
-
-
-def print_table(metrics: dict[str, Any]) -> None:
-    """Every metric family @K on stdout (with the popularity baseline when present)."""
-    import click
-
-    from sidcore.eval.metrics_layout import metric_families
-
-    ks = metrics["topk"]
-    click.echo(f"{'':<16}" + "".join(f"{'@' + str(k):>9}" for k in ks))
-    pop = metrics.get("popularity_baseline")
-    rows = [("sid", metrics, "value")] + [("s.e.", metrics, "stderr")] * ("stderr" in metrics)
-    rows += [("popular", pop, "value")] * (pop is not None)
-    for label, m, what in rows:
-        for name in metric_families(metrics):
-            table = m.get(name) if what == "value" else m["stderr"].get(name)
-            if not table:
-                continue
-            vals = "".join(f"{table.get(str(k), float('nan')):>9.4f}" for k in ks)
-            click.echo(f"{name.upper().replace('_ITEM', '-it') + ' ' + label:<16}{vals}")
-    click.echo(f"n={metrics['n_samples']} beams={metrics['n_beams']} invalid={metrics['invalid_prediction_count']}"
-               + ("  (s.e.: standard error of sid's value over the n rows)" if "stderr" in metrics else ""))
-    if pop is not None and "stderr" in metrics:
-        click.echo(beats_line(metrics, pop))
-
-
-def beats_line(metrics: dict[str, Any], pop: dict[str, Any]) -> str:
-    """One line: at which K sid's HR and NDCG beat the popularity baseline by more than one s.e."""
-    parts = []
-    for fam in ("hr", "ndcg"):
-        if fam not in metrics or fam not in pop:
-            continue
-        ks = [k for k in metrics[fam] if k in pop[fam]]
-        ok = [k for k in ks if metrics[fam][k] - pop[fam][k] > metrics["stderr"][fam][k]]
-        parts.append(f"{fam.upper()} at {len(ok)}/{len(ks)} K" + (f" (not @{', @'.join(sorted(set(ks) - set(ok), key=int))})"
-                                                                    if len(ok) < len(ks) else ""))
-    return "beats popularity by more than 1 s.e.: " + "; ".join(parts)

@@ -19,7 +19,7 @@ from flax import nnx
 from sidcore.config.schema import DataConfig, TrainConfig
 from sidcore.data.batching import DataOrder
 from sidcore.model.sharding import param_shardings, put_batch, shard_params
-from sidcore.errors import CheckpointError, Preempted, TrainingError
+from sidcore.errors import Preempted, TrainingError
 from sidcore.model.merge import make_merge
 from sidcore.train import batches
 from sidcore.train import checkpointing as ckpt
@@ -65,7 +65,7 @@ class Trainer:
     data: DataConfig
     seed: int
     plan: TrainPlan
-    bundle: Any  # sidcore.run.assemble.ModelBundle
+    bundle: Any  # sidcore.model.bundle.ModelBundle
     tx: Any
     store: Any
     examples: list[Any]

@@ -27,7 +27,7 @@ from sidcore.plugins import load_plugins
 from sidcore.rl.config import RLConfig
 from sidcore.train.checkpointing import own_resume
 from sidcore.rl.trainer import train_rl
-from sidcore.run.assemble import ModelBundle
+from sidcore.model.bundle import ModelBundle
 
 PATHS = split_paths(bundled_data_dir(), "Industrial_and_Scientific")
 N_ITEMS = 16

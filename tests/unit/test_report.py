@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from sidcore.errors import DataError
-from sidcore.run.report import mean_ci, summarize, t975, write_summary
+from sidcore.report.stats import mean_ci, summarize, t975, write_summary
 
 
 def make_run(root, name, *, seed, optimizer, hr10, ndcg10, with_eval=True):
@@ -111,7 +111,7 @@ def test_summary_names_experiments_by_what_differs_with_baseline_loss_and_step_t
 
 def test_report_plots_one_panel_per_family_and_labels_by_what_differs(tmp_path):
     pytest.importorskip("matplotlib")
-    from sidcore.run.report_plots import _families, _series, run_labels, write_report
+    from sidcore.report.plots import _families, _series, run_labels, write_report
 
     a = make_run(tmp_path, "a", seed=1, optimizer="adamw", hr10=0.2, ndcg10=0.1)
     b = make_run(tmp_path, "b", seed=2, optimizer="adamw", hr10=0.3, ndcg10=0.15)

@@ -3,7 +3,7 @@
 - ``summary.md`` / ``summary.json``: the final eval metrics (``eval_predictions.metrics.json``) of each
   run, and runs grouped by their resolved config less the seed and run-location keys: per group and
   metric the mean, sample standard deviation and 95 % confidence interval over seeds (Student t).
-- PNG plots (`sidcore.run.report_plots`): loss, learning rate, periodic eval and final metrics per
+- PNG plots (`sidcore.report.plots`): loss, learning rate, periodic eval and final metrics per
   family, throughput, from ``metrics.jsonl`` and the final metrics JSON.
 """
 

@@ -20,7 +20,7 @@ from typing import Any
 from sidcore.config.loading import flatten
 from sidcore.errors import DataError
 from sidcore.eval.metrics_layout import metric_families
-from sidcore.run.report import metric_order, short_key, short_value, read_metrics, read_run_config
+from sidcore.report.stats import metric_order, short_key, short_value, read_metrics, read_run_config
 
 LOCATION_KEYS = ("output_dir", "checkpoint_uri", "wandb.", "launcher.", "train.resume_from_checkpoint")
 MARKERS = "os^vDP*X"

@@ -1,0 +1,1 @@
+"""Turning a run's checkpoint into other formats: ``sid export hf`` (`hf`: an HF folder)."""
