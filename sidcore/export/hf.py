@@ -50,7 +50,7 @@ def export_run(cfg: RunConfig, plugins: Any, out_dir: Path, *, name: str | None 
     _, st = nnx.split(bundle.model)
     expected = ckpt_state.shape_signature(nnx.to_pure_dict(st))
     uri = store_uri(cfg) + (f"#{name}" if name else "")
-    opened = open_checkpoint(uri, plugins.registry)
+    opened = open_checkpoint(uri, plugins.registry, params_only=True)
     params = ckpt_state.params_from_tree(opened.tree, expected, opened.source)
     nnx.replace_by_pure_dict(st, params)
     model = nnx.merge(*nnx.split(bundle.model)[:1], st)

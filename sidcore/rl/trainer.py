@@ -25,7 +25,7 @@ from sidcore.data.batching import DataOrder
 from sidcore.decoding.trie import SidTrie
 from sidcore.errors import CheckpointError, ConfigError, Preempted, TrainingError
 from sidcore.interfaces import Reward, SidCatalog
-from sidcore.model.hf_params import flatten_params, unflatten_params
+from sidcore.model.hf_params import unflatten_params
 from sidcore.model.sharding import param_shardings, put_batch, shard_params, to_host
 from sidcore.rl.config import RLConfig
 from sidcore.rl.group_forward import supports_group_forward
@@ -167,11 +167,13 @@ class RLTrainer:
                     self._rotate()
                 if stop.raised:
                     self._save("last", params, opt_state, ref, step)
+                    ckpt.finish(self.store)
                     raise Preempted(f"stopped by {stop.raised} after step {step}; checkpoint 'last' written, "
                                     "rerun the same command to resume")
         if self.evaluate is not None:
             self._eval(params, step)
         self._save("last", params, opt_state, ref, step)
+        ckpt.finish(self.store)
         self.params = params
         return {"steps": step, "final": last, "completions_per_step": cfg.batch_size}
 
@@ -205,10 +207,8 @@ class RLTrainer:
     def _save(self, name: str, params: Any, opt_state: Any, ref: Any, step: int) -> None:
         if self.store is None:
             return
-        tree = S.to_tree(params, opt_state)  # all processes join the gather
-        if ref is not None:
-            tree["ref_params"] = flatten_params(to_host(ref))
-        ckpt.save(self.store, name, tree, self._meta(step))
+        ckpt.save_state(self.store, name, params, opt_state, self._meta(step),
+                        extra={"ref_params": ref} if ref is not None else None)
 
     def _rotate(self) -> None:
         ckpt.rotate(self.store, self.cfg.save_total_limit)

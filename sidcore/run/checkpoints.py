@@ -100,12 +100,13 @@ def pick_name(store: Any, base: str, name: str | None) -> str:
     return name
 
 
-def open_checkpoint(uri: str, registry: Registry) -> Opened:
-    """Restore the checkpoint a URI names (see the module docstring for the accepted forms)."""
+def open_checkpoint(uri: str, registry: Registry, *, params_only: bool = False) -> Opened:
+    """Restore the checkpoint a URI names (see the module docstring for the accepted forms);
+    `params_only` (eval, export, an RL start) lets a store skip the optimizer state."""
     base, name, bare = resolve(uri)
     if bare is not None:
         return Opened(tree=read_reference_file(bare), meta={}, source=str(bare))
     store = store_for(base, registry)
     name = pick_name(store, base, name)
-    tree, meta = store.restore(name)
+    tree, meta = store.restore(name, params_only=params_only)
     return Opened(tree=tree, meta=dict(meta), source=f"{base}#{name}")

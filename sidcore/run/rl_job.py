@@ -30,7 +30,7 @@ def load_start_weights(cfg: RunConfig, bundle: Any, registry: Any) -> None:
     from sidcore.run.checkpoints import open_checkpoint
     from sidcore.train import state as ckpt_state
 
-    opened = open_checkpoint(cfg.train.resume_from_checkpoint, registry)
+    opened = open_checkpoint(cfg.train.resume_from_checkpoint, registry, params_only=True)
     _, st = nnx.split(bundle.model)
     expected = ckpt_state.shape_signature(nnx.to_pure_dict(st))
     nnx.replace_by_pure_dict(st, ckpt_state.params_from_tree(opened.tree, expected, opened.source))

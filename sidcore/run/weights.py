@@ -32,10 +32,10 @@ def eval_params(cfg: RunConfig, bundle: Any, store: Any, registry: Any) -> Any:
     want = "best" if cfg.eval.use_best_checkpoint else "last"
     opened = None
     if cfg.train.resume_from_checkpoint:
-        opened = open_checkpoint(cfg.train.resume_from_checkpoint, registry)
+        opened = open_checkpoint(cfg.train.resume_from_checkpoint, registry, params_only=True)
     elif want in store.names() or want in store.damaged():
         name = pick_name(store, store.uri, want)
-        tree, meta = store.restore(name)
+        tree, meta = store.restore(name, params_only=True)
         opened_src = f"{store.uri}#{name}"
         params = ckpt_state.params_from_tree(tree, expected, opened_src)
         log.info("evaluating weights from %s", opened_src)
@@ -66,7 +66,7 @@ def best_params(cfg: RunConfig, bundle: Any, store: Any) -> Any:
         raise CheckpointError(f"eval.use_best_checkpoint: the run wrote no best checkpoint to {store.uri} "
                               f"(train.save_best_metric={cfg.train.save_best_metric} was never evaluated)")
     name = pick_name(store, store.uri, "best")
-    tree, _ = store.restore(name)
+    tree, _ = store.restore(name, params_only=True)
     _, expected = expected_params(bundle)
     log.info("evaluating weights from %s#best", store.uri)
     return shard_params(ckpt_state.params_from_tree(tree, expected, f"{store.uri}#best"), bundle.mesh)

@@ -142,6 +142,38 @@ def save(store: Any, name: str, tree: Mapping[str, Any], meta: Mapping[str, Any]
         store.save(name, tree, meta)
 
 
+def save_state(store: Any, name: str, params: Any, opt_state: Any, meta: Mapping[str, Any],
+               extra: Mapping[str, Any] | None = None) -> None:
+    """Save a training state the way the store takes it (`CheckpointStore.sharded`).
+
+    A byte store gets the tree gathered onto the host (every process joins the gather) and is
+    called on process 0 only; a sharded store is called on every process with the device arrays as
+    they are, and writes each process's own shards (no gather, no host copy of the whole state).
+    `extra` holds further param-shaped trees (RL's ``ref_params``), flattened like ``params``.
+    """
+    from flax import serialization
+
+    from sidcore.model.hf_params import flatten_params
+    from sidcore.train import state as ckpt_state
+
+    if store is None:
+        return
+    if store.sharded:
+        tree = {"params": flatten_params(params), "opt_state": serialization.to_state_dict(opt_state)}
+        tree.update({k: flatten_params(v) for k, v in (extra or {}).items()})
+        store.save(name, tree, meta)
+        return
+    tree = ckpt_state.to_tree(params, opt_state)
+    tree.update({k: flatten_params(ckpt_state.host(v)) for k, v in (extra or {}).items()})
+    save(store, name, tree, meta)
+
+
+def finish(store: Any) -> None:
+    """Wait until every started save is committed (async stores); before exit or a read-back."""
+    if store is not None:
+        store.wait()
+
+
 def rotate(store: Any, limit: int) -> None:
     """Keep the newest `limit` ``step<N>`` snapshots (0: keep all)."""
     if store is None or not limit or jax.process_index() != 0:

@@ -146,6 +146,7 @@ class Trainer:
                     self._rotate()
                 if stop.raised:
                     self._save("last", params, opt_state, step, best)
+                    ckpt.finish(self.store)
                     raise Preempted(f"stopped by {stop.raised} after step {step}; checkpoint 'last' written, "
                                     "rerun the same command to resume")
                 if stopped_early:
@@ -154,6 +155,7 @@ class Trainer:
             self._periodic_eval(step, params, opt_state, best, eval_loss, math_, pad_id, final=True)
         if cfg.save_last:
             self._save("last", params, opt_state, step, best)
+        ckpt.finish(self.store)
         self.params = params
         return {"steps": step, "micro_steps": step * math_.accumulation, "effective_batch_size": math_.effective,
                 "final_loss": last_metrics.get("train/loss"), "best": best}
@@ -222,7 +224,7 @@ class Trainer:
                 "settings": ckpt.normalise(self.settings)}
 
     def _save(self, name: str, params: Any, opt_state: Any, step: int, best: dict[str, Any]) -> None:
-        ckpt.save(self.store, name, ckpt_state.to_tree(params, opt_state), self._meta(step, best))
+        ckpt.save_state(self.store, name, params, opt_state, self._meta(step, best))
 
     def _rotate(self) -> None:
         ckpt.rotate(self.store, self.train.save_total_limit)
