@@ -61,11 +61,38 @@ def rl_examples(cfg: RunConfig, bundle: Any, catalog: Any) -> list[Any]:
         raise ConfigError("run_mode=rl: rl.tasks item_to_sid/title_history need data.item_meta_path")
     valid = catalog_sids(read_info(d.info_file))
     rows = read_csv(d.train_file, valid_sids=valid, skip_empty_history=d.skip_empty_history)
+    eval_rows = _valid_rows(cfg, valid) if cfg.rl.bind_targets == "prompt" else []
     return build_rl_examples(
         bundle.tokenizer, tasks=cfg.rl.tasks, train_rows=rows, index=read_index(d.sid_index_path),
         items=read_items(d.item_meta_path) if needs_items else {}, seed=cfg.seed,
-        title_history_sample=cfg.rl.title_history_sample, preamble=cfg.rl.prompt_preamble,
-        bind=cfg.rl.bind_targets, max_len=cfg.rl.max_prompt_len, catalog_sids=frozenset(catalog.sids))
+        title_history_sample=cfg.rl.title_history_sample, title_history_seed=cfg.rl.title_history_seed,
+        preamble=cfg.rl.prompt_preamble, bind=cfg.rl.bind_targets, eval_rows=eval_rows,
+        leak=cfg.rl.item_to_sid_upstream_leak, max_len=cfg.rl.max_prompt_len, catalog_sids=frozenset(catalog.sids))
+
+
+def _valid_rows(cfg: RunConfig, valid: Any) -> list[Any]:
+    from sidcore.data.minionerec import read_csv
+
+    if not cfg.data.eval_file:
+        raise ConfigError("rl.bind_targets=prompt (upstream's map) and rl.eval_steps read the valid split: set "
+                          "data.eval_file (or data.data_dir)")
+    return read_csv(cfg.data.eval_file, valid_sids=valid, skip_empty_history=cfg.data.skip_empty_history)
+
+
+def rl_eval_examples(cfg: RunConfig, bundle: Any, catalog: Any) -> list[Any]:
+    """Upstream's RL eval set: ``SidDataset(eval_file)`` prompts (SID history -> next SID), each bound to
+    its own row's target; ``rl.eval_max_prompts`` keeps the first N after a seeded shuffle."""
+    from sidcore.data.minionerec import catalog_sids, read_info
+    from sidcore.data.rl_tasks import build_rl_examples
+    from sidcore.data.tasks import sample_like_pandas
+
+    if cfg.rl.eval_steps <= 0:
+        return []
+    rows = _valid_rows(cfg, catalog_sids(read_info(cfg.data.info_file)))
+    rows = sample_like_pandas(rows, cfg.rl.eval_max_prompts, cfg.seed)
+    return build_rl_examples(bundle.tokenizer, tasks=["sid_history"], train_rows=rows, index={}, items={},
+                             seed=cfg.seed, preamble=cfg.rl.prompt_preamble, max_len=cfg.rl.max_prompt_len,
+                             catalog_sids=frozenset(catalog.sids))
 
 
 def run_rl(cfg: RunConfig, *, bundle: Any, comps: Any, catalog: Any, examples: list[Any], rewards: dict[str, Any],
@@ -76,6 +103,7 @@ def run_rl(cfg: RunConfig, *, bundle: Any, comps: Any, catalog: Any, examples: l
     periodic = evaluator.periodic if (evaluator is not None and cfg.train.eval_steps > 0) else None
     result, trainer = train_rl(cfg.rl, bundle=bundle, store=comps.store, decoder=comps.decoder, rewards=rewards,
                                examples=examples, catalog=catalog, logger=logger, seed=cfg.seed,
-                               evaluate=periodic, eval_steps=max(cfg.train.eval_steps, 0))
+                               evaluate=periodic, eval_steps=max(int(cfg.train.eval_steps), 0),
+                               eval_examples=rl_eval_examples(cfg, bundle, catalog))
     summary["rl"] = {**result, "n_prompts": len(examples)}
     return trainer.params
