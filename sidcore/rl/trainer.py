@@ -193,8 +193,9 @@ class RLTrainer:
             self.logger.eval_step(step, values)
 
     def _rl_eval(self, rl_step: RLStep, params: Any, ref: Any, step: int, key: jax.Array) -> None:
+        eval_key = jax.random.fold_in(jax.random.fold_in(key, 0x7FFFFFFF), step)  # a stream apart from training's
         values = rl_eval(rl_step, params, ref, self.eval_examples, self._pad, self.bundle.mesh,
-                         self.cfg.batch_size // self.cfg.num_generations, jax.random.fold_in(key, -1 - step))
+                         self.cfg.batch_size // self.cfg.num_generations, eval_key)
         if self.logger is not None:
             self.logger.eval_step(step, values)
         if jax.process_index() == 0:
