@@ -100,6 +100,9 @@ def run_rl(cfg: RunConfig, *, bundle: Any, comps: Any, catalog: Any, examples: l
     """Train with the RL stage; returns the final params (for the job's final eval)."""
     from sidcore.rl.trainer import train_rl
 
+    if 0 < cfg.train.eval_steps < 1:
+        raise ConfigError(f"run_mode=rl: train.eval_steps={cfg.train.eval_steps} (a share of training) is read by SFT "
+                          "only; give the RL decoding eval a whole step count, or use rl.eval_steps for the RL eval")
     periodic = evaluator.periodic if (evaluator is not None and cfg.train.eval_steps > 0) else None
     result, trainer = train_rl(cfg.rl, bundle=bundle, store=comps.store, decoder=comps.decoder, rewards=rewards,
                                examples=examples, catalog=catalog, logger=logger, seed=cfg.seed,
