@@ -75,7 +75,8 @@ class DataConfig:
     item_meta_path: str | None = h("item.json: item_id -> {title, description, brand, categories}.", None)
     tokenizer: str | None = h('Tokenizer folder or hub id (default: base_model; "bundled" = Qwen2.5 base).', None)
     max_len: int = h("Training sequence cutoff (left truncation, like upstream cutoff_len).", 512, validator=v.gt(0))
-    eval_max_len: int = h("Eval prompt cutoff (upstream EvalSidDataset max_len).", 2560, validator=v.gt(0))
+    eval_max_len: int = h("Eval prompt cutoff (left truncation; upstream's EvalSidDataset test mode never "
+                          "truncates, and eval prompts are ~100 tokens).", 2560, validator=v.gt(0))
     padding_side: str = h("Padding side of batches (the mask makes both exact).", "right",
                           validator=v.in_(("left", "right")))
     pad_policy: str = h("Batch shapes: fixed (max_len), buckets, max (per batch), pack (sequence packing).",
