@@ -222,3 +222,15 @@ def test_dynamic_sampling_needs_sampled_rollouts():
     with pytest.raises(ValueError, match="rollout=sample"):
         RLConfig(dynamic_sampling=True)
     RLConfig(dynamic_sampling=True, rollout="sample")
+
+
+def test_prompt_truncation_keeps_the_last_tokens_as_upstream(data):
+    """Upstream: ``prompt_ids[:, -max_prompt_length:]`` on left-padded rows = the last N real tokens."""
+    tok, rows, _, index, items = data
+    kw = dict(tasks=["title_history"], train_rows=rows[:5], index=index, items=items, seed=0, title_history_sample=5)
+    full = build_rl_examples(tok, **kw)
+    cut = build_rl_examples(tok, max_len=40, **kw)
+    assert max(len(e.input_ids) for e in full) > 40
+    for f, c in zip(full, cut):
+        padded = [tok.pad_token_id] * (200 - len(f.input_ids)) + f.input_ids  # left-padded like upstream
+        assert c.input_ids == [t for t in padded[-40:]][-len(c.input_ids):] == f.input_ids[-40:]
