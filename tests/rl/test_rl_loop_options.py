@@ -45,7 +45,8 @@ def test_gradient_accumulation_equals_the_unsplit_update(world, aggregation):
     tokens[5, :, 2] = tok.eos_token_id
     adv = rng.normal(size=(b, g)).astype(np.float32)
     ref = jax.tree.map(lambda x: x * 1.01, params)
-    old = (-2.0 + 0.3 * rng.normal(size=(b * g, tokens.shape[-1]))).astype(np.float32)
+    # old log-probs near the tiny model's (~log(1 / vocab)), so ratios sit around 1 and some are clipped
+    old = (-np.log(len(tok)) + 0.2 * rng.normal(size=(b * g, tokens.shape[-1]))).astype(np.float32)
     tx = optax.sgd(1e4)  # a step far above the float32 rounding of the parameters
     out, modes = {}, (True,) if aggregation == "dapo" else (False,)  # dapo with the clipped ratio (old logps)
     for k in (1, 4):
@@ -59,7 +60,10 @@ def test_gradient_accumulation_equals_the_unsplit_update(world, aggregation):
     step = lambda p: [np.asarray(a) - np.asarray(b) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(params))]
     for clipped in modes:
         p1, m1 = out[1, clipped]
-        assert abs(float(m1["loss"])) > 1e-3 and float(m1["grad_norm"]) > 1e-5
+        assert abs(float(m1["loss"])) > 1e-3 and float(m1["grad_norm"]) > 0.1
+        if clipped:
+            assert 0.0 < float(m1["clip_frac"]) < 1.0
+            np.testing.assert_allclose(out[4, clipped][1]["clip_frac"], m1["clip_frac"], rtol=1e-5)
         pk, mk = out[4, clipped]
         np.testing.assert_allclose(mk["loss"], m1["loss"], rtol=2e-5, atol=1e-7)
         np.testing.assert_allclose(mk["grad_norm"], m1["grad_norm"], rtol=1e-4)
