@@ -20,7 +20,8 @@ import click
 @click.argument("more_paths", nargs=-1, type=click.Path(dir_okay=False))
 def calc(pred_paths: tuple[str, ...], item_path: str, topk: str, as_json: bool, more_paths: tuple[str, ...]) -> None:
     """Compute HR@K / NDCG@K / invalid count exactly like MiniOneRec's calc.py (over the records of
-    every given file together, as calc.py does with a list of paths)."""
+    every given file pooled, as merge.py then calc.py do in evaluate.sh; calc.py's own multi-file
+    lines divide each file's running total by that file's size)."""
     from sid_metrics.calc import compute, format_report, load_predictions, load_valid_sids
     from sidcore.errors import UsageError
 

@@ -8,7 +8,11 @@ import attrs
 from attrs import field
 
 STRIP_CHARS = '\n" '
-"""Characters upstream strips from both ends of a completion before comparing (``strip('\\n" ')``)."""
+"""Characters upstream's ``rule_reward`` strips from both ends before comparing (``strip('\\n" ')``)."""
+
+RANKING_STRIP_CHARS = '\n"'
+"""Upstream's ``ndcg_rule_reward`` strips only ``'\\n"'`` (no space): a completion decoding to
+``SID + ' ' + '\\n'`` is a hit for ``rule`` but a miss for ``ranking``."""
 
 
 def _no_hit(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -38,8 +42,9 @@ class RuleConfig:
 class RankingConfig:
     """Options of `ranking` (upstream ``ndcg_rule_reward``)."""
 
-    strip: str = field(default=STRIP_CHARS, metadata={
-        "help": "Characters stripped from both ends of a completion before the exact comparison."})
+    strip: str = field(default=RANKING_STRIP_CHARS, metadata={
+        "help": "Characters stripped from both ends of a completion before the exact comparison (upstream's "
+                "ndcg_rule_reward: newline and double quote, no space; rule strips the space too)."})
     no_hit: str = field(default="zeros", validator=_no_hit, metadata={
         "help": "A group whose G beams all miss: \"zeros\" (upstream: no signal) or \"penalty\" (every beam "
                 "still gets its rank penalty, so the advantage favours earlier ranks)."})

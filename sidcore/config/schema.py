@@ -75,7 +75,8 @@ class DataConfig:
     item_meta_path: str | None = h("item.json: item_id -> {title, description, brand, categories}.", None)
     tokenizer: str | None = h('Tokenizer folder or hub id (default: base_model; "bundled" = Qwen2.5 base).', None)
     max_len: int = h("Training sequence cutoff (left truncation, like upstream cutoff_len).", 512, validator=v.gt(0))
-    eval_max_len: int = h("Eval prompt cutoff (upstream EvalSidDataset max_len).", 2560, validator=v.gt(0))
+    eval_max_len: int = h("Eval prompt cutoff (left truncation; upstream's EvalSidDataset test mode never "
+                          "truncates, and eval prompts are ~100 tokens).", 2560, validator=v.gt(0))
     padding_side: str = h("Padding side of batches (the mask makes both exact).", "right",
                           validator=v.in_(("left", "right")))
     pad_policy: str = h("Batch shapes: fixed (max_len), buckets, max (per batch), pack (sequence packing).",
@@ -126,8 +127,9 @@ class TrainConfig:
     num_train_epochs: float = h("Epochs over the concatenated task datasets.", 1.0, validator=v.gt(0))
     max_steps: int = h("Optimizer steps (>0 overrides epochs).", -1)
     logging_steps: int = h("Log every N optimizer steps.", 10, validator=v.gt(0))
-    eval_steps: int = h("Validation loss (train) / decoding eval (train_eval) every N steps; 0: per epoch; <0: never.",
-                        -1)
+    eval_steps: float = h("Validation loss (train) / decoding eval (train_eval) every N steps; 0 < N < 1: every "
+                          "ceil(N * total steps), a share of training as HF's eval_steps=0.05 in upstream sft.py; "
+                          "0: per epoch; <0: never.", -1)
     save_steps: int = h("Write sft_state_step<N> every N steps (0: off).", 0, validator=v.ge(0))
     save_total_limit: int = h("Keep this many step snapshots (0: all).", 1, validator=v.ge(0))
     save_last: bool = h("Write sft_state_last at the end (and on preemption).", True)

@@ -18,11 +18,11 @@ final norm; no L2 normalisation); rows are written in item-id order to a ``.npy`
   per bucket), shards each batch over the mesh's data axes (``dp``, ``fsdp``) like eval, and pools
   in float32.
 
-One deliberate difference: upstream's loop transposes each batch of strings with ``zip(*texts)``,
-which (its texts being plain strings, not per-field lists as in the LC-Rec code it came from)
-embeds single *characters* and averages them; sid embeds each whole text, as the script's
-comments and the paper describe. Upstream also runs in float16 and saves float16; sid computes
-in ``compute_dtype`` (float32 by default) and saves float32.
+Upstream's current script embeds each whole text, as sid does (its older commits transposed
+batches with ``zip(*texts)`` and embedded single characters). The one difference left is the
+forward precision: upstream runs the model in float16 (its pooled vectors come out float32, the
+float16 hidden states times a float32 mask); sid computes in ``compute_dtype`` (float32 by
+default) and saves float32.
 """
 
 from __future__ import annotations

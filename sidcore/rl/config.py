@@ -53,7 +53,21 @@ class RLConfig:
                             validator=v.ge(1))
     rollout: str = _help("beam: the trie decoder's G beams, best first (upstream); sample: G trie-constrained "
                          "samples sorted by log-prob.", "beam", validator=_one_of("beam", "sample"))
-    temperature: float = _help("Sampling temperature of rollout=sample.", 1.0, validator=v.gt(0))
+    temperature: float = _help("Rollout temperature: rollout=sample draws from exp(logp / T); rollout=beam "
+                               "divides the beam scores by T (upstream's TemperatureLogitsWarper runs on both; "
+                               "the beams and their order do not change).", 1.0, validator=v.gt(0))
+    sample_order: str = _help("rollout=sample: logprob (sid: samples sorted best first, so rank rewards see "
+                              "the likeliest first) or generation (upstream: draw order).", "logprob",
+                              validator=_one_of("logprob", "generation"))
+    add_gt: bool = _help("Replace the last completion of every group by the target's catalog path (upstream "
+                         "add_gt).", False)
+    dynamic_sampling: bool = _help("rollout=sample only: draw int(1.5 G) samples per prompt and keep G: the "
+                                   "target's copies first (at most G), then the most frequent other items "
+                                   "(upstream dynamic_sampling).", False)
+    gradient_accumulation_steps: int = _help(
+        "Split each step's prompts into this many micro-batches for the update forward/backward and sum "
+        "their gradients before one optimizer update (memory; same loss and gradient). Must divide "
+        "batch_size / num_generations.", 1, validator=v.ge(1))
     # -- rewards and advantages
     rewards: list[RewardSpec] = _help(
         "Selected reward components with weights (upstream reward_type=ranking = rule + ranking).",
@@ -81,7 +95,8 @@ class RLConfig:
                                 True)
     # -- reference model
     sync_ref_model: bool = _help("Mix the policy into the reference every ref_sync_steps (TRL's "
-                                 "SyncRefModelCallback; off by default as in TRL).", False)
+                                 "SyncRefModelCallback; default off = rl.py's function default and TRL's; "
+                                 "rl.sh passes True).", False)
     ref_sync_steps: int = _help("Optimizer steps between reference syncs (TRL default).", 512, validator=v.ge(1))
     ref_mixup_alpha: float = _help("ref <- alpha * theta + (1 - alpha) * ref (TRL default).", 0.6,
                                    validator=[v.ge(0), v.le(1)])
@@ -98,14 +113,32 @@ class RLConfig:
     tasks: list[str] = _help("RL prompt sources: sid_history, item_to_sid, title_history.",
                              lambda: ["sid_history", "item_to_sid", "title_history"])
     title_history_sample: int = _help("Train rows sampled for title_history (upstream sample=10000).", 10000)
+    title_history_seed: int | None = _help("Seed of the title_history sample (upstream: 0, RLSeqTitle2SidDataset's "
+                                           "default, since rl.py passes none); null: the run seed.", 0)
+    item_to_sid_upstream_leak: bool = _help("Reproduce upstream's RLTitle2SidDataset prompts, which end with "
+                                            "'### Response:\\n<target SID>' (the answer in the prompt); "
+                                            "default false: the prompt ends at the response marker.", False)
     prompt_preamble: bool = _help("Start RL prompts with the SFT instruction preamble (false: upstream's bare "
                                   "'### User Input:' prompt).", True)
-    bind_targets: str = _help("sample_id (each prompt its own target) or prompt (upstream: identical histories "
-                              "share the last target).", "sample_id", validator=_one_of("sample_id", "prompt"))
-    max_prompt_len: int = _help("Prompts are left-truncated to this many tokens.", 2560, validator=v.ge(8))
+    bind_targets: str = _help("sample_id (each prompt its own target) or prompt (upstream's one merged "
+                              "history -> target map over all RL tasks, then the valid split: identical "
+                              "history strings share the last written target).", "sample_id",
+                              validator=_one_of("sample_id", "prompt"))
+    max_prompt_len: int = _help("Prompts are left-truncated to this many tokens (upstream GRPOConfig "
+                                "max_prompt_length 512; sid's default keeps every prompt whole).", 2560,
+                                validator=v.ge(8))
+    # -- RL eval on the valid split (upstream eval_step)
+    eval_steps: float = _help("Rollouts, rewards and GRPO loss (no update) on the valid split every N steps; a "
+                              "value < 1 is a share of all steps (upstream eval_step=0.0999); 0: never.", 0.0,
+                              validator=v.ge(0))
+    eval_max_prompts: int = _help("Valid prompts per RL eval (0: the whole split, upstream).", 0, validator=v.ge(0))
     prompt_bucket: int = _help("Prompt batches are padded to a multiple of this length (fewer recompiles).", 64,
                                validator=v.ge(1))
     # -- bookkeeping
     logging_steps: int = _help("Write metrics every N steps (and at the first and last).", 1, validator=v.ge(1))
     save_steps: int = _help("Write a step<N> checkpoint every N steps (0: only last).", 0, validator=v.ge(0))
     save_total_limit: int = _help("Keep at most this many step<N> checkpoints (0: all).", 2, validator=v.ge(0))
+
+    def __attrs_post_init__(self) -> None:
+        if self.dynamic_sampling and self.rollout != "sample":
+            raise ValueError("rl.dynamic_sampling needs rl.rollout=sample (upstream uses it only without beam_search)")

@@ -5,9 +5,10 @@
   group is deterministic and "rank i" is beam i.
 - ``sample``: G independent trie-constrained samples; at every level each row draws one allowed
   child with probability proportional to ``exp(logp / temperature)`` over the allowed children
-  (what upstream's ``-1e6`` mask does under sampling), by the Gumbel-max trick. Samples are then
-  sorted by their sequence log-prob, so rank-based rewards still see "best first". Duplicates are
-  possible (unlike beams).
+  (what upstream's ``-1e6`` mask does under sampling), by the Gumbel-max trick. With ``sort``
+  (``rl.sample_order: logprob``, sid's default) samples are then sorted by their sequence log-prob,
+  so rank-based rewards see "best first"; ``sort=False`` keeps the draw order, as upstream does
+  (its ``ndcg_rule`` penalties then follow the sample index). Duplicates are possible (unlike beams).
 
 Either way the rollout returns ``(tokens [B, G, T] int32, scores [B, G] float32)``; the per-token
 log-probs used by the loss come from the teacher-forced forward (`sidcore.rl.loss.token_logps`).
@@ -49,6 +50,7 @@ class TrieSampler:
     trie: SidTrie
     temperature: float = 1.0
     fused_scoring: bool = True
+    sort: bool = True  # best first by sequence log-prob; False: draw order (upstream)
 
     def max_new_tokens(self) -> int:
         return self.trie.path_length
@@ -88,6 +90,8 @@ class TrieSampler:
                 step = model.step_hidden if fused else model.step
                 out, cache = step(chosen.reshape(-1), cache)
         seq = jnp.stack(seqs, axis=-1)  # [B, G, T]
+        if not self.sort:
+            return seq, total
         order = jnp.argsort(-total, axis=-1)  # best first
         return jnp.take_along_axis(seq, order[..., None], axis=1), jnp.take_along_axis(total, order, axis=1)
 

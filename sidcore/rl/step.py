@@ -12,14 +12,17 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
+from sidcore.errors import ConfigError
 from sidcore.interfaces import Reward, RewardGroup
 from sidcore.rl.advantages import compute_advantages, zero_advantage_fraction
 from sidcore.rl.config import RLConfig
 from sidcore.rl.group_forward import group_batch, group_token_logps
-from sidcore.rl.loss import completion_batch, make_loss_fn, token_logps
+from sidcore.rl.groups import catalog_paths, diversity_metrics, dynamic_pool_size, select_groups, target_paths
+from sidcore.rl.loss import completion_batch, completion_mask, make_loss_fn, token_logps
 from sidcore.rl.rewards import score_groups
 from sidcore.rl.rollout import make_rollout_fn, sids_from_tokens
 
@@ -61,33 +64,107 @@ def make_batch_fns(cfg: RLConfig, *, real_vocab: int, pad_id: int, eos_id: int, 
     return build, logps
 
 
+def _weights(cfg: RLConfig, tokens: jax.Array, eos_id: int, k: int) -> jax.Array:
+    """``[k]`` share of the whole step's loss each micro-batch carries (sums to 1): rows for the per-row
+    aggregations, completion tokens for ``dapo`` (a global token mean), so the summed micro losses and
+    gradients equal the unsplit step's."""
+    b, g, t = tokens.shape
+    if cfg.loss_aggregation != "dapo":
+        return jnp.full((k,), 1.0 / k, jnp.float32)
+    per = completion_mask(tokens.reshape(b * g, t), eos_id).reshape(b // k, k, g * t).sum(axis=(0, 2))
+    return per / jnp.maximum(per.sum(), 1.0)
+
+
+def _micro(x: jax.Array, k: int) -> jax.Array:
+    """``[B, ...] -> [k, B / k, ...]``: micro-batch j holds rows j, j + k, ... (strided, so each data
+    shard contributes to every micro-batch)."""
+    return jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+
+
+def _unmicro(x: jax.Array) -> jax.Array:
+    """Inverse of `_micro` on the leading two axes."""
+    x = jnp.swapaxes(x, 0, 1)
+    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
 def make_update_fn(merge: Callable[[Any], Any], tx: optax.GradientTransformation, cfg: RLConfig, *,
-                   real_vocab: int, pad_id: int, eos_id: int, shared_prefix: bool = False
+                   real_vocab: int, pad_id: int, eos_id: int, shared_prefix: bool = False, apply: bool = True
                    ) -> Callable[..., tuple[Any, Any, dict]]:
     """``update(params, opt_state, ref_params, input_ids, lengths, tokens, advantages, old_logp)``.
 
     ``tokens [B, G, T]``, ``advantages [B, G]``; ``ref_params`` None when ``beta == 0``; ``old_logp``
-    None for the single-iteration (stop-gradient) ratio. Returns (params, opt_state, metrics) with
-    metrics ``loss, grad_norm, kl_seq [N], clip_frac``.
+    ``[B * G, T]`` or None for the single-iteration (stop-gradient) ratio. With
+    ``rl.gradient_accumulation_steps = k > 1`` the B prompts run as k micro-batches of B / k under
+    ``lax.scan`` (one micro-batch's activations live at a time), each loss weighted by its share
+    (`_weights`), the gradients summed, then one optimizer update. ``apply=False``: loss and metrics
+    only (the RL eval), params and opt_state returned unchanged. Returns (params, opt_state, metrics)
+    with metrics ``loss, grad_norm, kl_seq [N], clip_frac``.
     """
     build, logps = make_batch_fns(cfg, real_vocab=real_vocab, pad_id=pad_id, eos_id=eos_id,
                                   shared_prefix=shared_prefix)
     loss_fn = make_loss_fn(merge, real_vocab=real_vocab, beta=cfg.beta, epsilon=cfg.epsilon,
                            epsilon_high=cfg.epsilon_high, aggregation=cfg.loss_aggregation,
                            fused=cfg.fused_logprobs, logps=logps)
+    k = int(cfg.gradient_accumulation_steps)
 
-    def update(params, opt_state, ref_params, input_ids, lengths, tokens, advantages, old_logp=None):
+    def one(params, ref_params, input_ids, lengths, tokens, advantages, old_logp, weight):
         batch = build(input_ids, lengths, tokens)
         batch["advantages"] = advantages.reshape(-1)
         if old_logp is not None:
             batch["old_logp"] = old_logp
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, ref_params)
+
+        def scaled(p):
+            value, aux = loss_fn(p, batch, ref_params)
+            return value * weight, aux
+
+        if not apply:
+            value, aux = scaled(params)
+            return value, aux, None
+        (value, aux), grads = jax.value_and_grad(scaled, has_aux=True)(params)
+        return value, aux, grads
+
+    def update(params, opt_state, ref_params, input_ids, lengths, tokens, advantages, old_logp=None):
+        if k == 1:
+            loss, aux, grads = one(params, ref_params, input_ids, lengths, tokens, advantages, old_logp, 1.0)
+            kl_seq, clip_frac = aux["kl_seq"], aux["clip_frac"]
+        else:
+            b, g, t = tokens.shape
+            w = _weights(cfg, tokens, eos_id, k)
+            old = None if old_logp is None else _micro(old_logp.reshape(b, g, t), k)
+            xs = (_micro(input_ids, k), _micro(lengths, k), _micro(tokens, k), _micro(advantages, k), old, w)
+            zero = None if not apply else jax.tree.map(jnp.zeros_like, params)
+
+            def body(acc, x):
+                ids, lens, toks, adv, o, wj = x
+                o = None if o is None else o.reshape(-1, t)
+                value, aux, grads = one(params, ref_params, ids, lens, toks, adv, o, wj)
+                acc = acc if grads is None else jax.tree.map(jnp.add, acc, grads)
+                return acc, (value, aux["kl_seq"].reshape(-1, g), aux["clip_frac"] * wj)
+
+            grads, (losses, kl, clip) = jax.lax.scan(body, zero, xs)
+            loss, kl_seq, clip_frac = losses.sum(), _unmicro(kl).reshape(-1), clip.sum()
+        metrics = {"loss": loss, "kl_seq": kl_seq, "clip_frac": clip_frac}
+        if not apply:
+            metrics["grad_norm"] = jnp.zeros((), jnp.float32)
+            return params, opt_state, metrics
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        return params, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "kl_seq": aux["kl_seq"],
-                                   "clip_frac": aux["clip_frac"]}
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        return params, opt_state, metrics
 
     return update
+
+
+def _regroup(tokens: jax.Array, scores: jax.Array, select: Any, gt: Any) -> tuple[jax.Array, jax.Array]:
+    """Keep the ``select [B, G]`` samples (dynamic_sampling) and write ``gt [B, T]`` over the last
+    completion of each group (add_gt; its score becomes NaN: it was not generated)."""
+    if select is not None:
+        tokens = jnp.take_along_axis(tokens, select[..., None], axis=1)
+        scores = jnp.take_along_axis(scores, select, axis=1)
+    if gt is not None:
+        tokens = tokens.at[:, -1].set(gt.astype(tokens.dtype))
+        scores = scores.at[:, -1].set(jnp.nan)
+    return tokens, scores
 
 
 class RLStep:
@@ -96,7 +173,7 @@ class RLStep:
     def __init__(self, cfg: RLConfig, *, merge: Callable[[Any], Any], tx: optax.GradientTransformation,
                  decoder: Any, rewards: Mapping[str, Reward], tokenizer: Any, real_vocab: int, depth: int,
                  vocab_size: int, param_shardings: Any = None, opt_shardings: Any = None,
-                 shared_prefix: bool = False) -> None:
+                 shared_prefix: bool = False, catalog: Any = None) -> None:
         self.cfg = cfg
         self.rewards = dict(rewards)
         self.weights = {r.name: r.weight for r in cfg.rewards}
@@ -104,13 +181,22 @@ class RLStep:
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
         self.eos_id = int(tokenizer.eos_token_id)
         self.level_strings = sid_level_strings(tokenizer, vocab_size)
+        g = int(cfg.num_generations)
+        self.pool = dynamic_pool_size(g) if cfg.dynamic_sampling else g
+        self.paths = None
+        if cfg.add_gt:
+            if catalog is None:
+                raise ConfigError("rl.add_gt needs the catalog (its target token paths)")
+            self.paths = catalog_paths(catalog, self.eos_id)
         self.rollout = jax.jit(make_rollout_fn(merge, real_vocab=real_vocab, decoder=decoder,
-                                               num_generations=cfg.num_generations))
+                                               num_generations=self.pool))
+        self.regroup = jax.jit(_regroup)
         out_sh = None if param_shardings is None else (param_shardings, opt_shardings, None)
         self.shared_prefix = bool(shared_prefix)
-        self.update = jax.jit(make_update_fn(merge, tx, cfg, real_vocab=real_vocab, pad_id=self.pad_id,
-                                             eos_id=self.eos_id, shared_prefix=self.shared_prefix),
-                              donate_argnums=(0, 1), out_shardings=out_sh)
+        kw = dict(real_vocab=real_vocab, pad_id=self.pad_id, eos_id=self.eos_id, shared_prefix=self.shared_prefix)
+        self.update = jax.jit(make_update_fn(merge, tx, cfg, **kw), donate_argnums=(0, 1), out_shardings=out_sh)
+        loss_only = make_update_fn(merge, tx, cfg, apply=False, **kw)
+        self.eval_loss = jax.jit(lambda p, ref, *a: loss_only(p, None, ref, *a)[2])
 
         build, logps = make_batch_fns(cfg, real_vocab=real_vocab, pad_id=self.pad_id, eos_id=self.eos_id,
                                       shared_prefix=shared_prefix)
@@ -124,32 +210,57 @@ class RLStep:
         return [RewardGroup(sample_id=int(e.sample_id), target_sid=e.target_sid, completions=tuple(sids[i].tolist()),
                             scores=scores[i], target_item=e.target_item) for i, e in enumerate(examples)]
 
+    def rollout_groups(self, params: Any, input_ids: Any, lengths: Any, examples: Sequence[Any], rng: jax.Array,
+                       to_host: Callable[[Any], Any]) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+        """Rollout -> (optional) dynamic selection and add_gt -> ``(tokens dev, host tokens, sids, scores)``."""
+        cfg = self.cfg
+        tokens, scores = self.rollout(params, input_ids, lengths, rng)
+        select = gt = None
+        if cfg.dynamic_sampling:
+            pool = sids_from_tokens(np.asarray(to_host(tokens)), self.level_strings, self.depth)  # [B, G']
+            select = select_groups(pool, [e.target_sid for e in examples], cfg.num_generations)
+        if self.paths is not None:
+            gt = target_paths(self.paths, [e.target_sid for e in examples], int(tokens.shape[-1]))
+        if select is not None or gt is not None:
+            tokens, scores = self.regroup(tokens, scores, select, gt)
+        host_tokens, host_scores = (np.asarray(x) for x in to_host((tokens, scores)))
+        if cfg.rollout == "beam" and cfg.temperature != 1.0:
+            host_scores = host_scores / np.float32(cfg.temperature)  # upstream's warper: scores / T, same beams
+        sids = sids_from_tokens(host_tokens, self.level_strings, self.depth)  # [B, G]
+        return tokens, host_tokens, sids, host_scores
+
     def __call__(self, params: Any, opt_state: Any, ref_params: Any, input_ids: Any, lengths: Any,
-                 examples: Sequence[Any], rng: jax.Array, to_host: Callable[[Any], Any] = jax.device_get
-                 ) -> tuple[Any, Any, dict[str, Any]]:
-        """Run one step on prompts ``input_ids [B, Lp]`` (device arrays) of ``examples`` (host records)."""
+                 examples: Sequence[Any], rng: jax.Array, to_host: Callable[[Any], Any] = jax.device_get,
+                 *, train: bool = True) -> tuple[Any, Any, dict[str, Any]]:
+        """Run one step on prompts ``input_ids [B, Lp]`` (device arrays) of ``examples`` (host records).
+
+        ``train=False``: the same rollout, rewards and loss without an update (upstream's RL eval).
+        """
         cfg = self.cfg
         t0 = time.perf_counter()
-        tokens, scores = self.rollout(params, input_ids, lengths, rng)
-        host_tokens, host_scores = (np.asarray(x) for x in to_host((tokens, scores)))
+        tokens, host_tokens, sids, host_scores = self.rollout_groups(params, input_ids, lengths, examples, rng,
+                                                                     to_host)
         t1 = time.perf_counter()
-        sids = sids_from_tokens(host_tokens, self.level_strings, self.depth)  # [B, G]
         total, per = score_groups(self.rewards, self.weights, self.groups(sids, host_scores, examples))
         adv = compute_advantages(total, cfg.advantage, eps=cfg.advantage_eps, ddof=cfg.advantage_ddof)
         t2 = time.perf_counter()
         adv_dev = np.asarray(adv)  # identical on every process (all of them score the gathered rollouts)
         old = None
-        if cfg.num_iterations > 1:
+        if cfg.num_iterations > 1 and train:
             old = self.old_logp(params, input_ids, lengths, tokens)
         metrics: dict[str, Any] = {}
-        for _ in range(cfg.num_iterations):
-            params, opt_state, metrics = self.update(params, opt_state, ref_params, input_ids, lengths, tokens,
-                                                     adv_dev, old)
+        if train:
+            for _ in range(cfg.num_iterations):
+                params, opt_state, metrics = self.update(params, opt_state, ref_params, input_ids, lengths, tokens,
+                                                         adv_dev, old)
+        else:
+            metrics = self.eval_loss(params, ref_params, input_ids, lengths, tokens, adv_dev)
         metrics = {k: np.asarray(v) for k, v in to_host(metrics).items()}
         t3 = time.perf_counter()
         info = {
             "metrics": metrics, "rewards": total, "per_reward": per, "advantages": adv, "sids": sids,
             "zero_adv_frac": zero_advantage_fraction(total),
+            "diversity": diversity_metrics(sids, host_tokens, eos_id=self.eos_id, pad_id=self.pad_id),
             "rollout_time": t1 - t0, "reward_time": t2 - t1, "update_time": t3 - t2,
         }
         return params, opt_state, info

@@ -33,7 +33,7 @@ from sidcore.rl.loss import sync_reference
 from sidcore.rl.rollout import TrieSampler, check_group_batch
 from sidcore.train import checkpointing as ckpt
 from sidcore.rl.step import RLStep
-from sidcore.rl.telemetry import step_values
+from sidcore.rl.telemetry import check_rl_options, rl_eval, step_values
 from sidcore.train import state as S
 from sidcore.train.loop import StopFlag
 from sidcore.model.merge import make_merge
@@ -79,7 +79,7 @@ def rollout_decoder(cfg: RLConfig, decoder: Any, catalog: SidCatalog, eos_id: in
     """The rollout: ``decoder`` (beams, e.g. the ``trie`` decoder) or a `TrieSampler` over ``catalog``."""
     if cfg.rollout == "sample":
         trie = getattr(decoder, "trie", None) or SidTrie.from_catalog(catalog, eos_id=eos_id)
-        return TrieSampler(trie=trie, temperature=cfg.temperature)
+        return TrieSampler(trie=trie, temperature=cfg.temperature, sort=cfg.sample_order == "logprob")
     return decoder
 
 
@@ -101,6 +101,7 @@ class RLTrainer:
     eval_steps: int = 0  # > 0: evaluate every N steps (and at the end)
     resume: Any = None  # sidcore.train.checkpointing.Resumed: own checkpoint, found and checked by the job
     settings: dict[str, Any] = attrs.field(factory=dict)  # sidcore.run.identity.run_settings, into every meta
+    eval_examples: Sequence[Any] = ()  # valid-split RL prompts for rl.eval_steps (upstream eval_step)
     params: Any = None  # final params after run()
     order: Any = None
     history: list[dict[str, float]] = attrs.field(factory=list)
@@ -111,6 +112,7 @@ class RLTrainer:
         if missing:
             raise ConfigError(f"rl.rewards selects '{missing[0]}' but no such reward component was built")
         prompts = check_rl_batch(cfg, mesh, len(self.catalog.sids))
+        replicas = int(mesh.shape["dp"] * mesh.shape["fsdp"])
         steps = rl_total_steps(cfg, len(self.examples))
         graphdef, st = nnx.split(self.bundle.model)
         params = shard_params(nnx.to_pure_dict(st), mesh)
@@ -124,7 +126,9 @@ class RLTrainer:
         rl_step = RLStep(cfg, merge=merge, tx=self.tx, decoder=self.decoder, rewards=self.rewards, tokenizer=tok,
                          real_vocab=self.bundle.real_vocab, depth=int(self.catalog.token_ids.shape[1]),
                          vocab_size=int(self.bundle.model.vocab_size), param_shardings=p_sh, opt_shardings=opt_sh,
-                         shared_prefix=cfg.shared_prefix and supports_group_forward(self.bundle.model))
+                         shared_prefix=cfg.shared_prefix and supports_group_forward(self.bundle.model),
+                         catalog=self.catalog)
+        rl_eval_every = check_rl_options(cfg, prompts, replicas, steps, len(self.eval_examples))
         step, order_state = 0, (0, 0)
         resumed = self._restore(expected, opt_state, ref is not None)
         if resumed is not None:
@@ -162,6 +166,8 @@ class RLTrainer:
                     self._log(step, steps, last)
                 if self.evaluate is not None and self.eval_steps and step % self.eval_steps == 0 and step < steps:
                     self._eval(params, step)
+                if rl_eval_every and (step % rl_eval_every == 0 or step == steps):
+                    self._rl_eval(rl_step, params, ref, step, key)
                 if cfg.save_steps and step % cfg.save_steps == 0:
                     self._save(f"step{step}", params, opt_state, ref, step)
                     self._rotate()
@@ -200,6 +206,15 @@ class RLTrainer:
         if self.logger is not None:
             self.logger.eval_step(step, values)
 
+    def _rl_eval(self, rl_step: RLStep, params: Any, ref: Any, step: int, key: jax.Array) -> None:
+        eval_key = jax.random.fold_in(jax.random.fold_in(key, 0x7FFFFFFF), step)  # a stream apart from training's
+        values = rl_eval(rl_step, params, ref, self.eval_examples, self._pad, self.bundle.mesh,
+                         self.cfg.batch_size // self.cfg.num_generations, eval_key)
+        if self.logger is not None:
+            self.logger.eval_step(step, values)
+        if jax.process_index() == 0:
+            log.info("rl eval step %d: loss %.4g reward %.4f", step, values["eval/loss"], values["eval/reward"])
+
     def _meta(self, step: int) -> dict[str, Any]:
         return {"step": step, "data_order": list(self.order.state), "seed": self.seed, "stage": "rl",
                 "vocab_size": self.bundle.real_vocab, "beta": self.cfg.beta, "settings": ckpt.normalise(self.settings)}
@@ -233,7 +248,7 @@ class RLTrainer:
 def train_rl(cfg: RLConfig, *, bundle: Any, store: Any | None, decoder: Any, rewards: Mapping[str, Reward],
              examples: Sequence[Any], catalog: SidCatalog, logger: Any | None = None, seed: int = 42,
              tx: optax.GradientTransformation | None = None, evaluate: Callable[[Any, int], dict] | None = None,
-             eval_steps: int = 0, resume: Any = None,
+             eval_steps: int = 0, eval_examples: Sequence[Any] = (), resume: Any = None,
              settings: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], RLTrainer]:
     """Run the RL stage; returns (summary, trainer) — ``trainer.params`` holds the final weights.
 
@@ -245,6 +260,7 @@ def train_rl(cfg: RLConfig, *, bundle: Any, store: Any | None, decoder: Any, rew
         rewards: built reward components by name (every ``cfg.rewards`` entry must be there).
         examples: RL prompts (`sidcore.data.rl_tasks.build_rl_examples`).
         tx: optimizer transform (default `default_rl_optimizer`: clip + AdamW on the RL schedule).
+        eval_examples: valid-split prompts of the RL eval (``rl.eval_steps``; rollouts, rewards, loss).
         resume: the run's own checkpoint to continue (`sidcore.train.checkpointing.own_resume`), or None.
         settings: the run's identity (`sidcore.run.identity.run_settings`), recorded in each checkpoint.
     """
@@ -253,5 +269,6 @@ def train_rl(cfg: RLConfig, *, bundle: Any, store: Any | None, decoder: Any, rew
     trainer = RLTrainer(cfg=cfg, bundle=bundle, tx=tx, store=store,
                         decoder=rollout_decoder(cfg, decoder, catalog, int(bundle.tokenizer.eos_token_id)),
                         rewards=rewards, examples=examples, catalog=catalog, logger=logger, seed=seed,
-                        evaluate=evaluate, eval_steps=eval_steps, resume=resume, settings=dict(settings or {}))
+                        evaluate=evaluate, eval_steps=eval_steps, eval_examples=eval_examples, resume=resume,
+                        settings=dict(settings or {}))
     return trainer.run(), trainer

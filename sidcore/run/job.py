@@ -128,7 +128,8 @@ def _run_locked(cfg: RunConfig, plugins: Plugins, out: Path, is_main: bool) -> d
         rl_job.load_start_weights(cfg, bundle, plugins.registry)
         rl_rewards = rl_job.build_rewards(cfg, plugins)
         rl_examples = rl_job.rl_examples(cfg, bundle, catalog)
-        rl_job.check_batch(cfg, bundle, catalog)
+        rl_eval_examples = rl_job.rl_eval_examples(cfg, bundle, catalog)
+        rl_job.check_batch(cfg, bundle, catalog, len(rl_examples), len(rl_eval_examples))
     settings = run_settings(cfg)
     # SFT and RL alike: the run's own newest checkpoint is restored (checksums verified) and checked
     # against this run's stage and settings here, before any write; a damaged one stops the run.
@@ -165,7 +166,7 @@ def _run_locked(cfg: RunConfig, plugins: Plugins, out: Path, is_main: bool) -> d
         if rl:
             params = rl_job.run_rl(cfg, bundle=bundle, comps=comps, catalog=catalog, examples=rl_examples,
                                    rewards=rl_rewards, evaluator=evaluator, logger=logger, summary=summary,
-                                   resume=resume, settings=settings)
+                                   resume=resume, settings=settings, eval_examples=rl_eval_examples)
         if evaluator is not None:
             interrupts.check()
             result = evaluator.run(params)

@@ -48,11 +48,18 @@ def build_rewards(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
     return out
 
 
-def check_batch(cfg: RunConfig, bundle: Any, catalog: Any) -> None:
-    """The RL batch splits into groups, replicas and processes (before anything is written)."""
-    from sidcore.rl.trainer import check_rl_batch
+def check_batch(cfg: RunConfig, bundle: Any, catalog: Any, n_examples: int, n_eval: int) -> None:
+    """The RL batch splits into groups, replicas and processes, and the cadence keys are RL's
+    (before anything is written)."""
+    from sidcore.rl.telemetry import check_rl_options
+    from sidcore.rl.trainer import check_rl_batch, rl_total_steps
 
-    check_rl_batch(cfg.rl, bundle.mesh, len(catalog.sids))
+    prompts = check_rl_batch(cfg.rl, bundle.mesh, len(catalog.sids))
+    replicas = int(bundle.mesh.shape["dp"] * bundle.mesh.shape["fsdp"])
+    check_rl_options(cfg.rl, prompts, replicas, rl_total_steps(cfg.rl, n_examples), n_eval)
+    if 0 < cfg.train.eval_steps < 1:
+        raise ConfigError(f"run_mode=rl: train.eval_steps={cfg.train.eval_steps} (a share of training) is read by SFT "
+                          "only; give the RL decoding eval a whole step count, or use rl.eval_steps for the RL eval")
 
 
 def rl_examples(cfg: RunConfig, bundle: Any, catalog: Any) -> list[Any]:
@@ -74,22 +81,49 @@ def rl_examples(cfg: RunConfig, bundle: Any, catalog: Any) -> list[Any]:
     items = read_items(d.item_meta_path) if needs_items else {}
     if needs_items:
         check_items_cover(d.item_meta_path, index, items, needed=[], task="item_to_sid/title_history")
+    eval_rows = _valid_rows(cfg, valid) if cfg.rl.bind_targets == "prompt" else []
     return build_rl_examples(
-        bundle.tokenizer, tasks=cfg.rl.tasks, train_rows=rows, index=index,
-        items=items, seed=cfg.seed,
-        title_history_sample=cfg.rl.title_history_sample, preamble=cfg.rl.prompt_preamble,
-        bind=cfg.rl.bind_targets, max_len=cfg.rl.max_prompt_len, catalog_sids=frozenset(catalog.sids))
+        bundle.tokenizer, tasks=cfg.rl.tasks, train_rows=rows, index=index, items=items, seed=cfg.seed,
+        title_history_sample=cfg.rl.title_history_sample, title_history_seed=cfg.rl.title_history_seed,
+        preamble=cfg.rl.prompt_preamble, bind=cfg.rl.bind_targets, eval_rows=eval_rows,
+        leak=cfg.rl.item_to_sid_upstream_leak, max_len=cfg.rl.max_prompt_len, catalog_sids=frozenset(catalog.sids))
+
+
+def _valid_rows(cfg: RunConfig, valid: Any) -> list[Any]:
+    from sidcore.data.minionerec import read_csv
+
+    if not cfg.data.eval_file:
+        raise ConfigError("rl.bind_targets=prompt (upstream's map) and rl.eval_steps read the valid split: set "
+                          "data.eval_file (or data.data_dir)")
+    return read_csv(cfg.data.eval_file, valid_sids=valid, skip_empty_history=cfg.data.skip_empty_history)
+
+
+def rl_eval_examples(cfg: RunConfig, bundle: Any, catalog: Any) -> list[Any]:
+    """Upstream's RL eval set: ``SidDataset(eval_file)`` prompts (SID history -> next SID), each bound to
+    its own row's target; ``rl.eval_max_prompts`` keeps the first N after a seeded shuffle."""
+    from sidcore.data.minionerec import catalog_sids, read_info
+    from sidcore.data.rl_tasks import build_rl_examples
+    from sidcore.data.tasks import sample_like_pandas
+
+    if cfg.rl.eval_steps <= 0:
+        return []
+    rows = _valid_rows(cfg, catalog_sids(read_info(cfg.data.info_file)))
+    rows = sample_like_pandas(rows, cfg.rl.eval_max_prompts, cfg.seed)
+    return build_rl_examples(bundle.tokenizer, tasks=["sid_history"], train_rows=rows, index={}, items={},
+                             seed=cfg.seed, preamble=cfg.rl.prompt_preamble, max_len=cfg.rl.max_prompt_len,
+                             catalog_sids=frozenset(catalog.sids))
 
 
 def run_rl(cfg: RunConfig, *, bundle: Any, comps: Any, catalog: Any, examples: list[Any], rewards: dict[str, Any],
-           evaluator: Any, logger: Any, summary: dict[str, Any], resume: Any, settings: dict[str, Any]) -> Any:
+           evaluator: Any, logger: Any, summary: dict[str, Any], resume: Any, settings: dict[str, Any],
+           eval_examples: list[Any]) -> Any:
     """Train with the RL stage; returns the final params (for the job's final eval)."""
     from sidcore.rl.trainer import train_rl
 
     periodic = evaluator.periodic if (evaluator is not None and cfg.train.eval_steps > 0) else None
     result, trainer = train_rl(cfg.rl, bundle=bundle, store=comps.store, decoder=comps.decoder, rewards=rewards,
                                examples=examples, catalog=catalog, logger=logger, seed=cfg.seed,
-                               evaluate=periodic, eval_steps=max(cfg.train.eval_steps, 0), resume=resume,
-                               settings=settings)
+                               evaluate=periodic, eval_steps=max(int(cfg.train.eval_steps), 0),
+                               eval_examples=eval_examples, resume=resume, settings=settings)
     summary["rl"] = {**result, "n_prompts": len(examples)}
     return trainer.params

@@ -167,7 +167,9 @@ class Trainer:
             return None
         if e == 0:
             return max(1, math.ceil(len(self.examples) / math_.effective))
-        return e
+        if e < 1:  # a share of all steps, rounded up (HF Trainer's fractional eval_steps)
+            return max(1, math.ceil(e * steps))
+        return int(e)
 
     def validation_loss(self, params: Any, eval_loss: Any, math_: BatchMath, pad_id: int) -> float:
         rows = self.train.per_device_eval_batch_size * math_.replicas

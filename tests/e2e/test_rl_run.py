@@ -50,3 +50,19 @@ def test_rl_with_an_unknown_reward_is_a_config_error(tmp_path):
               "rl.rewards=[{name: rulez}]")
     assert res.returncode == 1 and "unknown reward 'rulez'" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_rl_with_dynamic_sampling_add_gt_accumulation_and_valid_eval(tmp_path):
+    """Issue 22: upstream's dynamic_sampling and add_gt, gradient accumulation and the RL eval on the
+    valid split, through the CLI on the tiny model."""
+    rl = tmp_path / "rl"
+    res = sid("run", "--config", "configs/smoke/tiny_rl.yaml", "--output-dir", str(rl), "rl.rollout=sample",
+              "rl.dynamic_sampling=true", "rl.add_gt=true", "rl.gradient_accumulation_steps=2", "rl.eval_steps=0.5",
+              "rl.eval_max_prompts=6", "rl.max_steps=2", "rl.bind_targets=prompt")
+    assert res.returncode == 0, res.stderr[-3000:]
+    recs = [json.loads(x) for x in (rl / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in recs if "rl/reward_mean" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    assert all(r["rl/hit@G"] == 1.0 and r["rl/completion_length"] > 0 and "rl/token_diversity" in r for r in steps)
+    evals = [r for r in recs if "eval/loss" in r]
+    assert [r["step"] for r in evals] == [1, 2] and all("eval/rewards/rule" in r for r in evals)

@@ -156,3 +156,10 @@ def test_beam_rollout_matches_hf_generate_and_teacher_forced_logps(tok, sources,
     batch = completion_batch(jnp.asarray(ids), jnp.asarray(lengths), t1, pad_id=eos, eos_id=eos)
     seq = jax.jit(lambda p, b: token_logps(merge(p), b, len(tok)))(params, batch).sum(-1)
     np.testing.assert_allclose(np.asarray(seq).reshape(len(ex), G), np.asarray(s1), rtol=1e-5, atol=1e-4)
+    # rl.sample_order=generation (upstream): the same draws in draw order; sorting them gives the default's
+    raw = jax.jit(make_rollout_fn(merge, real_vocab=len(tok), decoder=attrs.evolve(sampler, sort=False),
+                                  num_generations=G))
+    t3, s3 = (np.asarray(x) for x in raw(params, ids, lengths, jax.random.PRNGKey(1)))
+    order = np.argsort(-s3, axis=1, kind="stable")
+    np.testing.assert_array_equal(np.take_along_axis(t3, order[..., None], axis=1), np.asarray(t1))
+    assert np.any(np.diff(s3, axis=1) > 0)  # not already sorted
