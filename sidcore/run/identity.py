@@ -40,7 +40,7 @@ _TRAIN_NOT_TRAJECTORY = {"logging_steps", "eval_steps", "save_steps", "save_tota
                          "save_best_metric", "early_stopping_patience", "resume_fallback",
                          "per_device_eval_batch_size"}
 _TRAIN_RL = ("train.resume_from_checkpoint", "train.train_from_scratch")
-_RL_NOT_TRAJECTORY = {"logging_steps", "save_steps", "save_total_limit"}
+_RL_NOT_TRAJECTORY = {"logging_steps", "save_steps", "save_total_limit", "eval_steps", "eval_max_prompts"}
 
 
 def file_digest(path: str | None) -> str | None:
