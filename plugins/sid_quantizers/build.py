@@ -10,7 +10,8 @@ Steps (`build_index`):
 4. Codes -> tokens ``<a_..><b_..>...`` (`sidcore.data.sid_index.codes_to_index`, ``code_offset``), then
    the optional dedup level (``variable`` / ``fixed``).
 5. `sid_quantizers.layout.write_layout` into ``out``, plus ``index/<C>.build.json`` (the resolved
-   options and the statistics before and after collision handling).
+   options and the statistics before and after collision handling) and the fitted quantizer in
+   ``index/<C>.quantizer/`` (`sid_quantizers.artefact`; ``sid index assign`` reads it).
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def build_index(
     sinkhorn_iterations: int = 50,
     dedup: str = "none",
     code_offset: int = 0,
+    embedding_model: str = "",
 ) -> dict[str, Any]:
     """Run the whole pipeline (module docstring); returns the report also written to ``build.json``."""
     if dedup not in DEDUP_MODES:
@@ -135,6 +137,16 @@ def build_index(
         "stats": _stats(index),
         "files": {k: str(v) for k, v in written.items()},
     }
+    from sid_quantizers.artefact import save_quantizer
+
+    settings = {"sinkhorn_rounds": sinkhorn_rounds, "sinkhorn_eps": sinkhorn_eps,
+                "sinkhorn_iterations": sinkhorn_iterations, "dedup": dedup, "code_offset": code_offset}
+    qdir = save_quantizer(Path(written["index"]).with_name(f"{category}.quantizer"), fitted,
+                          quantizer=quantizer_name, options=report["options"], dim=x.shape[1],
+                          embedding_model=embedding_model, settings=settings,
+                          index_file=Path(written["index"]).name)
+    report["files"]["quantizer"] = str(qdir)
+    report["embedding_model"] = embedding_model
     build_json = Path(written["index"]).with_name(f"{category}.build.json")
     build_json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     report["files"]["build"] = str(build_json)

@@ -1,4 +1,4 @@
-"""``sid index build`` and ``sid index stats`` (registered via ``register_commands``).
+"""``sid index build``, ``sid index assign`` and ``sid index stats`` (registered via ``register_commands``).
 
 Both live in the ``sid index`` group; a plugin that adds more ``index`` subcommands (e.g.
 ``embed``) should reuse an existing ``index`` group the same way `add_commands` does.
@@ -10,7 +10,7 @@ import json
 
 import click
 
-__all__ = ["add_commands", "build", "index_group", "stats"]
+__all__ = ["add_commands", "assign", "build", "index_group", "stats"]
 
 
 @click.group("index")
@@ -50,13 +50,16 @@ def stats(index_path: str, as_json: bool) -> None:
                    "fixed = on every item, <d_0> when unique (GRID).")
 @click.option("--code-offset", default=0, show_default=True, type=int,
               help="Added to every code (1 = upstream constrained RQ-Kmeans numbering).")
+@click.option("--embedding-model", default="", help="Name of the model that made --embeddings (recorded in "
+              "the saved quantizer; `sid index assign` checks it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE ...]")
 def build(embeddings, data_dir, category, out, quantizer_name, seed, sinkhorn_rounds, sinkhorn_eps,
-          sinkhorn_iterations, dedup, code_offset, as_json, overrides) -> None:
+          sinkhorn_iterations, dedup, code_offset, embedding_model, as_json, overrides) -> None:
     """Quantize item embeddings into SIDs and write OUT in the MiniOneRec layout.
 
-    KEY=VALUE sets quantizer options, e.g. codebook_sizes=[256,256,256] epochs=10000.
+    KEY=VALUE sets quantizer options, e.g. codebook_sizes=[256,256,256] epochs=10000. The fitted
+    quantizer is saved in OUT/index/C.quantizer/ (for `sid index assign`).
     """
     from sidcore.data.sid_index import format_stats, index_stats
     from sidcore.plugins import load_plugins
@@ -67,7 +70,7 @@ def build(embeddings, data_dir, category, out, quantizer_name, seed, sinkhorn_ro
         embeddings=embeddings, data_dir=data_dir, category=category, out=out,
         quantizer=spec.build(options), quantizer_name=quantizer_name, options=options, seed=seed,
         sinkhorn_rounds=sinkhorn_rounds, sinkhorn_eps=sinkhorn_eps, sinkhorn_iterations=sinkhorn_iterations,
-        dedup=dedup, code_offset=code_offset,
+        dedup=dedup, code_offset=code_offset, embedding_model=embedding_model,
     )
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -78,8 +81,39 @@ def build(embeddings, data_dir, category, out, quantizer_name, seed, sinkhorn_ro
     click.echo(f"wrote {', '.join(report['files'].values())}")
 
 
+@index_group.command("assign")
+@click.option("--quantizer-dir", required=True, type=click.Path(file_okay=False),
+              help="A saved quantizer: OUT/index/C.quantizer/ of `sid index build`.")
+@click.option("--embeddings", required=True, type=click.Path(dir_okay=False),
+              help="New items' embeddings .npy [M, D] (same model and dim as the build's).")
+@click.option("--ids", "ids_file", type=click.Path(dir_okay=False),
+              help="Text file, one item id per line for the rows of --embeddings (default: the next "
+                   "integers after the index's largest id).")
+@click.option("--index", "index_path", type=click.Path(dir_okay=False),
+              help="Existing index.json whose SIDs must not collide (default: the one beside the quantizer).")
+@click.option("--embedding-model", default="", help="Model that made --embeddings; must equal the build's "
+              "when both are known.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Write the new items' SIDs (index.json format) here; default: print them.")
+@click.option("--merged", is_flag=True, help="With --out: write the existing index plus the new items.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def assign(quantizer_dir, embeddings, ids_file, index_path, embedding_model, out_path, merged, force,
+           as_json) -> None:
+    """Give new items SIDs in an existing space; existing items keep theirs.
+
+    Collisions are resolved the way the build was configured (its --sinkhorn-rounds, --dedup),
+    and counted in the report.
+    """
+    from sid_quantizers.assign import run_assign
+
+    run_assign(quantizer_dir=quantizer_dir, embeddings=embeddings, ids_file=ids_file, index_path=index_path,
+               embedding_model=embedding_model, out_path=out_path, merged=merged, force=force,
+               as_json=as_json)
+
+
 def add_commands(cli: click.Group) -> None:
-    """Attach ``index build|stats``, merging into an ``index`` group another plugin already added."""
+    """Attach ``index build|assign|stats``, merging into an ``index`` group another plugin already added."""
     existing = cli.commands.get("index") if hasattr(cli, "commands") else None
     if isinstance(existing, click.Group) and existing is not index_group:
         for name, cmd in index_group.commands.items():
