@@ -1,8 +1,8 @@
-"""Built-in quantizer components: `rq_kmeans`, `rq_kmeans_balanced`, `rqvae`; commands
-``sid index build`` and ``sid index stats``.
+"""Built-in quantizer components: `rq_kmeans`, `rq_kmeans_balanced`, `rqvae`, `rq_kmeans_plus`;
+commands ``sid index build``, ``sid index assign`` and ``sid index stats``.
 
 Listing these components imports only `attrs`; the JAX code lives in `sid_quantizers.kmeans`,
-`sid_quantizers.balanced` and `sid_quantizers.rqvae`, loaded when a quantizer is selected.
+`sid_quantizers.balanced`, `sid_quantizers.rqvae` and `sid_quantizers.rqkmeans_plus`, loaded when a quantizer is selected.
 The pipeline and its options are documented in docs/sid-construction.md.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sidcore import hookimpl
 from sidcore.interfaces import Register
-from sid_quantizers.config import BalancedConfig, RqKmeansConfig, RqvaeConfig
+from sid_quantizers.config import BalancedConfig, RqKmeansConfig, RqKmeansPlusConfig, RqvaeConfig
 
 
 @hookimpl
@@ -21,6 +21,9 @@ def register_quantizers(register: Register) -> None:
              summary="Residual k-means with size-constrained levels (n//K or n//K+1 items per code).")
     register("rqvae", "sid_quantizers.rqvae:build", config=RqvaeConfig,
              summary="MiniOneRec's RQ-VAE: MLP autoencoder + residual VQ, k-means init, STE, AdamW.")
+    register("rq_kmeans_plus", "sid_quantizers.rqkmeans_plus:build", config=RqKmeansPlusConfig,
+             summary="MiniOneRec's RQ-Kmeans+: RQ-VAE with residual encoder z = x + MLP(x) (last layer zero), "
+                     "codebooks warm-started from constrained RQ-Kmeans.")
 
 
 @hookimpl
