@@ -33,11 +33,17 @@ def stats(index_path: str, as_json: bool) -> None:
 @index_group.command("build", context_settings={"ignore_unknown_options": False})
 @click.option("--embeddings", required=True, type=click.Path(dir_okay=False),
               help="Item embeddings .npy [N, D], row i = item id i.")
-@click.option("--data-dir", required=True, type=click.Path(file_okay=False),
+@click.option("--data-dir", type=click.Path(file_okay=False),
               help="Source MiniOneRec data/Amazon folder (index/, info/, train|valid|test/).")
-@click.option("--category", required=True, help="Category, e.g. Industrial_and_Scientific.")
+@click.option("--category", help="Category, e.g. Industrial_and_Scientific (with --data-dir).")
+@click.option("--inter-dir", type=click.Path(file_okay=False),
+              help="Instead of --data-dir: an upstream .inter folder DIR/NAME holding NAME.item.json "
+                   "(sid data amazon18); writes OUT/NAME.index.json for sid data convert.")
+@click.option("--dataset", help="NAME of the files in --inter-dir (default: the folder's name).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Output folder, written in the same layout (then train with data.data_dir=OUT).")
+              help="Output folder: the same layout as --data-dir (then train with data.data_dir=OUT), or "
+                   "NAME.index.json with --inter-dir.")
+@click.option("--force", is_flag=True, help="With --inter-dir: replace an existing OUT/NAME.index.json.")
 @click.option("--quantizer", "quantizer_name", default="rq_kmeans", show_default=True,
               help="Quantizer component (sid plugins list).")
 @click.option("--seed", default=2024, show_default=True, type=int, help="Quantizer seed (upstream 2024).")
@@ -54,20 +60,28 @@ def stats(index_path: str, as_json: bool) -> None:
               "the saved quantizer; `sid index assign` checks it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE ...]")
-def build(embeddings, data_dir, category, out, quantizer_name, seed, sinkhorn_rounds, sinkhorn_eps,
-          sinkhorn_iterations, dedup, code_offset, embedding_model, as_json, overrides) -> None:
-    """Quantize item embeddings into SIDs and write OUT in the MiniOneRec layout.
+def build(embeddings, data_dir, category, inter_dir, dataset, out, force, quantizer_name, seed, sinkhorn_rounds,
+          sinkhorn_eps, sinkhorn_iterations, dedup, code_offset, embedding_model, as_json, overrides) -> None:
+    """Quantize item embeddings into SIDs and write OUT in the MiniOneRec layout (or NAME.index.json).
 
     KEY=VALUE sets quantizer options, e.g. codebook_sizes=[256,256,256] epochs=10000. The fitted
     quantizer is saved in OUT/index/C.quantizer/ (for `sid index assign`).
     """
     from sidcore.data.sid_index import format_stats, index_stats
     from sidcore.plugins import load_plugins
+    from sidcore.errors import UsageError
     from sid_quantizers.build import build_index, resolve_quantizer
 
+    if inter_dir and (data_dir or category):
+        raise UsageError("give either --inter-dir DIR/NAME or --data-dir DIR --category C, not both")
+    if not inter_dir and not (data_dir and category):
+        raise UsageError("say where the items are: --data-dir DIR --category C, or --inter-dir DIR/NAME")
+    if dataset and not inter_dir:
+        raise UsageError("--dataset goes with --inter-dir")
     spec, options = resolve_quantizer(load_plugins().registry, quantizer_name, overrides)
     report = build_index(
-        embeddings=embeddings, data_dir=data_dir, category=category, out=out,
+        embeddings=embeddings, data_dir=data_dir, category=category, out=out, inter_dir=inter_dir,
+        dataset=dataset, force=force,
         quantizer=spec.build(options), quantizer_name=quantizer_name, options=options, seed=seed,
         sinkhorn_rounds=sinkhorn_rounds, sinkhorn_eps=sinkhorn_eps, sinkhorn_iterations=sinkhorn_iterations,
         dedup=dedup, code_offset=code_offset, embedding_model=embedding_model,
