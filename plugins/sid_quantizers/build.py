@@ -142,7 +142,8 @@ def build_index(
         ids = item_ids(data_dir, category)
     if x.shape[0] != len(ids):
         where = embeddings if not isinstance(embeddings, np.ndarray) else "embeddings"
-        raise file_error(where, f"{x.shape[0]} rows but {name} has {len(ids)} items")
+        what = f"category {name}" if inter_dir is None else f"{name}.item.json"
+        raise file_error(where, f"{x.shape[0]} rows but {what} has {len(ids)} items")
     log.info("fitting %s on %s embeddings", quantizer_name or "quantizer", x.shape)
     fitted = quantizer.fit(x, seed=seed)
     codes = np.asarray(fitted.fit_codes, np.int32)

@@ -78,7 +78,7 @@ def test_inter_errors_are_one_line(tmp_path, capsys):
     np.save(tmp_path / "e.npy", np.zeros((9, 3), np.float32))
     base = ["index", "build", "--embeddings", tmp_path / "e.npy", "--out", tmp_path / "o"]
     res = sid_here(capsys, *base, "--inter-dir", folder)
-    assert res.returncode == 1 and "e.npy: 9 rows but Toys has 10 items" in res.stderr
+    assert res.returncode == 1 and "e.npy: 9 rows but Toys.item.json has 10 items" in res.stderr
     res = sid_here(capsys, *base, "--inter-dir", tmp_path / "nope")
     assert res.returncode == 1 and "nope.item.json: file not found" in res.stderr
     res = sid_here(capsys, *base, "--inter-dir", folder, "--category", "X")
