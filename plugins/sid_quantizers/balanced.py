@@ -20,7 +20,7 @@ does the same, with its own exact solver, inside Lloyd iterations on each level'
    The previous iteration's assignment is the next one's start, so late iterations need few passes.
 4. Centroids move to the means of their rows; stop when the assignment repeats or the summed squared
    centroid shift is ``<= tol * mean variance`` (sklearn / upstream rule), or after ``max_iter``.
-   The trial with the lowest inertia wins (upstream ``n_init=3``; default 1 here, measured as good).
+   The trial with the lowest inertia wins (upstream ``n_init=3``, the default).
 
 The cost is the squared distance (the k-means objective); upstream's flow uses the Euclidean
 distance, rounded to 1e-3. `fit_codes` are the balanced assignments; `encode` of new rows is the
@@ -95,20 +95,13 @@ def size_band(n: int, k: int, slack: int = 1) -> tuple[int, int]:
     return max(1, n // k - slack), n // k + 1
 
 
-def _cluster_graph(cost: np.ndarray, lab: np.ndarray, lo: int, hi: int):
-    """``[K+1, K+1]`` edge costs (node ``K`` is ``S``), rows sorted by cluster, their starts and counts."""
-    n, k = cost.shape
-    delta = cost - cost[np.arange(n), lab][:, None]  # [N, K]: cost of moving row i to cluster j
-    order = np.argsort(lab, kind="stable")
-    counts = np.bincount(lab, minlength=k)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    w = np.full((k + 1, k + 1), np.inf)
-    nz = counts > 0
-    w[:k][nz, :k] = np.minimum.reduceat(delta[order], starts[nz], axis=0)
-    np.fill_diagonal(w, np.inf)
-    w[k, :k] = np.where(counts > lo, 0.0, np.inf)  # S -> a: a may give a row away
-    w[:k, k] = np.where(counts < hi, 0.0, np.inf)  # b -> S: b may take one more
-    return w, order, starts, counts
+def _edge_rows(cost: np.ndarray, lab: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """``[len(clusters), K]``: for each (non-empty) cluster ``a``, ``min_{i in a} cost[i, j] - cost[i, a]``."""
+    rows = np.flatnonzero(np.isin(lab, clusters))
+    rows = rows[np.argsort(lab[rows], kind="stable")]
+    delta = cost[rows] - cost[rows, lab[rows]][:, None]  # [R, K]: moving row i to cluster j
+    starts = np.searchsorted(lab[rows], clusters)
+    return np.minimum.reduceat(delta, starts, axis=0)
 
 
 def _pred_cycles(pred: np.ndarray) -> list[list[int]]:
@@ -142,8 +135,14 @@ def exact_assign(cost: np.ndarray, labels: np.ndarray, lo: int, hi: int, *, rtol
         raise ValueError(f"start assignment has cluster sizes {counts.min()}..{counts.max()}, outside [{lo}, {hi}]")
     eps = rtol * max(1.0, float(np.abs(cost).mean()))
     m = k + 1
+    w = np.full((m, m), np.inf)  # [K+1, K+1] edge costs; node K is S
+    everyone = np.arange(k)
+    w[:k, :k] = _edge_rows(cost, lab, everyone)
+    w[everyone, everyone] = np.inf
     for passes in range(1, max_passes + 1):
-        w, order, starts, counts = _cluster_graph(cost, lab, lo, hi)
+        counts = np.bincount(lab, minlength=k)
+        w[k, :k] = np.where(counts > lo, 0.0, np.inf)  # S -> a: a may give a row away
+        w[:k, k] = np.where(counts < hi, 0.0, np.inf)  # b -> S: b may take one more
         dist, pred, cycles = np.zeros(m), np.full(m, -1), []
         for _ in range(m + 1):
             cand = dist[:, None] + w  # [m, m]
@@ -161,11 +160,28 @@ def exact_assign(cost: np.ndarray, labels: np.ndarray, lo: int, hi: int, *, rtol
         for cyc in cycles:
             for a, b in zip(cyc, cyc[1:] + cyc[:1]):
                 if a != k and b != k:
-                    rows = order[starts[a]: starts[a] + counts[a]]
+                    rows = np.flatnonzero(lab == a)
                     moves.append((rows[np.argmin(cost[rows, b] - cost[rows, a])], b))
+        touched = np.unique([v for cyc in cycles for v in cyc if v != k])
         for row, b in moves:
             lab[row] = b
+        # only the touched clusters' members changed: refresh their out-edges (vertex-disjoint cycles)
+        if touched.size:
+            w[touched, :k] = _edge_rows(cost, lab, touched)
+            w[touched, touched] = np.inf
     raise RuntimeError(f"exact_assign: no optimum after {max_passes} passes")
+
+
+def _sq_dists64(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``[N, K]`` squared distances in float64 (numpy: eager jax ops would compile per call)."""
+    d = (r * r).sum(1)[:, None] - 2.0 * (r @ c.T) + (c * c).sum(1)[None, :]
+    return np.maximum(d, 0.0)
+
+
+def _means(r: np.ndarray, lab: np.ndarray, k: int) -> np.ndarray:
+    sums = np.zeros((k, r.shape[1]))
+    np.add.at(sums, lab, r)
+    return sums / np.bincount(lab, minlength=k)[:, None]
 
 
 def _balanced_level(key, r: jax.Array, k: int, *, max_iter: int, kmeans_iter: int, iterations: int,
@@ -173,37 +189,37 @@ def _balanced_level(key, r: jax.Array, k: int, *, max_iter: int, kmeans_iter: in
     n = r.shape[0]
     caps = capacities(n, k)
     lo, hi = size_band(n, k, slack)
-    scaled_tol = float(tol * jnp.mean(jnp.var(r, axis=0)))
+    r64 = np.asarray(r, np.float64)
+    scaled_tol = tol * float(np.mean(np.var(r64, axis=0)))
     best = None
     for trial in range(n_init):
-        c, _, _ = fit_kmeans(jax.random.fold_in(key, trial), r, k, max_iter=kmeans_iter, tol=1e-4)
-        d = sq_dists(r, c)
-        prices = sinkhorn_prices(d, jnp.asarray(caps, r.dtype), tau, iterations)
-        lab = capacity_assign(np.asarray(d - prices[None, :], np.float64), caps)
+        c0, _, _ = fit_kmeans(jax.random.fold_in(key, trial), r, k, max_iter=kmeans_iter, tol=1e-4)
+        prices = sinkhorn_prices(sq_dists(r, c0), jnp.asarray(caps, r.dtype), tau, iterations)
+        c = np.asarray(c0, np.float64)
+        d = _sq_dists64(r64, c)
+        lab = capacity_assign(d - np.asarray(prices, np.float64)[None, :], caps)
         prev = None
         for _ in range(max_iter):
-            lab, _ = exact_assign(np.asarray(d, np.float64), lab, lo, hi)
+            lab, _ = exact_assign(d, lab, lo, hi)
             if prev is not None and np.array_equal(lab, prev):
                 break
             prev = lab
-            counts = jnp.asarray(np.bincount(lab, minlength=k), r.dtype)
-            new = jax.ops.segment_sum(r, jnp.asarray(lab, jnp.int32), num_segments=k) / counts[:, None]
+            new = _means(r64, lab, k)
             shift = float(((new - c) ** 2).sum())
             c = new
-            d = sq_dists(r, c)
+            d = _sq_dists64(r64, c)
             if shift <= scaled_tol:
-                lab, _ = exact_assign(np.asarray(d, np.float64), lab, lo, hi)
+                lab, _ = exact_assign(d, lab, lo, hi)
                 break
-        counts = jnp.asarray(np.bincount(lab, minlength=k), r.dtype)
-        c = jax.ops.segment_sum(r, jnp.asarray(lab, jnp.int32), num_segments=k) / counts[:, None]
-        inertia = float(((r - c[jnp.asarray(lab)]) ** 2).sum())
+        c = _means(r64, lab, k)
+        inertia = float(((r64 - c[lab]) ** 2).sum())
         if best is None or inertia < best[2]:
-            best = (np.asarray(c), lab.astype(np.int32), inertia)
+            best = (c.astype(np.float32), lab.astype(np.int32), inertia)
     return best[0], best[1]
 
 
 def fit_balanced(x: np.ndarray, sizes, *, seed: int, max_iter: int = 100, kmeans_iter: int = 50,
-                 sinkhorn_iterations: int = 100, tau: float = 0.1, tol: float = 1e-4, n_init: int = 1,
+                 sinkhorn_iterations: int = 100, tau: float = 0.1, tol: float = 1e-4, n_init: int = 3,
                  size_slack: int = 1) -> ResidualKMeans:
     """Balanced residual k-means; level ``l`` seeds from ``fold_in(PRNGKey(seed), l)``, trial ``t`` of
     a level from ``fold_in`` of that by ``t``."""

@@ -42,7 +42,7 @@ def test_build_from_an_inter_folder_writes_name_index_json(tmp_path, capsys):
     np.save(tmp_path / "e.npy", rng.normal(size=(n, 6)).astype(np.float32))
     args = ["index", "build", "--inter-dir", folder, "--embeddings", tmp_path / "e.npy", "--out", folder,
             "--quantizer", "rq_kmeans_balanced", "--dedup", "variable", "--code-offset", "1",
-            "codebook_sizes=[8,8,4]", "max_iter=10"]
+            "codebook_sizes=[8,8,4]", "max_iter=10", "n_init=1"]
     res = sid_here(capsys, *args)
     assert res.returncode == 0, res.stderr
     index = read_index(folder / "Toys.index.json")

@@ -3,6 +3,7 @@ loss equal to the formula computed by hand (numpy) on fixed weights."""
 
 from __future__ import annotations
 
+import attrs
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,6 +101,14 @@ def test_fit_from_an_npz_and_its_errors(tmp_path):
     assert fitted.fit_codes.shape == (120, 2) and fitted.residual
     np.testing.assert_array_equal(fitted.encode(x), fitted.fit_codes)
     assert len(fitted.history) == 2
+    # the saved artefact restores the residual model (z = x + MLP(x)) and its codes
+    from sid_quantizers.artefact import load_quantizer, save_quantizer
+
+    save_quantizer(tmp_path / "q", fitted, quantizer="rq_kmeans_plus", options=attrs.asdict(cfg), dim=8)
+    back = load_quantizer(tmp_path / "q")
+    assert back.meta["model"] == {"in_dim": 8, "residual": True} and back.fitted.residual
+    np.testing.assert_array_equal(back.fitted.encode(x), fitted.fit_codes)
+    np.testing.assert_allclose(back.fitted.decode(fitted.fit_codes), fitted.decode(fitted.fit_codes), rtol=1e-6)
     with pytest.raises(DataError, match=r"cb.npz \[codebook_0\]: shape \(6, 8\), expected \(5, 8\)"):
         load_codebooks(tmp_path / "cb.npz", [5, 4], 8)
     with pytest.raises(DataError, match="no codebook_2"):
