@@ -74,7 +74,8 @@ def main() -> None:
     cache = Path(args.cache) if args.cache else None
     if cache is not None and cache.is_file():
         z = np.load(cache)
-        books, codes, ref_s = [z[f"codebook_{i}"] for i in range(args.levels)], z["codes"], float(z["seconds"])
+        books = [z[f"codebook_{i}"] for i in range(args.levels)]
+        codes, ref_s = z["codes"], float(z["seconds"])
     else:
         t = time.perf_counter()
         books, codes = upstream(x, args.k, args.levels, args.seed, args.max_iter, args.n_jobs)
@@ -83,8 +84,9 @@ def main() -> None:
             np.savez(cache, codes=codes, seconds=ref_s, **{f"codebook_{i}": b for i, b in enumerate(books)})
     ref = level_mse(x, books, codes)
     print(f"input {n}x{d}, {args.levels} x {args.k}; per-level residual MSE mean(R_l^2)")
+    ref_counts = [np.bincount(codes[:, lv]) for lv in range(args.levels)]
     print(f"upstream KMeansConstrained  {['%.5f' % v for v in ref]}  sizes "
-          f"{[(int(np.bincount(codes[:, l]).min()), int(np.bincount(codes[:, l]).max())) for l in range(args.levels)]}"
+          f"{[(int(c.min()), int(c.max())) for c in ref_counts]}"
           f"  {ref_s:.1f} s")
     if args.skip_sid:
         return
@@ -96,8 +98,9 @@ def main() -> None:
     sid_s = time.perf_counter() - t
     mine = level_mse(x, q.codebooks, q.fit_codes)
     rel = [f"{100 * (a / b - 1):+.1f} %" for a, b in zip(mine, ref)]
+    counts = [np.bincount(q.fit_codes[:, lv]) for lv in range(args.levels)]
     print(f"sid fit_balanced {opts}  {['%.5f' % v for v in mine]}  sizes "
-          f"{[(int(np.bincount(q.fit_codes[:, l]).min()), int(np.bincount(q.fit_codes[:, l]).max())) for l in range(args.levels)]}"
+          f"{[(int(c.min()), int(c.max())) for c in counts]}"
           f"  {sid_s:.1f} s  vs upstream {rel}")
 
 

@@ -24,8 +24,8 @@ def register_quantizers(register: Register) -> None:
     register("rqvae", "sid_quantizers.rqvae:build", config=RqvaeConfig,
              summary="MiniOneRec's RQ-VAE: MLP autoencoder + residual VQ, k-means init, STE, AdamW.")
     register("rq_kmeans_plus", "sid_quantizers.rqkmeans_plus:build", config=RqKmeansPlusConfig,
-             summary="MiniOneRec's RQ-Kmeans+: RQ-VAE with residual encoder z = x + MLP(x) (last layer zero), "
-                     "codebooks warm-started from constrained RQ-Kmeans.")
+             summary="MiniOneRec's RQ-Kmeans+: RQ-VAE with residual encoder z = x + MLP(x) (last layer "
+                     "zero), codebooks warm-started from constrained RQ-Kmeans.")
 
 
 @hookimpl

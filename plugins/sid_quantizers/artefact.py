@@ -136,8 +136,8 @@ def load_quantizer(path: str | Path) -> LoadedQuantizer:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise file_error(meta_path, f"expected \"format\": \"{FORMAT}\"")
     if meta.get("version") != VERSION:
-        raise file_error(meta_path, f"version {meta.get('version')!r} is not supported (this sid reads {VERSION})",
-                         key="version")
+        raise file_error(meta_path, f"version {meta.get('version')!r} is not supported (this sid reads "
+                                    f"{VERSION})", key="version")
     kind = meta.get("kind")
     codes = np.load(path / "codes.npy", allow_pickle=False) if (path / "codes.npy").is_file() else None
     if codes is None:
@@ -159,7 +159,8 @@ def load_quantizer(path: str | Path) -> LoadedQuantizer:
             raise file_error(params, "file not found")
         cfg = _config(meta["quantizer"], meta.get("options") or {}, meta_path)
         model = meta.get("model") or {}
-        fitted = restore_rqvae(cfg, params.read_bytes(), in_dim=int(model.get("in_dim", meta["embedding"]["dim"])),
+        in_dim = int(model.get("in_dim", meta["embedding"]["dim"]))
+        fitted = restore_rqvae(cfg, params.read_bytes(), in_dim=in_dim,
                                residual=bool(model.get("residual", False)), fit_codes=codes)
     else:
         raise file_error(meta_path, f"unknown kind {kind!r} (expected codebooks or rqvae)", key="kind")

@@ -172,8 +172,8 @@ def run_assign(*, quantizer_dir: str, embeddings: str, ids_file: str | None, ind
     elif not as_json:
         click.echo(format_index(new), nl=False)
     if as_json:
-        click.echo(json.dumps({**report, **({} if out_path else {"sids": {k: list(v) for k, v in new.items()}})},
-                              indent=2))
+        sids = {} if out_path else {"sids": {k: list(v) for k, v in new.items()}}
+        click.echo(json.dumps({**report, **sids}, indent=2))
         return
     msg = (f"{report['items']} new items: {report['collided']} collided with an existing or earlier SID, "
            f"{report['reassigned']} moved to a free last-level code, {report['dedup_tokens']} got a dedup "

@@ -96,7 +96,7 @@ def size_band(n: int, k: int, slack: int = 1) -> tuple[int, int]:
 
 
 def _edge_rows(cost: np.ndarray, lab: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-    """``[len(clusters), K]``: for each (non-empty) cluster ``a``, ``min_{i in a} cost[i, j] - cost[i, a]``."""
+    """``[len(clusters), K]``: per (non-empty) cluster ``a``, ``min_{i in a} cost[i, j] - cost[i, a]``."""
     rows = np.flatnonzero(np.isin(lab, clusters))
     rows = rows[np.argsort(lab[rows], kind="stable")]
     delta = cost[rows] - cost[rows, lab[rows]][:, None]  # [R, K]: moving row i to cluster j
@@ -132,7 +132,8 @@ def exact_assign(cost: np.ndarray, labels: np.ndarray, lo: int, hi: int, *, rtol
     lab = np.asarray(labels, np.int64).copy()
     counts = np.bincount(lab, minlength=k)
     if counts.min() < lo or counts.max() > hi:
-        raise ValueError(f"start assignment has cluster sizes {counts.min()}..{counts.max()}, outside [{lo}, {hi}]")
+        raise ValueError(f"start assignment has cluster sizes {counts.min()}..{counts.max()}, "
+                         f"outside [{lo}, {hi}]")
     eps = rtol * max(1.0, float(np.abs(cost).mean()))
     m = k + 1
     w = np.full((m, m), np.inf)  # [K+1, K+1] edge costs; node K is S

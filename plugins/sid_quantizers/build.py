@@ -91,7 +91,8 @@ def inter_item_ids(inter_dir: str | Path, dataset: str) -> list[str]:
     integers, in ascending order (the row order of upstream ``text2emb``'s ``.npy``)."""
     path = Path(inter_dir) / f"{dataset}.item.json"
     if not path.is_file():
-        raise file_error(path, "file not found (an .inter folder holds NAME.item.json, e.g. from sid data amazon18)")
+        raise file_error(path, "file not found (an .inter folder holds NAME.item.json, e.g. from "
+                               "sid data amazon18)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

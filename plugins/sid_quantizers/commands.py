@@ -60,8 +60,9 @@ def stats(index_path: str, as_json: bool) -> None:
               "the saved quantizer; `sid index assign` checks it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE ...]")
-def build(embeddings, data_dir, category, inter_dir, dataset, out, force, quantizer_name, seed, sinkhorn_rounds,
-          sinkhorn_eps, sinkhorn_iterations, dedup, code_offset, embedding_model, as_json, overrides) -> None:
+def build(embeddings, data_dir, category, inter_dir, dataset, out, force, quantizer_name, seed,
+          sinkhorn_rounds, sinkhorn_eps, sinkhorn_iterations, dedup, code_offset, embedding_model, as_json,
+          overrides) -> None:
     """Quantize item embeddings into SIDs and write OUT in the MiniOneRec layout (or NAME.index.json).
 
     KEY=VALUE sets quantizer options, e.g. codebook_sizes=[256,256,256] epochs=10000. The fitted
@@ -91,7 +92,8 @@ def build(embeddings, data_dir, category, inter_dir, dataset, out, force, quanti
         return
     from sidcore.data.minionerec import read_index
 
-    click.echo(format_stats(index_stats(read_index(report["files"]["index"])), source=report["files"]["index"]))
+    index_file = report["files"]["index"]
+    click.echo(format_stats(index_stats(read_index(index_file)), source=index_file))
     click.echo(f"wrote {', '.join(report['files'].values())}")
 
 

@@ -93,14 +93,16 @@ class RqKmeansPlusConfig:
     at the constrained RQ-Kmeans codebooks."""
 
     codebook_sizes: list[int] = _help(_SIZES_HELP, [256, 256, 256], validator=_positive_ints)
-    layers: list[int] = _help("Hidden widths of the encoder MLP (the decoder mirrors them); its output is the "
-                              "input dim.", [2048, 1024, 512, 256, 128, 64], validator=_positive_ints)
+    layers: list[int] = _help("Hidden widths of the encoder MLP (the decoder mirrors them); its output is "
+                              "the input dim.", [2048, 1024, 512, 256, 128, 64], validator=_positive_ints)
     init_codebooks: str = _help("Warm-start .npz with codebook_0 .. codebook_{L-1} [K_l, D] (upstream's "
-                                "{ds}.codebooks_constrained.npz, or codebooks.npz of a saved rq_kmeans_balanced "
-                                "quantizer); empty = fit rq_kmeans_balanced (its defaults) first.", "")
+                                "{ds}.codebooks_constrained.npz, or codebooks.npz of a saved "
+                                "rq_kmeans_balanced quantizer); empty = fit rq_kmeans_balanced (its "
+                                "defaults) first.", "")
     beta: float = _help("Commitment weight: level loss = MSE(q, sg(z)) + beta * MSE(sg(q), z).", 0.25,
                         validator=v.ge(0))
-    quant_loss_weight: float = _help("Weight of the mean-over-levels quantization loss.", 1.0, validator=v.ge(0))
+    quant_loss_weight: float = _help("Weight of the mean-over-levels quantization loss.", 1.0,
+                                     validator=v.ge(0))
     learning_rate: float = _help("AdamW learning rate (constant after warmup).", 1e-4, validator=v.gt(0))
     weight_decay: float = _help("AdamW weight decay.", 0.0, validator=v.ge(0))
     warmup_epochs: int = _help("Linear warmup over this many epochs x batches per epoch steps (upstream "

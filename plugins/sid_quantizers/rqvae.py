@@ -34,8 +34,8 @@ from flax import nnx
 from sid_quantizers.config import RqvaeConfig
 from sid_quantizers.kmeans import check_sizes, fit_kmeans, sq_dists
 
-__all__ = ["FittedRqvae", "RQVAE", "RqvaeQuantizer", "collision_rate", "make_optimizer", "restore_rqvae", "rqvae_loss",
-           "train_rqvae"]
+__all__ = ["FittedRqvae", "RQVAE", "RqvaeQuantizer", "collision_rate", "make_optimizer", "restore_rqvae",
+           "rqvae_loss", "train_rqvae"]
 
 sg = jax.lax.stop_gradient
 
@@ -244,7 +244,8 @@ def train_rqvae(model: RQVAE, x: jax.Array, cfg: Any, *, key: jax.Array, warmup_
     return FittedRqvae(graphdef=graphdef, state=state, fit_codes=codes, history=tuple(history))
 
 
-def restore_rqvae(cfg: Any, params: bytes, *, in_dim: int, residual: bool, fit_codes: np.ndarray) -> FittedRqvae:
+def restore_rqvae(cfg: Any, params: bytes, *, in_dim: int, residual: bool,
+                  fit_codes: np.ndarray) -> FittedRqvae:
     """A `FittedRqvae` from msgpack'd pure-dict parameters (`sid_quantizers.artefact`)."""
     from flax import serialization
 

@@ -143,6 +143,7 @@ def test_sinkhorn_setting_moves_new_items_to_the_nearest_free_code(built):
     assert [new[k][2] for k in "abc"] == [f"<c_{c}>" for c in free[:3]]
 
 
+@pytest.mark.slow
 def test_rqvae_weights_round_trip_and_assign(tmp_path):
     x = embeddings(seed=3, dim=12)
     cfg = RqvaeConfig(codebook_sizes=[8, 8, 4], e_dim=4, layers=[16], epochs=6, eval_every=3, kmeans_iters=10)
@@ -168,15 +169,14 @@ def test_assign_errors_are_one_line(built, tmp_path, capsys):
     assert "bad.npy: dim 5, but the quantizer was fitted on dim 8" in res.stderr
     np.save(tmp_path / "ok.npy", x[:2])
     (tmp_path / "taken.json").write_text("{}")
-    res = sid_here(capsys, "index", "assign", "--quantizer-dir", qdir, "--embeddings", tmp_path / "ok.npy", "--out",
-              tmp_path / "taken.json")
+    ok = ["index", "assign", "--quantizer-dir", qdir, "--embeddings", tmp_path / "ok.npy"]
+    res = sid_here(capsys, *ok, "--out", tmp_path / "taken.json")
     assert res.returncode != 0 and "exists; pass --force" in res.stderr
     assert (tmp_path / "taken.json").read_text() == "{}"
     (tmp_path / "ids.txt").write_text("0\n1\n")
-    res = sid_here(capsys, "index", "assign", "--quantizer-dir", qdir, "--embeddings", tmp_path / "ok.npy", "--ids",
-              tmp_path / "ids.txt")
+    res = sid_here(capsys, *ok, "--ids", tmp_path / "ids.txt")
     assert res.returncode == 1 and "item id 0 is already in" in res.stderr
-    res = sid_here(capsys, "index", "assign", "--quantizer-dir", tmp_path, "--embeddings", tmp_path / "ok.npy")
+    res = sid_here(capsys, "index", "assign", "--quantizer-dir", tmp_path, "--embeddings", ok[-1])
     assert res.returncode == 1 and "not a quantizer folder" in res.stderr
     with pytest.raises(DataError, match="quantizer.json.*version"):
         meta = json.loads((out / "data/index" / f"{CAT}.quantizer/quantizer.json").read_text())

@@ -13,8 +13,8 @@ CASES = {
     "rq_kmeans_balanced": BalancedConfig(codebook_sizes=[6, 4, 3], max_iter=5, kmeans_iter=10, n_init=1),
     "rqvae": RqvaeConfig(codebook_sizes=[6, 4, 3], layers=[32, 16], e_dim=8, epochs=200, eval_every=100,
                          kmeans_iters=20, learning_rate=3e-3, warmup_steps=10),
-    "rq_kmeans_plus": RqKmeansPlusConfig(codebook_sizes=[6, 4, 3], layers=[32, 16], epochs=300, eval_every=100,
-                                         learning_rate=3e-3, warmup_epochs=10),
+    "rq_kmeans_plus": RqKmeansPlusConfig(codebook_sizes=[6, 4, 3], layers=[32, 16], epochs=300,
+                                         eval_every=100, learning_rate=3e-3, warmup_epochs=10),
 }
 
 

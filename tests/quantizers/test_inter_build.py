@@ -31,7 +31,8 @@ def _inter_folder(root, name, ids):
     folder.mkdir(parents=True)
     items = {str(i): {"title": f"item {i}", "description": "", "brand": "", "categories": ""} for i in ids}
     (folder / f"{name}.item.json").write_text(json.dumps(items, indent=2))
-    (folder / f"{name}.train.inter").write_text("user_id:token\titem_id_list:token_seq\titem_id:token\n0\t1\t2\n")
+    header = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+    (folder / f"{name}.train.inter").write_text(header + "0\t1\t2\n")
     return folder
 
 

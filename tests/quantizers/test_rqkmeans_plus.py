@@ -32,7 +32,8 @@ def test_loss_terms_equal_the_formula_on_fixed_weights():
     wd1, bd1, wd2, bd2 = (rng.normal(size=s).astype(np.float32) for s in [(d, h), (h,), (h, d), (d,)])
     bd1 = np.abs(bd1) + 3.0  # the decoder's hidden units active, so the reconstruction reaches z
     enc, dec = model.encoder.layers, model.decoder.layers
-    for layer, (k, b) in zip([enc[0], enc[1], dec[0], dec[1]], [(we1, be1), (we2, be2), (wd1, bd1), (wd2, bd2)]):
+    weights = [(we1, be1), (we2, be2), (wd1, bd1), (wd2, bd2)]
+    for layer, (k, b) in zip([enc[0], enc[1], dec[0], dec[1]], weights):
         _set(layer.kernel, k)
         _set(layer.bias, b)
     total, (recon, quant) = rqvae_loss(model, jnp.asarray(x), beta=beta, quant_weight=w)
@@ -89,6 +90,7 @@ def test_warm_model_starts_at_identity_encoder_and_given_codebooks():
     assert model.decoder.layers[0].kernel.shape == (6, 8) and model.decoder.layers[-1].kernel.shape == (16, 6)
 
 
+@pytest.mark.slow
 def test_fit_from_an_npz_and_its_errors(tmp_path):
     x, _ = planted_embeddings(120, 8, groups=6, seed=2)
     from sid_quantizers.balanced import fit_balanced
@@ -108,7 +110,8 @@ def test_fit_from_an_npz_and_its_errors(tmp_path):
     back = load_quantizer(tmp_path / "q")
     assert back.meta["model"] == {"in_dim": 8, "residual": True} and back.fitted.residual
     np.testing.assert_array_equal(back.fitted.encode(x), fitted.fit_codes)
-    np.testing.assert_allclose(back.fitted.decode(fitted.fit_codes), fitted.decode(fitted.fit_codes), rtol=1e-6)
+    codes = fitted.fit_codes
+    np.testing.assert_allclose(back.fitted.decode(codes), fitted.decode(codes), rtol=1e-6)
     with pytest.raises(DataError, match=r"cb.npz \[codebook_0\]: shape \(6, 8\), expected \(5, 8\)"):
         load_codebooks(tmp_path / "cb.npz", [5, 4], 8)
     with pytest.raises(DataError, match="no codebook_2"):
