@@ -31,14 +31,16 @@ import numpy as np
 
 from sidcore.errors import ConfigError, file_error
 
-__all__ = ["FORMAT", "LoadedQuantizer", "load_quantizer", "save_quantizer"]
+__all__ = ["FORMAT", "LoadedQuantizer", "artefact_kind", "load_quantizer", "save_quantizer"]
 
 FORMAT = "sid-quantizer"
 VERSION = 1
 META = "quantizer.json"
 
 
-def _kind(fitted: Any) -> str:
+def artefact_kind(fitted: Any) -> str | None:
+    """``"codebooks"``, ``"rqvae"``, or None for a fitted quantizer with no artefact format (a
+    third-party one: `sid index build` then saves none and says so)."""
     from sid_quantizers.kmeans import ResidualKMeans
 
     if isinstance(fitted, ResidualKMeans):
@@ -47,8 +49,7 @@ def _kind(fitted: Any) -> str:
 
     if isinstance(fitted, FittedRqvae):
         return "rqvae"
-    raise ConfigError(f"cannot save a fitted {type(fitted).__name__}: only k-means codebooks and RQ-VAE "
-                      "weights have an artefact format")
+    return None
 
 
 def save_quantizer(path: str | Path, fitted: Any, *, quantizer: str, options: Mapping[str, Any],
@@ -56,7 +57,10 @@ def save_quantizer(path: str | Path, fitted: Any, *, quantizer: str, options: Ma
                    index_file: str = "") -> Path:
     """Write ``fitted`` (module docstring) to the folder ``path`` atomically; returns ``path``."""
     path = Path(path)
-    kind = _kind(fitted)
+    kind = artefact_kind(fitted)
+    if kind is None:
+        raise ConfigError(f"cannot save a fitted {type(fitted).__name__}: only k-means codebooks and RQ-VAE "
+                          "weights have an artefact format")
     codes = np.asarray(fitted.fit_codes, np.int32)
     meta = {
         "format": FORMAT, "version": VERSION, "kind": kind, "quantizer": quantizer,

@@ -177,15 +177,19 @@ def build_index(
         "stats": _stats(index),
         "files": {k: str(v) for k, v in written.items()},
     }
-    from sid_quantizers.artefact import save_quantizer
+    from sid_quantizers.artefact import artefact_kind, save_quantizer
 
     settings = {"sinkhorn_rounds": sinkhorn_rounds, "sinkhorn_eps": sinkhorn_eps,
                 "sinkhorn_iterations": sinkhorn_iterations, "dedup": dedup, "code_offset": code_offset}
-    qdir = save_quantizer(Path(written["index"]).with_name(f"{name}.quantizer"), fitted,
-                          quantizer=quantizer_name, options=report["options"], dim=x.shape[1],
-                          embedding_model=embedding_model, settings=settings,
-                          index_file=Path(written["index"]).name)
-    report["files"]["quantizer"] = str(qdir)
+    if artefact_kind(fitted) is None:
+        log.warning("%s has no artefact format: the fitted quantizer is not saved (no sid index assign)",
+                    quantizer_name or type(fitted).__name__)
+    else:
+        qdir = save_quantizer(Path(written["index"]).with_name(f"{name}.quantizer"), fitted,
+                              quantizer=quantizer_name, options=report["options"], dim=x.shape[1],
+                              embedding_model=embedding_model, settings=settings,
+                              index_file=Path(written["index"]).name)
+        report["files"]["quantizer"] = str(qdir)
     report["embedding_model"] = embedding_model
     build_json = Path(written["index"]).with_name(f"{name}.build.json")
     build_json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

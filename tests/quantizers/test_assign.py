@@ -183,3 +183,21 @@ def test_assign_errors_are_one_line(built, tmp_path, capsys):
         (tmp_path / "q").mkdir()
         (tmp_path / "q/quantizer.json").write_text(json.dumps({**meta, "version": 99}))
         load_quantizer(tmp_path / "q")
+
+
+def test_a_quantizer_without_an_artefact_format_builds_without_saving(tmp_path, caplog):
+    class Fitted:  # a third-party fitted quantizer: codes only
+        codebook_sizes = (64, 64)
+
+        def __init__(self, n):
+            self.fit_codes = np.stack([np.arange(n) % 64, np.arange(n) // 64 % 64], 1).astype(np.int32)
+
+    class Quantizer:
+        def fit(self, x, *, seed):
+            return Fitted(len(x))
+
+    report = build_index(embeddings=embeddings(), data_dir=bundled_data_dir(), category=CAT, out=tmp_path,
+                         quantizer=Quantizer(), quantizer_name="third_party")
+    assert "quantizer" not in report["files"] and not (tmp_path / "index" / f"{CAT}.quantizer").exists()
+    assert "no artefact format" in caplog.text
+    assert len(read_index(report["files"]["index"])) == N
