@@ -170,7 +170,7 @@ def run_assign(*, quantizer_dir: str, embeddings: str, ids_file: str | None, ind
         write_index(out_path, result)
         report["out"] = str(out_path)
     elif not as_json:
-        click.echo(format_index(new), nl=False)
+        click.echo(format_index(new).rstrip("\n"))
     if as_json:
         sids = {} if out_path else {"sids": {k: list(v) for k, v in new.items()}}
         click.echo(json.dumps({**report, **sids}, indent=2))
