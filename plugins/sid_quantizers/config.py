@@ -42,14 +42,21 @@ class RqKmeansConfig:
 
 @attrs.frozen(kw_only=True)
 class BalancedConfig:
-    """Size-constrained residual k-means: every level's clusters hold n//K or n//K + 1 items."""
+    """Size-constrained residual k-means (upstream's constrained RQ-Kmeans): every level's clusters hold
+    between max(1, n//K - size_slack) and n//K + 1 items, by an exact minimum-cost assignment."""
 
     codebook_sizes: list[int] = _help(_SIZES_HELP, [256, 256, 256], validator=_positive_ints)
-    max_iter: int = _help("Most balanced Lloyd iterations per level (after a plain k-means warm start).",
-                          30, validator=v.gt(0))
+    max_iter: int = _help("Most balanced Lloyd iterations per level (after a plain k-means warm start; "
+                          "upstream 100).", 100, validator=v.gt(0))
+    tol: float = _help("Stop when the summed squared centroid shift <= tol * mean feature variance "
+                       "(upstream 1e-4).", 1e-4, validator=v.ge(0))
+    n_init: int = _help("Warm starts per level, the lowest inertia wins (upstream 3; 1 is 3x faster, "
+                        "see docs/sid-construction.md).", 3, validator=v.gt(0))
+    size_slack: int = _help("Smallest cluster = max(1, n//K - size_slack); largest = n//K + 1 (upstream 1; "
+                            "0 = n//K or n//K + 1).", 1, validator=v.ge(0))
     kmeans_iter: int = _help("Plain Lloyd iterations of the warm start.", 50, validator=v.gt(0))
-    sinkhorn_iterations: int = _help("Sinkhorn iterations of the capacity prices per assignment.", 100,
-                                     validator=v.gt(0))
+    sinkhorn_iterations: int = _help("Sinkhorn iterations of the prices of the first, feasible assignment.",
+                                     100, validator=v.gt(0))
     tau: float = _help("Sinkhorn temperature as a fraction of the median per-row distance spread.", 0.1,
                        validator=v.gt(0))
 
@@ -75,5 +82,33 @@ class RqvaeConfig:
                             20480, validator=v.gt(0))
     kmeans_init: bool = _help("Initialise codebooks by k-means of the first batch's residuals.", True)
     kmeans_iters: int = _help("Lloyd iterations of the codebook init.", 100, validator=v.gt(0))
+    eval_every: int = _help("Keep the parameters with the lowest collision rate, checked every this many "
+                            "epochs and at the end (0 = keep the last).", 50, validator=v.ge(0))
+
+
+@attrs.frozen(kw_only=True)
+class RqKmeansPlusConfig:
+    """MiniOneRec's RQ-Kmeans+ (``rq/rqkmeans_plus.sh``): RQ-VAE with a residual encoder
+    ``z = x + MLP(x)`` (latent = input dim, last encoder layer zero-initialised) whose codebooks start
+    at the constrained RQ-Kmeans codebooks."""
+
+    codebook_sizes: list[int] = _help(_SIZES_HELP, [256, 256, 256], validator=_positive_ints)
+    layers: list[int] = _help("Hidden widths of the encoder MLP (the decoder mirrors them); its output is "
+                              "the input dim.", [2048, 1024, 512, 256, 128, 64], validator=_positive_ints)
+    init_codebooks: str = _help("Warm-start .npz with codebook_0 .. codebook_{L-1} [K_l, D] (upstream's "
+                                "{ds}.codebooks_constrained.npz, or codebooks.npz of a saved "
+                                "rq_kmeans_balanced quantizer); empty = fit rq_kmeans_balanced (its "
+                                "defaults) first.", "")
+    beta: float = _help("Commitment weight: level loss = MSE(q, sg(z)) + beta * MSE(sg(q), z).", 0.25,
+                        validator=v.ge(0))
+    quant_loss_weight: float = _help("Weight of the mean-over-levels quantization loss.", 1.0,
+                                     validator=v.ge(0))
+    learning_rate: float = _help("AdamW learning rate (constant after warmup).", 1e-4, validator=v.gt(0))
+    weight_decay: float = _help("AdamW weight decay.", 0.0, validator=v.ge(0))
+    warmup_epochs: int = _help("Linear warmup over this many epochs x batches per epoch steps (upstream "
+                               "trainer).", 50, validator=v.ge(0))
+    grad_clip: float = _help("Global-norm gradient clipping (0 = off).", 1.0, validator=v.ge(0))
+    epochs: int = _help("Passes over the items.", 10000, validator=v.gt(0))
+    batch_size: int = _help("Items per step (upstream rqkmeans_plus.sh: 2048).", 2048, validator=v.gt(0))
     eval_every: int = _help("Keep the parameters with the lowest collision rate, checked every this many "
                             "epochs and at the end (0 = keep the last).", 50, validator=v.ge(0))

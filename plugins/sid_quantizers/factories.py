@@ -35,8 +35,9 @@ class BalancedQuantizer:
         from sid_quantizers.balanced import fit_balanced
 
         c = self.cfg
-        return fit_balanced(embeddings, c.codebook_sizes, seed=seed, max_iter=c.max_iter,
-                            kmeans_iter=c.kmeans_iter, sinkhorn_iterations=c.sinkhorn_iterations, tau=c.tau)
+        return fit_balanced(embeddings, c.codebook_sizes, seed=seed, max_iter=c.max_iter, tol=c.tol,
+                            n_init=c.n_init, size_slack=c.size_slack, kmeans_iter=c.kmeans_iter,
+                            sinkhorn_iterations=c.sinkhorn_iterations, tau=c.tau)
 
 
 def build_rq_kmeans(cfg: RqKmeansConfig) -> RqKmeansQuantizer:

@@ -34,7 +34,8 @@ from flax import nnx
 from sid_quantizers.config import RqvaeConfig
 from sid_quantizers.kmeans import check_sizes, fit_kmeans, sq_dists
 
-__all__ = ["FittedRqvae", "RQVAE", "RqvaeQuantizer", "collision_rate", "make_optimizer", "rqvae_loss"]
+__all__ = ["FittedRqvae", "RQVAE", "RqvaeQuantizer", "collision_rate", "make_optimizer", "restore_rqvae",
+           "rqvae_loss", "train_rqvae"]
 
 sg = jax.lax.stop_gradient
 
@@ -58,14 +59,29 @@ class MLP(nnx.Module):
 
 
 class RQVAE(nnx.Module):
-    def __init__(self, in_dim: int, cfg: RqvaeConfig, *, rngs: nnx.Rngs) -> None:
-        dims = [in_dim, *cfg.layers, cfg.e_dim]
+    """Encoder MLP, residual VQ, decoder MLP. ``residual=True`` is RQ-Kmeans+'s encoder
+    ``z = x + MLP(x)``: the latent is the input space (``e_dim = in_dim``) and the MLP's last layer
+    starts at zero, so at initialisation ``z = x``."""
+
+    def __init__(self, in_dim: int, cfg: Any, *, rngs: nnx.Rngs, residual: bool = False) -> None:
+        e_dim = in_dim if residual else cfg.e_dim
+        dims = [in_dim, *cfg.layers, e_dim]
+        self.residual = residual
         self.encoder = MLP(dims, rngs=rngs)
+        if residual:
+            last = self.encoder.layers[-1]
+            last.kernel[...] = jnp.zeros_like(last.kernel[...])
+            last.bias[...] = jnp.zeros_like(last.bias[...])
         self.decoder = MLP(dims[::-1], rngs=rngs)
         self.codebooks = nnx.List([
-            nnx.Param(jax.random.uniform(rngs.params(), (k, cfg.e_dim), minval=-1.0 / k, maxval=1.0 / k))
+            nnx.Param(jax.random.uniform(rngs.params(), (k, e_dim), minval=-1.0 / k, maxval=1.0 / k))
             for k in cfg.codebook_sizes
         ])
+
+    def embed(self, x: jax.Array) -> jax.Array:
+        """The latent ``z`` that the codebooks quantize: ``encoder(x)``, or ``x + encoder(x)``."""
+        z = self.encoder(x)
+        return x + z if self.residual else z
 
     def quantize(self, z: jax.Array) -> tuple[jax.Array, list[jax.Array], list[tuple[jax.Array, jax.Array]]]:
         """``z [B, e]`` -> (straight-through sum ``[B, e]``, codes per level, (q_l, r_l) per level)."""
@@ -82,12 +98,12 @@ class RQVAE(nnx.Module):
         return total, codes, pairs
 
     def encode_codes(self, x: jax.Array) -> jax.Array:
-        return jnp.stack(self.quantize(self.encoder(x))[1], axis=1)
+        return jnp.stack(self.quantize(self.embed(x))[1], axis=1)
 
 
 def rqvae_loss(model: RQVAE, x: jax.Array, *, beta: float, quant_weight: float):
     """``(total, (recon, quant))`` of one batch (the formula of the module docstring)."""
-    total_q, _, pairs = model.quantize(model.encoder(x))
+    total_q, _, pairs = model.quantize(model.embed(x))
     x_hat = model.decoder(total_q)
     recon = jnp.mean((x_hat - x) ** 2)
     levels = [jnp.mean((q - sg(r)) ** 2) + beta * jnp.mean((sg(q) - r) ** 2) for q, r in pairs]
@@ -95,16 +111,17 @@ def rqvae_loss(model: RQVAE, x: jax.Array, *, beta: float, quant_weight: float):
     return recon + quant_weight * quant, (recon, quant)
 
 
-def make_optimizer(cfg: RqvaeConfig) -> optax.GradientTransformation:
-    schedule = optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps) if cfg.warmup_steps else (
-        cfg.learning_rate)
+def make_optimizer(cfg: Any, *, warmup_steps: int | None = None) -> optax.GradientTransformation:
+    """AdamW with linear warmup (``warmup_steps``, default ``cfg.warmup_steps``), then constant."""
+    warm = cfg.warmup_steps if warmup_steps is None else warmup_steps
+    schedule = optax.linear_schedule(0.0, cfg.learning_rate, warm) if warm else cfg.learning_rate
     parts = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
     return optax.chain(*parts, optax.adamw(schedule, weight_decay=cfg.weight_decay))
 
 
 def kmeans_init(model: RQVAE, x: jax.Array, *, key: jax.Array, iters: int) -> None:
     """Set every codebook to the k-means centroids of its level's residuals on batch ``x``."""
-    r = model.encoder(x)
+    r = model.embed(x)
     for level, book in enumerate(model.codebooks):
         c, lab, _ = fit_kmeans(jax.random.fold_in(key, level), r, book.shape[0], max_iter=iters, tol=1e-4)
         book[...] = c
@@ -168,6 +185,10 @@ class FittedRqvae:
         return nnx.merge(self.graphdef, self.state)
 
     @property
+    def residual(self) -> bool:
+        return bool(self.model().residual)
+
+    @property
     def codebook_sizes(self) -> tuple[int, ...]:
         return tuple(int(b.shape[0]) for b in self.model().codebooks)
 
@@ -181,7 +202,7 @@ class FittedRqvae:
 
     def distances(self, x: np.ndarray, codes: np.ndarray, level: int) -> np.ndarray:
         m = self.model()
-        r = m.encoder(jnp.asarray(x, jnp.float32))
+        r = m.embed(jnp.asarray(x, jnp.float32))
         for i in range(level):
             r = r - m.codebooks[i][...][jnp.asarray(codes[:, i])]
         return np.asarray(sq_dists(r, m.codebooks[level][...]))
@@ -190,6 +211,48 @@ class FittedRqvae:
 @partial(jax.jit, static_argnums=0)
 def _encode(graphdef, state, x):
     return nnx.merge(graphdef, state).encode_codes(x)
+
+
+def train_rqvae(model: RQVAE, x: jax.Array, cfg: Any, *, key: jax.Array, warmup_steps: int | None = None
+                ) -> FittedRqvae:
+    """Train ``model`` on ``x`` with the optimizer/epochs/batches of ``cfg`` (an `RqvaeConfig` or a
+    config with the same training fields); keep the lowest-collision parameters (module docstring)."""
+    n = x.shape[0]
+    bs = min(cfg.batch_size, n)
+    shuffle = jax.random.fold_in(key, 1)
+    graphdef, state = nnx.split(model)
+    tx = make_optimizer(cfg, warmup_steps=warmup_steps)
+    opt = tx.init(state)
+    run_chunk = _chunk_fn(_step_fn(graphdef, tx, cfg), n, bs, shuffle)
+    encode = lambda s: _encode(graphdef, s, x)  # noqa: E731 (x is an argument, not a jit constant)
+    best: tuple[float, Any] | None = None
+    history = []
+    chunk = cfg.eval_every or cfg.epochs
+    epoch = 0
+    while epoch < cfg.epochs:
+        m = min(chunk, cfg.epochs - epoch)
+        (state, opt), logs = run_chunk((state, opt), x, jnp.arange(epoch, epoch + m, dtype=jnp.int32))
+        last = [float(v[-1]) for v in logs]  # one host sync per chunk
+        epoch += m
+        rate = collision_rate(np.asarray(encode(state)))
+        history.append({"epoch": epoch, "loss": last[0], "recon": last[1], "quant": last[2],
+                        "collision_rate": rate})
+        if cfg.eval_every == 0 or best is None or rate < best[0]:
+            best = (rate, jax.tree.map(np.array, state))  # a host copy: the next chunk donates state
+    state = best[1]
+    codes = np.asarray(encode(state), np.int32)
+    return FittedRqvae(graphdef=graphdef, state=state, fit_codes=codes, history=tuple(history))
+
+
+def restore_rqvae(cfg: Any, params: bytes, *, in_dim: int, residual: bool,
+                  fit_codes: np.ndarray) -> FittedRqvae:
+    """A `FittedRqvae` from msgpack'd pure-dict parameters (`sid_quantizers.artefact`)."""
+    from flax import serialization
+
+    graphdef, state = nnx.split(RQVAE(in_dim, cfg, rngs=nnx.Rngs(0), residual=residual))
+    nnx.replace_by_pure_dict(state, serialization.msgpack_restore(params))
+    return FittedRqvae(graphdef=graphdef, state=jax.tree.map(np.asarray, state),
+                       fit_codes=np.asarray(fit_codes, np.int32))
 
 
 @attrs.frozen(kw_only=True)
@@ -210,28 +273,7 @@ class RqvaeQuantizer:
         first = x if bs == n else x[jax.random.permutation(jax.random.fold_in(shuffle, 0), n)[:bs]]
         if cfg.kmeans_init:
             kmeans_init(model, first, key=jax.random.fold_in(key, 2), iters=cfg.kmeans_iters)
-        graphdef, state = nnx.split(model)
-        tx = make_optimizer(cfg)
-        opt = tx.init(state)
-        run_chunk = _chunk_fn(_step_fn(graphdef, tx, cfg), n, bs, shuffle)
-        encode = lambda s: _encode(graphdef, s, x)  # noqa: E731 (x is an argument, not a jit constant)
-        best: tuple[float, Any] | None = None
-        history = []
-        chunk = cfg.eval_every or cfg.epochs
-        epoch = 0
-        while epoch < cfg.epochs:
-            m = min(chunk, cfg.epochs - epoch)
-            (state, opt), logs = run_chunk((state, opt), x, jnp.arange(epoch, epoch + m, dtype=jnp.int32))
-            last = [float(v[-1]) for v in logs]  # one host sync per chunk
-            epoch += m
-            rate = collision_rate(np.asarray(encode(state)))
-            history.append({"epoch": epoch, "loss": last[0], "recon": last[1], "quant": last[2],
-                            "collision_rate": rate})
-            if cfg.eval_every == 0 or best is None or rate < best[0]:
-                best = (rate, jax.tree.map(np.array, state))  # a host copy: the next chunk donates state
-        state = best[1]
-        codes = np.asarray(encode(state), np.int32)
-        return FittedRqvae(graphdef=graphdef, state=state, fit_codes=codes, history=tuple(history))
+        return train_rqvae(model, x, cfg, key=key)
 
 
 def build(cfg: RqvaeConfig) -> RqvaeQuantizer:
