@@ -13,14 +13,17 @@ Groups:
   `RewardGroup`, `Launcher`, `LaunchPlan`, `LaunchStep`, `SidCatalog`, the launcher env names);
 - errors: `SidError` and its subclasses, `file_error`;
 - files: `atomic_write`, `failpoint`, `msgpack_loads`, `read_msgpack_file`;
-- config helpers for component options: `structure`, `parse_override`, `uri_scheme`, `NAME_RE`;
+- config helpers for component options and commands that take a run config: `structure`,
+  `parse_override`, `load_file_chain`, `load_config`, `uri_scheme`, `NAME_RE`, and ``sid run``'s own
+  click command (`run_command`, `KIND_FLAGS`) for commands that forward its arguments;
 - checkpoints by URI: `store_for`, `resolve_checkpoint`, `pick_name`, `split_uri`;
 - MiniOneRec data files: `read_index`, `read_items`, `split_paths`, `CSV_COLUMNS`, and the SID
-  index helpers (`index_stats`, `format_stats`, `write_index`, `codes_to_index`, `dedup_index`,
-  `DEDUP_MODES`);
+  index helpers (`index_stats`, `format_stats`, `write_index`, `format_index`, `codes_to_index`,
+  `dedup_index`, `DEDUP_MODES`, `level_token`);
 - decoding building blocks for decoder plugins: `SidTrie`, `level_beam_search`, `trie_policy`,
   `forced_policy`, `free_policy`, `check_vocab`, `open_beam_search`;
-- launch plans: `execute_plan`, `format_plan` (what ``sid tpu`` commands run), `load_plugins`.
+- launch plans: `execute_plan`, `format_plan`, `echo_stderr`, `StepResult` (what ``sid tpu``
+  commands run), `load_plugins`.
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ _NAMES: dict[str, str] = {
     # config helpers
     "structure": "sidcore.config.loading",
     "parse_override": "sidcore.config.loading",
+    "load_file_chain": "sidcore.config.loading",
+    "load_config": "sidcore.config.loading",
+    "KIND_FLAGS": "sidcore.cli.run_cmd",
+    "run_command": "sidcore.cli.run_cmd:run",
     "uri_scheme": "sidcore.registry",
     "NAME_RE": "sidcore.registry",
     # checkpoints by URI
@@ -83,6 +90,8 @@ _NAMES: dict[str, str] = {
     "codes_to_index": "sidcore.data.sid_index",
     "dedup_index": "sidcore.data.sid_index",
     "DEDUP_MODES": "sidcore.data.sid_index",
+    "level_token": "sidcore.data.sid_index",
+    "format_index": "sidcore.data.sid_index",
     # decoding building blocks
     "SidTrie": "sidcore.decoding.trie",
     "level_beam_search": "sidcore.decoding.beam",
@@ -94,6 +103,8 @@ _NAMES: dict[str, str] = {
     # launch plans and plugins
     "execute_plan": "sidcore.run.executor:execute",
     "format_plan": "sidcore.run.executor",
+    "echo_stderr": "sidcore.run.executor",
+    "StepResult": "sidcore.run.executor",
     "load_plugins": "sidcore.plugins",
 }
 

@@ -7,7 +7,7 @@ Both are jitted beam searches over a `sidcore.interfaces.DecodeModel`; no extra 
 from __future__ import annotations
 
 from sidcore import hookimpl
-from sidcore.interfaces import Register
+from sidcore.api import Register
 from sid_decoders.config import PureBeamConfig, TrieConfig
 
 

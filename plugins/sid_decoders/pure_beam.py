@@ -13,10 +13,10 @@ from __future__ import annotations
 import attrs
 import jax
 
-from sidcore.decoding.beam import check_vocab, forced_policy, free_policy, level_beam_search
-from sidcore.decoding.open_beam import open_beam_search
-from sidcore.errors import ConfigError
-from sidcore.interfaces import DecodeModel, SidCatalog
+from sidcore.api import check_vocab, forced_policy, free_policy, level_beam_search
+from sidcore.api import open_beam_search
+from sidcore.api import ConfigError
+from sidcore.api import DecodeModel, SidCatalog
 from sid_decoders.config import PureBeamConfig
 
 __all__ = ["PureBeamDecoder", "build"]

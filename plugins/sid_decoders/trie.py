@@ -12,10 +12,10 @@ from __future__ import annotations
 import attrs
 import jax
 
-from sidcore.decoding.beam import check_vocab, level_beam_search, trie_policy
-from sidcore.decoding.trie import SidTrie
-from sidcore.errors import ConfigError
-from sidcore.interfaces import DecodeModel, SidCatalog
+from sidcore.api import check_vocab, level_beam_search, trie_policy
+from sidcore.api import SidTrie
+from sidcore.api import ConfigError
+from sidcore.api import DecodeModel, SidCatalog
 from sid_decoders.config import TrieConfig
 
 __all__ = ["TrieDecoder", "build"]

@@ -10,7 +10,7 @@ reference scripts). Launchers only return plans; the kernel's executor runs them
 from __future__ import annotations
 
 from sidcore import hookimpl
-from sidcore.interfaces import Register
+from sidcore.api import Register
 from sid_launchers.config import LocalConfig, LocalMultiprocessConfig, TpuVmConfig
 
 

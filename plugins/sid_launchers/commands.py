@@ -16,7 +16,7 @@ import click
 from sid_launchers import supervise as sup
 from sid_launchers import tpu_vm as tv
 from sid_launchers.config import PROVISIONING, TpuVmConfig
-from sidcore.errors import LaunchError, UsageError
+from sidcore.api import LaunchError, UsageError
 
 
 # ------------------------------------------------------------------------------------------------
@@ -26,31 +26,31 @@ from sidcore.errors import LaunchError, UsageError
 
 def load_tpu_config(config_path: str | None, sets: tuple[str, ...], flags: dict[str, Any]) -> TpuVmConfig:
     """`TpuVmConfig` from a run config's ``launcher`` section, ``--set`` overrides and flags."""
-    from sidcore.config import loading
+    from sidcore.api import load_file_chain, parse_override, structure
 
     raw: dict[str, Any] = {}
     if config_path:
-        section = loading.load_file_chain(config_path).get("launcher")
+        section = load_file_chain(config_path).get("launcher")
         if isinstance(section, dict) and section.get("name") == "tpu_vm":
             raw = {k: val for k, val in section.items() if k != "name"}
     for text in sets:
-        keys, value = loading.parse_override(text)
+        keys, value = parse_override(text)
         if keys[0] == "launcher":
             keys = keys[1:]
         if len(keys) != 1:
             raise UsageError(f"--set {text}: expected KEY=VALUE with a tpu_vm option name")
         raw[keys[0]] = value
     raw.update({k: val for k, val in flags.items() if val is not None})
-    return loading.structure(TpuVmConfig, raw, f"{config_path or 'sid tpu'}: launcher(tpu_vm)")
+    return structure(TpuVmConfig, raw, f"{config_path or 'sid tpu'}: launcher(tpu_vm)")
 
 
 def _run_mode(config_path: str | None, run_mode: str | None) -> str:
     if run_mode:
         return run_mode
     if config_path:
-        from sidcore.config import loading
+        from sidcore.api import load_file_chain
 
-        mode = loading.load_file_chain(config_path).get("run_mode")
+        mode = load_file_chain(config_path).get("run_mode")
         if isinstance(mode, str):
             return mode
     return "train_eval"
@@ -83,13 +83,13 @@ def check_run_locally(argv: list[str]) -> None:
         ConfigError: the config or an override is invalid.
         UsageError: an argument ``sid run`` would not accept.
     """
-    from sidcore.cli.run_cmd import KIND_FLAGS, run
-    from sidcore.config import loading
+    from sidcore.api import KIND_FLAGS, load_config
+    from sidcore.api import run_command as run
 
     ctx = click.get_current_context(silent=True)
     plugins = getattr(getattr(ctx, "obj", None), "plugins", None) if ctx is not None else None
     if plugins is None:  # `sid tpu` mounted on a bare group (tests): load the plugins as `sid` does
-        from sidcore.plugins import load_plugins
+        from sidcore.api import load_plugins
 
         plugins = load_plugins()
     registry = plugins.registry
@@ -102,7 +102,7 @@ def check_run_locally(argv: list[str]) -> None:
     selections.update({k: params[k] for k in KIND_FLAGS if params.get(k)})
     overrides = list(params["overrides"])
     overrides += [f"{k}={params[k]}" for k in ("run_mode", "output_dir") if params.get(k)]
-    loading.load_config(params["config_path"], registry, overrides=overrides, selections=selections)
+    load_config(params["config_path"], registry, overrides=overrides, selections=selections)
 
 
 _COMMON = [

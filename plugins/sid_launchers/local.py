@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 import attrs
 
-from sidcore.errors import SidError
-from sidcore.interfaces import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID, LaunchPlan, LaunchStep
+from sidcore.api import SidError
+from sidcore.api import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID, LaunchPlan, LaunchStep
 from sid_launchers.config import LocalConfig, LocalMultiprocessConfig
 
 LOCALHOST = "127.0.0.1"

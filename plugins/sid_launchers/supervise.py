@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from sidcore.run import executor
-from sidcore.errors import LaunchError, SidError
-from sidcore.interfaces import LaunchPlan, LaunchStep
+from sidcore.api import StepResult, echo_stderr, execute_plan
+from sidcore.api import LaunchError, SidError
+from sidcore.api import LaunchPlan, LaunchStep
 from sid_launchers import tpu_exec as tx
 from sid_launchers import tpu_vm as tv
 from sid_launchers.config import TpuVmConfig
@@ -32,7 +32,7 @@ class TpuOps:
         cfg: TpuVmConfig,
         *,
         dry_run: bool = False,
-        echo: Callable[[str], None] | None = executor.echo_stderr,
+        echo: Callable[[str], None] | None = echo_stderr,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.cfg = cfg
@@ -47,10 +47,10 @@ class TpuOps:
         if self.echo is not None:
             self.echo(line)
 
-    def _exec(self, plan: LaunchPlan, *, stream: bool = True) -> list[executor.StepResult]:
-        return executor.execute(plan, dry_run=self.dry_run, echo=self.echo, stream=stream)
+    def _exec(self, plan: LaunchPlan, *, stream: bool = True) -> list[StepResult]:
+        return execute_plan(plan, dry_run=self.dry_run, echo=self.echo, stream=stream)
 
-    def _one(self, step: LaunchStep, *, stream: bool = True) -> executor.StepResult:
+    def _one(self, step: LaunchStep, *, stream: bool = True) -> StepResult:
         return self._exec(LaunchPlan(steps=(step,)), stream=stream)[0]
 
     # -- single operations ------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from sidcore.errors import ConfigError
-from sidcore.interfaces import LaunchStep
+from sidcore.api import ConfigError
+from sidcore.api import LaunchStep
 from sid_launchers.config import TpuVmConfig
 from sid_launchers.tpu_vm import _activate, _gcloud, _where, q, ssh_step, vm_name
 

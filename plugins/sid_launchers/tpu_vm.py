@@ -20,8 +20,8 @@ from typing import Any, Mapping, Sequence
 
 import attrs
 
-from sidcore.errors import ConfigError, UsageError
-from sidcore.interfaces import LaunchPlan, LaunchStep
+from sidcore.api import ConfigError, UsageError
+from sidcore.api import LaunchPlan, LaunchStep
 from sid_launchers.config import TpuVmConfig
 
 TPUS = ("gcloud", "alpha", "compute", "tpus")

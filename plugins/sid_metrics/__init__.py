@@ -8,7 +8,7 @@ built on the pure functions of `sid_metrics.calc` (also used by the kernel and `
 from __future__ import annotations
 
 from sidcore import hookimpl
-from sidcore.interfaces import Register
+from sidcore.api import Register
 from sid_metrics.config import InvalidConfig, TopKConfig
 
 

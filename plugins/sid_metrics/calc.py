@@ -22,7 +22,7 @@ from typing import Any, Collection, Iterable, Sequence
 
 import attrs
 
-from sidcore.errors import DataError, file_error
+from sidcore.api import DataError, file_error
 from sid_metrics.config import DEFAULT_TOPK
 
 _SID_LIKE = re.compile(r"^(<[^<>\s]+>)+$")  # column 0 of an info line: level tokens, e.g. <a_1><b_2><c_3>

@@ -23,7 +23,7 @@ def calc(pred_paths: tuple[str, ...], item_path: str, topk: str, as_json: bool, 
     every given file pooled, as merge.py then calc.py do in evaluate.sh; calc.py's own multi-file
     lines divide each file's running total by that file's size)."""
     from sid_metrics.calc import compute, format_report, load_predictions, load_valid_sids
-    from sidcore.errors import UsageError
+    from sidcore.api import UsageError
 
     explicit = topk is not None
     topk = topk if explicit else "1,3,5,10,20,50"

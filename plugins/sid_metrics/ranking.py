@@ -18,8 +18,8 @@ from typing import Mapping, Sequence
 
 import attrs
 
-from sidcore.errors import DataError
-from sidcore.interfaces import SidCatalog
+from sidcore.api import DataError
+from sidcore.api import SidCatalog
 from sid_metrics.calc import (
     check_inputs,
     effective_topk,

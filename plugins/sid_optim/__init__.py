@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sid_optim.config import AdamWConfig, MuonLocalConfig, OptaxMuonConfig
 from sidcore import hookimpl
-from sidcore.interfaces import Register
+from sidcore.api import Register
 
 
 @hookimpl

@@ -10,7 +10,7 @@ The pipeline and its options are documented in docs/sid-construction.md.
 from __future__ import annotations
 
 from sidcore import hookimpl
-from sidcore.interfaces import Register
+from sidcore.api import Register
 from sid_quantizers.config import BalancedConfig, RqKmeansConfig, RqKmeansPlusConfig, RqvaeConfig
 
 

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 import attrs
 import numpy as np
 
-from sidcore.errors import ConfigError, file_error
+from sidcore.api import ConfigError, file_error
 
 __all__ = ["FORMAT", "LoadedQuantizer", "artefact_kind", "load_quantizer", "save_quantizer"]
 
@@ -119,8 +119,8 @@ class LoadedQuantizer:
 
 
 def _config(name: str, options: Mapping[str, Any], where: Path) -> Any:
-    from sidcore.config.loading import structure
-    from sidcore.plugins import load_plugins
+    from sidcore.api import structure
+    from sidcore.api import load_plugins
 
     spec = load_plugins().registry.get("quantizer", name)
     return structure(spec.config, dict(options), f"{where}: options")

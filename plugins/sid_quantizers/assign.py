@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sidcore.data.sid_index import codes_to_index, level_token
+from sidcore.api import codes_to_index, level_token
 
 __all__ = ["assign_items", "default_ids"]
 
@@ -115,7 +115,7 @@ def assign_items(fitted: Any, x: np.ndarray, *, ids: Sequence[str], index: Mappi
 
 
 def _read_ids(path: str, count: int) -> list[str]:
-    from sidcore.errors import file_error
+    from sidcore.api import file_error
 
     try:
         ids = [line.strip() for line in open(path, encoding="utf-8") if line.strip()]
@@ -136,9 +136,9 @@ def run_assign(*, quantizer_dir: str, embeddings: str, ids_file: str | None, ind
 
     import click
 
-    from sidcore.data.minionerec import read_index
-    from sidcore.data.sid_index import format_index, write_index
-    from sidcore.errors import UsageError, file_error
+    from sidcore.api import read_index
+    from sidcore.api import format_index, write_index
+    from sidcore.api import UsageError, file_error
     from sid_quantizers.artefact import load_quantizer
     from sid_quantizers.build import load_embeddings
 

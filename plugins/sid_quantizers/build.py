@@ -26,10 +26,10 @@ from typing import Any, Sequence
 import attrs
 import numpy as np
 
-from sidcore.config.loading import parse_override, structure
-from sidcore.data.minionerec import read_index, read_items, split_paths
-from sidcore.data.sid_index import DEDUP_MODES, codes_to_index, dedup_index, index_stats
-from sidcore.errors import ConfigError, UsageError, file_error
+from sidcore.api import parse_override, structure
+from sidcore.api import read_index, read_items, split_paths
+from sidcore.api import DEDUP_MODES, codes_to_index, dedup_index, index_stats
+from sidcore.api import ConfigError, UsageError, file_error
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def build_index(
                                        iterations=sinkhorn_iterations)
     index = dedup_index(codes_to_index(codes, item_ids=ids, offset=code_offset), dedup)
     if inter_dir is not None:
-        from sidcore.data.sid_index import write_index
+        from sidcore.api import write_index
 
         written = {"index": write_index(index_path, index)}
     else:

@@ -23,8 +23,8 @@ def index_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 def stats(index_path: str, as_json: bool) -> None:
     """Items, unique SIDs, collision rate, groups, codes used per level, max branching."""
-    from sidcore.data.minionerec import read_index
-    from sidcore.data.sid_index import format_stats, index_stats
+    from sidcore.api import read_index
+    from sidcore.api import format_stats, index_stats
 
     result = index_stats(read_index(index_path))
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_stats(result, source=index_path))
@@ -68,9 +68,9 @@ def build(embeddings, data_dir, category, inter_dir, dataset, out, force, quanti
     KEY=VALUE sets quantizer options, e.g. codebook_sizes=[256,256,256] epochs=10000. The fitted
     quantizer is saved in OUT/index/C.quantizer/ (for `sid index assign`).
     """
-    from sidcore.data.sid_index import format_stats, index_stats
-    from sidcore.plugins import load_plugins
-    from sidcore.errors import UsageError
+    from sidcore.api import format_stats, index_stats
+    from sidcore.api import load_plugins
+    from sidcore.api import UsageError
     from sid_quantizers.build import build_index, resolve_quantizer
 
     if inter_dir and (data_dir or category):
@@ -90,7 +90,7 @@ def build(embeddings, data_dir, category, inter_dir, dataset, out, force, quanti
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    from sidcore.data.minionerec import read_index
+    from sidcore.api import read_index
 
     index_file = report["files"]["index"]
     click.echo(format_stats(index_stats(read_index(index_file)), source=index_file))

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sidcore.errors import ConfigError
+from sidcore.api import ConfigError
 
 __all__ = ["ResidualKMeans", "assign", "fit_residual_kmeans", "kmeans_plus_plus", "lloyd", "sq_dists"]
 

@@ -25,9 +25,9 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sidcore.data.minionerec import CSV_COLUMNS, read_items, split_paths
-from sidcore.data.sid_index import write_index
-from sidcore.errors import file_error
+from sidcore.api import CSV_COLUMNS, read_items, split_paths
+from sidcore.api import write_index
+from sidcore.api import file_error
 
 __all__ = ["write_layout"]
 

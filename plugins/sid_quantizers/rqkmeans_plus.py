@@ -29,7 +29,7 @@ from flax import nnx
 from sid_quantizers.config import RqKmeansPlusConfig
 from sid_quantizers.kmeans import check_sizes
 from sid_quantizers.rqvae import RQVAE, FittedRqvae, train_rqvae
-from sidcore.errors import file_error
+from sidcore.api import file_error
 
 __all__ = ["RqKmeansPlusQuantizer", "build", "load_codebooks", "warm_model"]
 
