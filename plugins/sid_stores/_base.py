@@ -154,6 +154,7 @@ class PayloadStore(abc.ABC):
     """
 
     uri: str
+    sharded = False  # the kernel gathers the tree and calls save() on process 0 only
 
     # -- primitives ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -203,6 +204,9 @@ class PayloadStore(abc.ABC):
         """Serialize `tree` and commit it with `meta` under `name` (payload first, record last)."""
         check_name(name)
         self.write_payload(name, serialize_tree(tree, where=self._where(payload_file(name))), meta)
+
+    def wait(self) -> None:
+        """Nothing to wait for: `save` returns once the checkpoint is committed."""
 
     def restore(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """Return ``(tree, meta)`` of a committed checkpoint, verified against its sha256."""

@@ -68,6 +68,13 @@ def assert_trees_equal(got: Any, want: Any, path: str = "") -> None:
         assert got == want and type(got) is type(want), f"{path}: {got!r} != {want!r}"
 
 
+def _wait(store: CheckpointStore) -> None:
+    """Let an asynchronous store commit what it started (``wait()`` is part of the contract)."""
+    wait = getattr(store, "wait", None)
+    assert callable(wait), "a store must have wait() (a no-op for synchronous stores)"
+    wait()
+
+
 def _raises_checkpoint_error(fn: Callable[[], Any], what: str) -> None:
     try:
         fn()
@@ -96,6 +103,8 @@ def check_store(make_store: MakeStore, *, uncommit: Hook | None = None, corrupt:
 
     tree, meta = sample_tree(0), {"step": 7, "metric": {"ndcg@10": 0.25}, "tag": "x"}
     store.save("last", tree, meta)
+    _wait(store)
+    assert store.names() == ["last"], f"names() after one save and wait(): {store.names()}"
     got_tree, got_meta = store.restore("last")
     assert_trees_equal(got_tree, tree)
     assert got_meta == meta, f"meta must round-trip as JSON data: {got_meta!r} != {meta!r}"
@@ -115,6 +124,7 @@ def check_store(make_store: MakeStore, *, uncommit: Hook | None = None, corrupt:
 
     for name in ("best", "step10", "step2"):
         store.save(name, tree, {"name": name})
+    _wait(store)
     assert set(store.names()) == {"last", "best", "step10", "step2"}, f"names(): {store.names()}"
     assert store.restore("step2")[1] == {"name": "step2"}
 
@@ -128,11 +138,13 @@ def check_store(make_store: MakeStore, *, uncommit: Hook | None = None, corrupt:
 
     if uncommit is not None:
         store.save("step5", tree, {})
+        _wait(store)
         uncommit(store, "step5")
         assert "step5" not in store.names(), "a checkpoint without its commit marker must be invisible"
         _raises_checkpoint_error(lambda: store.restore("step5"), "restore without commit marker")
 
     if corrupt is not None:
         store.save("step6", tree, {})
+        _wait(store)
         corrupt(store, "step6")
         _raises_checkpoint_error(lambda: store.restore("step6"), "restore of a corrupted payload")
