@@ -228,3 +228,33 @@ def test_kill_during_async_save_keeps_a_checkpoint(tmp_path, point, survivor):
     store.wait()
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(
         [_folder(root, "last").name, _folder(root, "best").name])
+
+
+# --- sid checkpoint convert ---------------------------------------------------------------------
+
+
+def test_convert_msgpack_orbax_roundtrip_is_bitwise(tmp_path):
+    from click.testing import CliRunner
+
+    from sid_stores.config import MsgpackConfig
+    from sid_stores.msgpack_store import MsgpackStore
+    from sidcore.cli import build_cli
+
+    src, mid, back = tmp_path / "run", tmp_path / "orbax", tmp_path / "back"
+    tree, meta = kernel_tree(2), {"step": 2, "cursor": {"offset": 64}, "best": {"ndcg@10": 0.5}}
+    MsgpackStore(str(src), MsgpackConfig(fsync=False)).save("last", tree, meta)
+    cli = build_cli()
+    res = CliRunner().invoke(cli, ["checkpoint", "convert", str(src), str(mid)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "(orbax)" in res.output and is_orbax_dir(mid)
+    got, got_meta = _store(mid).restore("last")
+    assert_trees_equal(got, tree) and got_meta == meta
+    # copy of an orbax checkpoint stays orbax; convert back defaults to msgpack
+    res = CliRunner().invoke(cli, ["checkpoint", "copy", f"{mid}#last", f"{tmp_path / 'copy'}#step2"])
+    assert res.exit_code == 0 and _store(tmp_path / "copy").names() == ["step2"], res.output
+    res = CliRunner().invoke(cli, ["checkpoint", "convert", f"{mid}#last", f"{back}#last"])
+    assert res.exit_code == 0 and "(msgpack)" in res.output, res.output + repr(res.exception)
+    assert (back / "sft_state_last.msgpack").read_bytes() == (src / "sft_state_last.msgpack").read_bytes()
+    assert MsgpackStore(str(back)).restore("last")[1] == meta
+    bad = CliRunner().invoke(cli, ["checkpoint", "convert", f"{mid}#best", str(back)])
+    assert bad.exit_code != 0 and "no checkpoint best" in str(bad.exception)
