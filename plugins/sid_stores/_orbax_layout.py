@@ -15,7 +15,8 @@ zero-size arrays, so the tree is split in two:
 
 `decode` rebuilds the original tree from the layout and what Orbax restored, so a save/restore
 round trip is exact (keys, key types, dtypes, shapes, bytes). Two keys that would land on the same
-Orbax path (``"a/b"`` next to ``{"a": {"b": ...}}``) are refused with a `CheckpointError`.
+Orbax path or name (``"a/b"`` next to ``{"a": {"b": ...}}``; ``"a.b"`` next to ``"a/b"``: Orbax
+names arrays by their path joined with ``.``) are refused with a `CheckpointError`.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def encode(tree: Mapping[str, Any], *, where: str) -> tuple[dict[str, Any], dict
     if not isinstance(tree, Mapping):
         raise CheckpointError(f"{where}: a checkpoint tree must be a dict, got {type(tree).__name__}")
     items: dict[str, dict] = {}
+    dotted: set[tuple[str, str]] = set()  # orbax names an array by its path joined with "."
 
     def walk(node: Any, keys: tuple[Any, ...]) -> dict[str, Any]:
         if isinstance(node, Mapping):
@@ -99,6 +101,9 @@ def encode(tree: Mapping[str, Any], *, where: str) -> tuple[dict[str, Any], dict
         path = _parts(keys[1:] if item == PARAMS else keys, where)
         if not path:
             raise CheckpointError(f"{where}: 'params' must be a dict of arrays")
+        if (item, ".".join(path)) in dotted:
+            raise CheckpointError(f"{where}: orbax name {item}/{'.'.join(path)} collides with another key")
+        dotted.add((item, ".".join(path)))
         _place(items, item, path, arr, where)
         return {"i": item, "p": path, "shape": shape, "dtype": dtype.name, **({"g": True} if scalar else {})}
 

@@ -56,9 +56,9 @@ class OrbaxConfig:
 
     async_save: bool = attrs.field(
         default=True,
-        metadata={"help": "Return from save() once the arrays are copied to host memory and write them in "
-                          "the background (the next save or wait() commits it); false: save() blocks until "
-                          "committed."},
+        metadata={"help": "Return from save() once the arrays are copied to host memory; they are written "
+                          "in the background and committed as soon as orbax has finalised (the next save() "
+                          "and wait() wait for it). false: save() blocks until committed."},
     )
     use_ocdbt: bool = attrs.field(
         default=True,

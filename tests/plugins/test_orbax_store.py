@@ -132,6 +132,8 @@ def test_unsupported_trees_are_one_line_errors(tmp_path):
     store = _store(tmp_path / "run")
     with pytest.raises(CheckpointError, match="collides"):
         store.save("last", {"params": {"a/b": np.ones(2), "a": {"b": np.ones(2)}}}, {})
+    with pytest.raises(CheckpointError, match="collides"):
+        store.save("last", {"params": {"a.b": np.ones(2), "a/b": np.ones(2)}}, {})
     with pytest.raises(CheckpointError, match="not an array"):
         store.save("last", {"x": object()}, {})
     with pytest.raises(CheckpointError, match="JSON"):
@@ -299,3 +301,12 @@ def test_gcs_emulator_roundtrip_overwrite_and_detection(gcs_for_orbax):
     assert len(listing) == 2 and "orbax_last.json" in listing, listing  # superseded folder deleted
     store.delete("last")
     assert store.names() == [] and not is_orbax_dir(uri)
+
+
+def test_without_ocdbt_one_folder_per_array(tmp_path):
+    root = tmp_path / "run"
+    store = _store(root, use_ocdbt=False, async_save=False)
+    store.save("best", kernel_tree(4), {"step": 4})
+    folder = _folder(root, "best")
+    assert not list(folder.rglob("ocdbt.process_*")) and (folder / "params" / "model.embed.embedding").is_dir()
+    assert_trees_equal(_store(root).restore("best")[0], kernel_tree(4))
