@@ -85,6 +85,25 @@ def _to_numpy_tree(tree: Any) -> Any:
     return np.asarray(tree)
 
 
+def place_params(params: Mapping[str, Any], shardings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Put the numpy params whose ``/``-joined key path is in `shardings` on devices, placed so
+    (every process keeps only its own slices); other leaves stay as they are."""
+    import jax
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out[k] = place_params(v, shardings, f"{key}/")
+        elif key in shardings:
+            arr = np.asarray(v)
+            out[k] = jax.make_array_from_callback(arr.shape, shardings[key], lambda idx, a=arr: a[idx])
+        else:
+            out[k] = v
+    return out
+
+
 def serialize_tree(tree: Mapping[str, Any], *, where: str) -> bytes:
     """msgpack bytes of a pure-dict tree (numpy arrays of any dtype incl. bfloat16, scalars, str)."""
     if not isinstance(tree, Mapping):
@@ -208,10 +227,20 @@ class PayloadStore(abc.ABC):
     def wait(self) -> None:
         """Nothing to wait for: `save` returns once the checkpoint is committed."""
 
-    def restore(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Return ``(tree, meta)`` of a committed checkpoint, verified against its sha256."""
+    def restore(self, name: str, *, params_only: bool = False,
+                shardings: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Return ``(tree, meta)`` of a committed checkpoint, verified against its sha256.
+
+        ``params_only`` keeps only ``tree["params"]`` (the whole payload is still read: it is one
+        blob); ``shardings`` (``{param key "a/b/c": Sharding}``) places those params as `jax.Array` s.
+        """
         data, meta = self.read_payload(name)
-        return deserialize_tree(data, where=self._where(payload_file(name))), meta
+        tree = deserialize_tree(data, where=self._where(payload_file(name)))
+        if params_only:
+            tree = {k: v for k, v in tree.items() if k == "params"}
+        if shardings and isinstance(tree.get("params"), Mapping):
+            tree["params"] = place_params(tree["params"], shardings)
+        return tree, meta
 
     def names(self) -> list[str]:
         """Committed, intact checkpoint names (record readable, payload size as recorded), sorted."""

@@ -110,6 +110,18 @@ def check_store(make_store: MakeStore, *, uncommit: Hook | None = None, corrupt:
     assert got_meta == meta, f"meta must round-trip as JSON data: {got_meta!r} != {meta!r}"
     assert store.names() == ["last"], f"names() after one save: {store.names()}"
 
+    # params_only keeps only "params"; shardings places those params as jax.Arrays.
+    only, _ = store.restore("last", params_only=True)
+    assert set(only) == {"params"}, f"restore(params_only=True) returned keys {sorted(only)}"
+    assert_trees_equal(only["params"], tree["params"])
+    import jax
+
+    placed, _ = store.restore("last", shardings={"embed/embedding": jax.sharding.SingleDeviceSharding(jax.devices()[0])})
+    emb = placed["params"]["embed"]["embedding"]
+    assert isinstance(emb, jax.Array), f"restore(shardings=...) must return jax.Arrays, got {type(emb).__name__}"
+    assert_trees_equal(np.asarray(emb), tree["params"]["embed"]["embedding"], "params/embed/embedding")
+    assert isinstance(placed["params"]["norm"]["scale"], np.ndarray), "params not in shardings stay numpy"
+
     # A second instance over the same location sees the same checkpoints.
     again = make_store()
     assert again.names() == ["last"], "a new store instance on the same URI must see saved checkpoints"
