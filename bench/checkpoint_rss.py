@@ -49,7 +49,8 @@ def child(args: argparse.Namespace) -> None:
     if args.processes > 1:
         jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.processes,
                                    process_id=args.pid)
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("data", "model"))
     sharding = NamedSharding(mesh, P("data", "model"))
@@ -65,6 +66,7 @@ def child(args: argparse.Namespace) -> None:
     if args.mode == "msgpack":
         from sid_stores.config import MsgpackConfig
         from sid_stores.msgpack_store import MsgpackStore
+
         from sidcore.model.sharding import to_host
 
         MsgpackStore(str(out), MsgpackConfig()).save("last", {"params": to_host(params)}, {"step": 1})

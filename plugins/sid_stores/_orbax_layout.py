@@ -21,7 +21,8 @@ names arrays by their path joined with ``.``) are refused with a `CheckpointErro
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -32,16 +32,17 @@ import os
 import secrets
 import shutil
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from sid_stores import _orbax_layout as layout_codec
+from sid_stores._base import check_name, name_sort_key
+from sid_stores.config import OrbaxConfig
 from sidcore import files
 from sidcore.errors import CheckpointError
 from sidcore.files import failpoint
 from sidcore.registry import uri_scheme
-from sid_stores import _orbax_layout as layout_codec
-from sid_stores._base import check_name, name_sort_key
-from sid_stores.config import OrbaxConfig
 
 __all__ = ["FORMAT", "OrbaxStore", "build", "is_orbax_dir"]
 
@@ -74,7 +75,7 @@ def _root_of(uri: str) -> Any:
         from etils import epath
 
         return epath.Path(uri.rstrip("/"))
-    return Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+    return Path(uri.removeprefix("file://")).expanduser()
 
 
 def is_orbax_dir(path: str | os.PathLike[str]) -> bool:
@@ -82,7 +83,7 @@ def is_orbax_dir(path: str | os.PathLike[str]) -> bool:
     ``orbax_<name>.json`` commit record with format ``sid-orbax/1``."""
     try:
         return bool(OrbaxStore(os.fspath(path))._records())
-    except (CheckpointError, OSError):
+    except (CheckpointError, OSError, ImportError):  # ImportError: gs:// without gcsfs
         return False
 
 
@@ -280,7 +281,7 @@ class OrbaxStore:
             failpoint("orbax.finalised")
             if not primary:
                 return
-            pending.record["saved_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            pending.record["saved_at"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
             try:
                 old = self._read_record(pending.name)
             except CheckpointError:
@@ -390,4 +391,10 @@ def build(cfg: OrbaxConfig, *, uri: str) -> OrbaxStore:
     scheme = uri_scheme(str(uri)) if uri else ""
     if scheme not in ("file", "gs"):
         raise CheckpointError(f"store 'orbax' needs a local directory or gs://bucket/prefix, got {uri!r}")
+    if scheme == "gs":
+        import importlib.util
+
+        if importlib.util.find_spec("gcsfs") is None:
+            raise CheckpointError(f"store 'orbax' on {uri} needs gcsfs (orbax reaches gs:// through "
+                                  "etils.epath): pip install 'sid[gcs]'")
     return OrbaxStore(uri, cfg)

@@ -61,7 +61,6 @@ def save(args) -> None:
         jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.nproc,
                                    process_id=args.pid)
     from jax.sharding import Mesh
-
     from sid_stores.config import OrbaxConfig
     from sid_stores.orbax_store import OrbaxStore
 
@@ -79,7 +78,6 @@ def save(args) -> None:
 def restore(args) -> None:
     import jax
     from jax.sharding import Mesh, NamedSharding
-
     from sid_stores.orbax_store import OrbaxStore
 
     mesh = Mesh(np.array(jax.devices()[: args.mesh]), ("x",))

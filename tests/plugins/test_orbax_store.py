@@ -15,10 +15,10 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
-
 import sid_stores
 from sid_stores.config import OrbaxConfig
 from sid_stores.orbax_store import OrbaxStore, build, is_orbax_dir
+
 from sidcore.errors import CheckpointError
 from sidcore.plugins import load_plugins
 from sidcore.testing.stores import assert_trees_equal, check_store, sample_tree
@@ -70,6 +70,12 @@ def test_registered_by_name_not_scheme():
     assert isinstance(store, OrbaxStore) and store.sharded and store.root == Path("/tmp/x")
     with pytest.raises(CheckpointError, match="local directory or gs://"):
         build(OrbaxConfig(), uri="s3://b/x")
+    import importlib.util
+
+    if importlib.util.find_spec("gcsfs") is None:
+        with pytest.raises(CheckpointError, match=r"needs gcsfs .*pip install 'sid\[gcs\]'"):
+            build(OrbaxConfig(), uri="gs://b/x")
+        assert not is_orbax_dir("gs://b/x")
 
 
 def test_kernel_tree_roundtrip_params_only_and_detection(tmp_path):
@@ -158,7 +164,7 @@ def _env(devices: int, **extra: str) -> dict[str, str]:
 
 
 def _worker(*args: str, devices: int = 8, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(WORKER), *args], env=_env(devices, **extra),
+    return subprocess.run([sys.executable, str(WORKER), *args], check=False, env=_env(devices, **extra),
                           capture_output=True, text=True, timeout=300)
 
 
@@ -237,9 +243,9 @@ def test_kill_during_async_save_keeps_a_checkpoint(tmp_path, point, survivor):
 
 def test_convert_msgpack_orbax_roundtrip_is_bitwise(tmp_path):
     from click.testing import CliRunner
-
     from sid_stores.config import MsgpackConfig
     from sid_stores.msgpack_store import MsgpackStore
+
     from sidcore.cli import build_cli
 
     src, mid, back = tmp_path / "run", tmp_path / "orbax", tmp_path / "back"
