@@ -17,7 +17,8 @@ removed by the next save of this store (process 0, before it writes anything).
 
 With ``async_save`` (default) `save` returns once the arrays are copied to host memory; a
 background thread waits for Orbax and commits; the next `save`, `wait`, or any read of that name
-waits for it first. `is_orbax_dir` tells the kernel whether a directory holds orbax checkpoints.
+waits for it first. Call `wait` before the process exits: interpreter shutdown stops Orbax's
+writer pools, so a save still pending then is never committed (the previous one stays). `is_orbax_dir` tells the kernel whether a directory holds orbax checkpoints.
 Fault points (``SID_FAILPOINT``): ``orbax.started`` (async save running, nothing committed),
 ``orbax.finalised`` (Orbax folder complete, record not yet replaced), ``orbax.committed`` (record
 replaced, superseded folder not yet deleted).
@@ -269,7 +270,7 @@ class OrbaxStore:
         failpoint("orbax.started")
         self._pending = pending
         pending.thread = threading.Thread(target=self._finish, args=(pending, primary, bool(items)),
-                                          name=f"sid-orbax-commit-{name}", daemon=False)
+                                          name=f"sid-orbax-commit-{name}", daemon=True)
         pending.thread.start()
         if not self.cfg.async_save:
             self.wait()
