@@ -99,8 +99,7 @@ class _Pending:
 
 class OrbaxStore:
     """`sidcore.interfaces.CheckpointStore` over Orbax (see the module docstring)."""
-
-    sharded = True
+    sharded = True  # every process saves its device arrays
 
     def __init__(self, uri: str | os.PathLike[str], cfg: OrbaxConfig | None = None) -> None:
         self.uri = os.fspath(uri)
@@ -161,7 +160,7 @@ class OrbaxStore:
     def _problem(self, name: str, record: Mapping[str, Any]) -> str | None:
         """Why a committed record cannot be restored (None when its folder looks complete)."""
         folder = record.get("folder")
-        if not record["items"]:
+        if not record["items"]:  # nothing but plain values: the record is the whole checkpoint
             return None
         if not isinstance(folder, str) or "/" in folder or not folder.startswith(f"{RECORD_PREFIX}{name}."):
             return f"{self._where(self._record_file(name))}: bad folder entry {folder!r}"
