@@ -333,7 +333,8 @@ class OrbaxStore:
                 restore_args=layout_codec.restore_args(layout, i, shardings)) for i in items})
             folder = self.root / record["folder"]
             try:
-                restored = dict(ocp.Checkpointer(self._handler()).restore(folder, args=args))
+                with ocp.Checkpointer(self._handler()) as reader:
+                    restored = dict(reader.restore(folder, args=args))
             except Exception as exc:  # noqa: BLE001 - orbax/tensorstore raise many types
                 raise CheckpointError(f"{folder}: orbax restore failed ({_one_line(exc)})") from None
         tree = layout_codec.decode(layout, restored, params_only=params_only, where=where)
@@ -374,9 +375,7 @@ class OrbaxStore:
             record = None
         path = self.root / self._record_file(name)
         try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+            path.unlink(missing_ok=True)
         except OSError as exc:
             raise CheckpointError(f"{path}: cannot delete ({exc.strerror or exc})") from None
         if record and isinstance(record.get("folder"), str):
