@@ -4,8 +4,8 @@
 each seed as `jax.Array` s sharded over a (2, 4) mesh of all devices (of all processes with
 ``--coordinator``) and save it as checkpoint ``last`` through the `orbax` store, one save per seed,
 calling `wait` after each but the last (so SID_FAILPOINT=<point>:<n> can kill the n-th save).
-``restore ROOT MESH`` (one process): restore ``last`` onto a 1-D mesh of MESH devices with other
-partition specs, and print JSON ``{"seed": s, "shardings": ..., "params_only": ...}`` where s is
+``restore ROOT MESH [--coordinator ...]``: restore ``last`` onto a 1-D mesh of the first MESH
+(global) devices with other partition specs (each process checks the shards it holds), and print JSON ``{"seed": s, "shardings": ..., "params_only": ...}`` where s is
 the seed whose state is bitwise equal to what came back (-1 if none).
 """
 
@@ -75,8 +75,19 @@ def save(args) -> None:
     print(json.dumps({"process": jax.process_index(), "devices": len(jax.local_devices())}))
 
 
+def _equal(arr, want: np.ndarray) -> bool:
+    """Bitwise equality of a (possibly multi-process) jax.Array: each process checks its own shards."""
+    if arr.dtype != want.dtype or arr.shape != want.shape:
+        return False
+    return all(np.asarray(sh.data).tobytes() == want[sh.index].tobytes() for sh in arr.addressable_shards)
+
+
 def restore(args) -> None:
     import jax
+
+    if args.coordinator:
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.nproc,
+                                   process_id=args.pid)
     from jax.sharding import Mesh, NamedSharding
     from sid_stores.orbax_store import OrbaxStore
 
@@ -84,15 +95,14 @@ def restore(args) -> None:
     shardings = {k: NamedSharding(mesh, _spec(k, ("x",))) for k in SHAPES}
     store = OrbaxStore(args.root)
     tree, meta = store.restore("last", shardings=shardings)
-    got = {k: np.asarray(v) for k, v in tree["params"].items()}
     placed = {k: str(v.sharding.spec) for k, v in tree["params"].items() if isinstance(v, jax.Array)}
     want = state(meta["seed"])
-    equal = all(got[k].dtype == w.dtype and got[k].tobytes() == w.tobytes() for k, w in want["params"].items())
+    equal = all(_equal(tree["params"][k], w) for k, w in want["params"].items())
     mu = tree["opt_state"]["0"]["mu"]
     equal = equal and all(mu[k].tobytes() == w.tobytes() and isinstance(mu[k], np.ndarray)
                           for k, w in want["opt_state"]["0"]["mu"].items())
     only, _ = store.restore("last", params_only=True)
-    print(json.dumps({"seed": meta["seed"] if equal else -1, "shardings": placed,
+    print(json.dumps({"process": jax.process_index(), "seed": meta["seed"] if equal else -1, "shardings": placed,
                       "params_only": sorted(only), "names": store.names(), "damaged": store.damaged()}))
 
 
@@ -102,12 +112,13 @@ def main(argv: list[str]) -> None:
     s = sub.add_parser("save")
     s.add_argument("root")
     s.add_argument("seeds")
-    s.add_argument("--coordinator")
-    s.add_argument("--nproc", type=int, default=1)
-    s.add_argument("--pid", type=int, default=0)
     r = sub.add_parser("restore")
     r.add_argument("root")
     r.add_argument("mesh", type=int)
+    for p in (s, r):
+        p.add_argument("--coordinator")
+        p.add_argument("--nproc", type=int, default=1)
+        p.add_argument("--pid", type=int, default=0)
     args = parser.parse_args(argv)
     save(args) if args.mode == "save" else restore(args)
 

@@ -219,6 +219,25 @@ def test_two_processes_write_only_their_own_shards(tmp_path):
 
 
 @pytest.mark.slow
+def test_one_process_save_restores_in_two_processes(tmp_path):
+    """Saved by 1 process x 8 devices, restored by 2 jax.distributed processes x 4 devices onto a
+    mesh spanning both: each process gets exactly its slices of the saved arrays."""
+    root = tmp_path / "run"
+    proc = _worker("save", str(root), "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    coord = f"127.0.0.1:{_free_port()}"
+    procs = [subprocess.Popen([sys.executable, str(WORKER), "restore", str(root), "8", "--coordinator", coord,
+                               "--nproc", "2", "--pid", str(i)], env=_env(4), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    rows = sorted((json.loads(o.strip().splitlines()[-1]) for o, _ in outs), key=lambda r: r["process"])
+    assert [(r["process"], r["seed"]) for r in rows] == [(0, 2), (1, 2)], rows
+    assert rows[0]["shardings"]["model/layers/0/mlp/kernel"] == "P(None, 'x')"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("point,survivor", [("orbax.started", 0), ("orbax.finalised", 0),
                                             ("orbax.committed", 1)])
 def test_kill_during_async_save_keeps_a_checkpoint(tmp_path, point, survivor):
