@@ -1,4 +1,5 @@
-"""How a kernel checkpoint tree maps onto Orbax items and back, exactly (the `orbax` store's codec).
+"""How a kernel checkpoint tree maps onto Orbax items and back, exactly (the `orbax` store's codec),
+and the check of its JSON commit record.
 
 The kernel's tree is a dict of dicts whose leaves are arrays (numpy or `jax.Array`, possibly
 sharded), numpy scalars or plain JSON values; parameter keys are flat paths such as
@@ -177,3 +178,17 @@ def decode(layout: Mapping[str, Any], restored: Mapping[str, Any], *, params_onl
     if "d" not in layout:
         raise CheckpointError(f"{where}: the record's layout is not a dict tree")
     return {k: build(child) for k, child in layout["d"] if not params_only or k == PARAMS}
+
+
+def parse_record(raw: bytes, fmt: str, *, where: str) -> dict[str, Any]:
+    """A commit record's JSON, checked: format tag, ``meta``, ``layout`` and ``items``."""
+    import json
+
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{where}: unreadable checkpoint record ({exc})") from None
+    if (not isinstance(record, dict) or record.get("format") != fmt or not isinstance(record.get("meta"), dict)
+            or not isinstance(record.get("layout"), dict) or not isinstance(record.get("items"), list)):
+        raise CheckpointError(f"{where}: not a {fmt} checkpoint record")
+    return record

@@ -13,12 +13,13 @@ Orbax has finalised it (every process done, folder renamed into place or its com
 process 0 atomically replaces the small commit record and then deletes the folder the old record
 pointed to. A crash at any moment therefore leaves the previous checkpoint of that name committed
 and readable; folders no record points to (killed saves, superseded folders a crash left) are
-removed by the next save of this store (process 0, before it writes anything).
+removed by the first save of a store instance (process 0; folders that another instance of the
+same process is writing are spared). `is_orbax_dir` recognises a store directory.
 
 With ``async_save`` (default) `save` returns once the arrays are copied to host memory; a
 background thread waits for Orbax and commits; the next `save`, `wait`, or any read of that name
 waits for it first. Call `wait` before the process exits: interpreter shutdown stops Orbax's
-writer pools, so a save still pending then is never committed (the previous one stays). `is_orbax_dir` tells the kernel whether a directory holds orbax checkpoints.
+writer pools, so a save still pending then is never committed (the previous one stays).
 Fault points (``SID_FAILPOINT``): ``orbax.started`` (async save running, nothing committed),
 ``orbax.finalised`` (Orbax folder complete, record not yet replaced), ``orbax.committed`` (record
 replaced, superseded folder not yet deleted).
@@ -53,6 +54,7 @@ FORMAT = "sid-orbax/1"
 RECORD_PREFIX = "orbax_"
 RECORD_SUFFIX = ".json"
 _ORBAX_DONE = "_CHECKPOINT_METADATA"  # orbax writes it when a checkpoint folder is complete
+_IN_FLIGHT: set[str] = set()  # folders being written by any store instance of this process
 
 
 def _one_line(exc: BaseException) -> str:
@@ -136,15 +138,7 @@ class OrbaxStore:
             return None
         except OSError as exc:
             raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
-        try:
-            record = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{path}: unreadable checkpoint record ({exc})") from None
-        if (not isinstance(record, dict) or record.get("format") != FORMAT
-                or not isinstance(record.get("meta"), dict) or not isinstance(record.get("layout"), dict)
-                or not isinstance(record.get("items"), list)):
-            raise CheckpointError(f"{path}: not a {FORMAT} checkpoint record")
-        return record
+        return layout_codec.parse_record(raw, FORMAT, where=str(path))
 
     def _write_record(self, name: str, record: Mapping[str, Any]) -> None:
         data = json.dumps(record, indent=1, sort_keys=True) + "\n"
@@ -229,8 +223,10 @@ class OrbaxStore:
             entries = [p.name for p in self.root.iterdir()]
         except (FileNotFoundError, NotADirectoryError):
             return
+        busy = {Path(f).name for f in _IN_FLIGHT if str(Path(f).parent) == str(self.root)}
         for entry in entries:
-            if entry.startswith(RECORD_PREFIX) and not entry.endswith(RECORD_SUFFIX) and entry not in keep:
+            if entry.startswith(RECORD_PREFIX) and not entry.endswith(RECORD_SUFFIX) and entry not in keep \
+                    and entry.split(".orbax-checkpoint-tmp")[0] not in busy:
                 log.info("%s: removing orphaned orbax folder", self.root / entry)
                 self._rmtree(entry)
 
@@ -258,6 +254,7 @@ class OrbaxStore:
         folder = f"{RECORD_PREFIX}{name}.{self._token()}"
         record["folder"] = folder
         pending = _Pending(name, folder, record)
+        _IN_FLIGHT.add(str(self.root / folder))
         if items:
             if self._local:
                 self.root.mkdir(parents=True, exist_ok=True)
@@ -265,6 +262,7 @@ class OrbaxStore:
             try:
                 self._checkpointer().save(self.root / folder, args=args)
             except Exception as exc:  # noqa: BLE001 - orbax/tensorstore raise many types
+                _IN_FLIGHT.discard(str(self.root / folder))
                 raise CheckpointError(f"{self.root / folder}: orbax save failed ({_one_line(exc)})") from None
         failpoint("orbax.started")
         self._pending = pending
@@ -292,6 +290,8 @@ class OrbaxStore:
                 self._rmtree(old["folder"])
         except BaseException as exc:  # noqa: BLE001 - re-raised by wait()
             pending.error = exc
+        finally:
+            _IN_FLIGHT.discard(str(self.root / pending.folder))
 
     def wait(self) -> None:
         """Block until the started save is committed (raises its error, as `CheckpointError`)."""

@@ -6,6 +6,7 @@ another mesh, a 2-process `jax.distributed` save and kill -9 at every fault poin
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -132,6 +133,32 @@ def test_orphans_removed_by_next_save_and_damage_reported(tmp_path):
     assert "incomplete" in bad["step1"] and again.names() == ["best"]
     with pytest.raises(CheckpointError, match="orbax folder missing"):
         again.restore("step1")
+
+
+def test_a_second_instance_spares_a_save_in_flight(tmp_path, caplog):
+    """The first save of a new store instance cleans orphans, but not the folder another instance of
+    the same process is still writing."""
+    import threading
+
+    root = tmp_path / "run"
+    writer, release = _store(root), threading.Event()
+    finish = writer._finish
+
+    def held_finish(*args):  # the writer's commit waits until the other instance has saved
+        release.wait(60)
+        finish(*args)
+
+    writer._finish = held_finish
+    writer.save("last", sample_tree(1), {"step": 1})
+    other = _store(root)
+    with caplog.at_level(logging.INFO, logger="sid_stores.orbax_store"):
+        other.save("best", sample_tree(0), {})
+        other.wait()
+    assert "removing orphaned" not in caplog.text, "the folder being written must not be cleaned"
+    release.set()
+    writer.wait()
+    assert sorted(_store(root).names()) == ["best", "last"] and _store(root).damaged() == {}
+    assert_trees_equal(_store(root).restore("last")[0], sample_tree(1))
 
 
 def test_unsupported_trees_are_one_line_errors(tmp_path):
