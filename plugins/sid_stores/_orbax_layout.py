@@ -131,15 +131,17 @@ def param_key(keys: tuple[Any, ...]) -> str:
 
 
 def restore_args(layout: Mapping[str, Any], item: str, shardings: Mapping[str, Any] | None) -> dict:
-    """Orbax restore arguments of one item: numpy arrays, or `jax.Array` s placed by `shardings`
-    (``{param key: Sharding}``, used for item ``params`` only)."""
+    """Orbax restore arguments of one item: numpy arrays, or `jax.Array` s placed by `shardings`:
+    ``{param key "a/b/c": Sharding}`` for ``params``, and for any other leaf its whole tree path
+    (``"opt_state/0/mu/model/embed/embedding"``), so a resume need not load the optimizer state whole."""
     import orbax.checkpoint as ocp
 
     out: dict[str, dict] = {}
     for keys, node in array_nodes(layout):
         if node["i"] != item:
             continue
-        sharding = shardings.get(param_key(keys)) if shardings and item == PARAMS else None
+        key = param_key(keys) if item == PARAMS else "/".join(str(k) for k in keys)
+        sharding = shardings.get(key) if shardings else None
         if sharding is not None:
             arg: Any = ocp.ArrayRestoreArgs(sharding=sharding, global_shape=tuple(node["shape"]),
                                             dtype=dtype_of(node["dtype"]))

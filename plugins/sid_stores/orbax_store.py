@@ -312,8 +312,9 @@ class OrbaxStore:
 
     def restore(self, name: str, *, params_only: bool = False,
                 shardings: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``(tree, meta)`` of a committed checkpoint; numpy arrays, or `jax.Array` s for the params
-        named in `shardings` (``{param key: Sharding}``, any mesh and process count)."""
+        """``(tree, meta)`` of a committed checkpoint; numpy arrays, or `jax.Array` s for the leaves
+        named in `shardings` (``{param key: Sharding}``; other leaves by tree path, e.g.
+        ``"opt_state/0/mu/a/b"``; any mesh and process count)."""
         check_name(name)
         self._settle(name)
         record = self._read_record(name)

@@ -93,14 +93,17 @@ def restore(args) -> None:
 
     mesh = Mesh(np.array(jax.devices()[: args.mesh]), ("x",))
     shardings = {k: NamedSharding(mesh, _spec(k, ("x",))) for k in SHAPES}
+    mu_key = "model/embed/embedding"  # one optimizer leaf restored sharded too, by its tree path
+    shardings[f"opt_state/0/mu/{mu_key}"] = shardings[mu_key]
     store = OrbaxStore(args.root)
     tree, meta = store.restore("last", shardings=shardings)
     placed = {k: str(v.sharding.spec) for k, v in tree["params"].items() if isinstance(v, jax.Array)}
     want = state(meta["seed"])
     equal = all(_equal(tree["params"][k], w) for k, w in want["params"].items())
     mu = tree["opt_state"]["0"]["mu"]
-    equal = equal and all(mu[k].tobytes() == w.tobytes() and isinstance(mu[k], np.ndarray)
-                          for k, w in want["opt_state"]["0"]["mu"].items())
+    equal = equal and isinstance(mu[mu_key], jax.Array) and all(
+        _equal(mu[k], w) if k == mu_key else (isinstance(mu[k], np.ndarray) and mu[k].tobytes() == w.tobytes())
+        for k, w in want["opt_state"]["0"]["mu"].items())
     only, _ = store.restore("last", params_only=True)
     print(json.dumps({"process": jax.process_index(), "seed": meta["seed"] if equal else -1, "shardings": placed,
                       "params_only": sorted(only), "names": store.names(), "damaged": store.damaged()}))
