@@ -1,5 +1,7 @@
-"""Built-in checkpoint store components: `msgpack` (local directory, the default) and `gcs`
-(``gs://bucket/prefix``; needs the extra ``sid[gcs]`` = google-cloud-storage).
+"""Built-in checkpoint store components: `msgpack` (local directory, the default), `gcs`
+(``gs://bucket/prefix``; needs the extra ``sid[gcs]`` = google-cloud-storage) and `orbax` (sharded,
+asynchronous; local directory or ``gs://``; selected by name, ``store.name=orbax``: it claims no URI
+scheme, `sid_stores.orbax_store.is_orbax_dir` recognises its folders).
 
 Both write ``sft_state_<name>.msgpack`` (reference-compatible flax msgpack) and then the commit
 record ``sft_state_<name>.meta.json``. `sid_stores.copy.copy_checkpoint` copies between stores.
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 from sidcore import hookimpl
 from sidcore.interfaces import Register
-from sid_stores.config import GcsConfig, MsgpackConfig
+from sid_stores.config import GcsConfig, MsgpackConfig, OrbaxConfig
 
 
 @hookimpl
@@ -18,6 +20,8 @@ def register_checkpoint_stores(register: Register) -> None:
              summary="Local directory of sft_state_<name>.msgpack files, written atomically.")
     register("gcs", "sid_stores.gcs:build", config=GcsConfig, schemes=("gs",),
              summary="gs://bucket/prefix via google-cloud-storage (checksummed, retried, cached).")
+    register("orbax", "sid_stores.orbax_store:build", config=OrbaxConfig,
+             summary="Sharded async Orbax checkpoints (each process writes its shards; atomic commit record).")
 
 
 @hookimpl

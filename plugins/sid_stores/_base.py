@@ -88,6 +88,25 @@ def _to_numpy_tree(tree: Any) -> Any:
     return np.asarray(tree)
 
 
+def place_params(params: Mapping[str, Any], shardings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Put the numpy params whose ``/``-joined key path is in `shardings` on devices, placed so
+    (every process keeps only its own slices); other leaves stay as they are."""
+    import jax
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out[k] = place_params(v, shardings, f"{key}/")
+        elif key in shardings:
+            arr = np.asarray(v)
+            out[k] = jax.make_array_from_callback(arr.shape, shardings[key], lambda idx, a=arr: a[idx])
+        else:
+            out[k] = v
+    return out
+
+
 def serialize_tree(tree: Mapping[str, Any], *, where: str) -> bytes:
     """msgpack bytes of a pure-dict tree (numpy arrays of any dtype incl. bfloat16, scalars, str)."""
     if not isinstance(tree, Mapping):
@@ -157,7 +176,7 @@ class PayloadStore(abc.ABC):
     """
 
     uri: str
-    sharded = False  # a byte store: the kernel gathers the tree and saves from process 0 only
+    sharded = False  # the kernel gathers the tree and calls save() on process 0 only
 
     # -- primitives ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -209,15 +228,22 @@ class PayloadStore(abc.ABC):
         self.write_payload(name, serialize_tree(tree, where=self._where(payload_file(name))), meta)
 
     def wait(self) -> None:
-        """Saves are synchronous: nothing is ever pending."""
+        """Nothing to wait for: `save` returns once the checkpoint is committed."""
 
     def restore(self, name: str, *, params_only: bool = False,
                 shardings: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Return ``(tree, meta)`` of a committed checkpoint, verified against its sha256 (one payload:
-        `params_only` and `shardings` save nothing here, the whole tree is read and returned)."""
-        del params_only, shardings
+        """Return ``(tree, meta)`` of a committed checkpoint, verified against its sha256.
+
+        ``params_only`` keeps only ``tree["params"]`` (the whole payload is still read: it is one
+        blob); ``shardings`` (``{param key "a/b/c": Sharding}``) places those params as `jax.Array` s.
+        """
         data, meta = self.read_payload(name)
-        return deserialize_tree(data, where=self._where(payload_file(name))), meta
+        tree = deserialize_tree(data, where=self._where(payload_file(name)))
+        if params_only:
+            tree = {k: v for k, v in tree.items() if k == "params"}
+        if shardings and isinstance(tree.get("params"), Mapping):
+            tree["params"] = place_params(tree["params"], shardings)
+        return tree, meta
 
     def names(self) -> list[str]:
         """Committed, intact checkpoint names (record readable, payload size as recorded), sorted."""

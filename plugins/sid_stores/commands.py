@@ -1,20 +1,30 @@
-"""``sid checkpoint copy SRC DST``: copy a checkpoint between any two store URIs, checksum-verified."""
+"""``sid checkpoint copy SRC DST`` (same format, checksum-verified) and ``sid checkpoint convert SRC
+DST`` (between the msgpack/gcs byte format and orbax, verified bitwise)."""
 
 from __future__ import annotations
 
 import click
 
 
-def _store(uri: str):
-    """The store serving `uri`, from the plugins the running ``sid`` loaded (click context)."""
+def _store(uri: str, kind: str | None = None):
+    """The store for `uri`: the named store `kind`, else `orbax` when `uri` holds orbax checkpoints,
+    else the one serving the URI's scheme (from the plugins the running ``sid`` loaded)."""
+    from sid_stores.orbax_store import is_orbax_dir
     from sidcore.run.checkpoints import store_for
 
-    return store_for(uri, click.get_current_context().obj.plugins.registry)
+    registry = click.get_current_context().obj.plugins.registry
+    if kind is None and is_orbax_dir(uri):
+        kind = "orbax"
+    if kind is None:
+        return store_for(uri, registry)
+    spec = registry.get("store", kind)
+    return spec.build(spec.config(), uri=uri)
 
 
 @click.group("checkpoint")
 def checkpoint() -> None:
-    """Checkpoint utilities (stores: local dir -> msgpack, gs://bucket/prefix -> gcs)."""
+    """Checkpoint utilities (stores: local dir -> msgpack, gs://bucket/prefix -> gcs; a folder with
+    orbax_<name>.json records -> orbax)."""
 
 
 @checkpoint.command("copy")
@@ -55,5 +65,36 @@ def copy(src: str, dst: str, dry_run: bool) -> None:
     if dry_run:
         click.echo(f"copy {src_base}#{name} -> {dst_base}#{dst_name or name}")
         return
-    digest = copy_checkpoint(source, _store(dst_base), name, dst_name=dst_name)
+    same_kind = "orbax" if getattr(source, "sharded", False) else None  # orbax copies stay orbax
+    digest = copy_checkpoint(source, _store(dst_base, same_kind), name, dst_name=dst_name)
     click.echo(f"copied {src_base}#{name} -> {dst_base}#{dst_name or name} sha256={digest}")
+
+
+@checkpoint.command("convert")
+@click.argument("src")
+@click.argument("dst")
+@click.option("--to-store", type=click.Choice(["orbax", "msgpack", "gcs"]), default=None,
+              help="Store (format) to write DST with [default: msgpack when SRC is orbax (gcs for gs://), "
+                   "else orbax].")
+def convert(src: str, dst: str, to_store: str | None) -> None:
+    """Convert SRC[#NAME] into another store format at DST[#NAME] (default name: best if present,
+    else last), e.g. a msgpack run dir into orbax or back. The whole tree and meta are copied;
+    DST is re-read and must equal SRC bitwise."""
+    from sid_stores.copy import copy_checkpoint
+    from sidcore.errors import CheckpointError
+    from sidcore.registry import uri_scheme
+    from sidcore.run.checkpoints import pick_name, resolve, split_uri
+
+    src_base, name, bare = resolve(src)
+    if bare is not None:
+        raise CheckpointError(f"{bare}: convert reads a store or run dir (use 'sid checkpoint copy' for files)")
+    dst_base, dst_name = split_uri(dst)
+    source = _store(src_base)
+    if to_store is None:
+        remote = uri_scheme(dst_base) == "gs"
+        to_store = ("gcs" if remote else "msgpack") if getattr(source, "sharded", False) else "orbax"
+    name = pick_name(source, src_base, name)
+    target = _store(dst_base, to_store)
+    digest = copy_checkpoint(source, target, name, dst_name=dst_name)
+    click.echo(f"converted {src_base}#{name} -> {dst_base}#{dst_name or name} ({to_store}) "
+               f"tree sha256={digest}")

@@ -47,3 +47,26 @@ class GcsConfig:
         default=64, validator=v.ge(0),
         metadata={"help": "Resumable upload/download chunk in MiB (0: one request per object)."},
     )
+
+
+@attrs.frozen(kw_only=True)
+class OrbaxConfig:
+    """Options of the `orbax` store (sharded, asynchronous; the URI is a local directory or
+    ``gs://bucket/prefix``). Selected by name (``store.name=orbax``), not by URI scheme."""
+
+    async_save: bool = attrs.field(
+        default=True,
+        metadata={"help": "Return from save() once the arrays are copied to host memory; they are written "
+                          "in the background and committed as soon as orbax has finalised (the next save() "
+                          "and wait() wait for it). false: save() blocks until committed."},
+    )
+    use_ocdbt: bool = attrs.field(
+        default=True,
+        metadata={"help": "Orbax's OCDBT format: few large files per process instead of one folder per "
+                          "array (faster on GCS, fewer objects)."},
+    )
+    save_timeout_s: int = attrs.field(
+        default=1800, validator=v.gt(0),
+        metadata={"help": "Seconds a background save may take (incl. the barriers between processes) "
+                          "before it fails."},
+    )

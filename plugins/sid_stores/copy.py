@@ -2,8 +2,9 @@
 
 Built-in stores (and any store with the raw-payload methods ``read_payload``, ``write_payload``
 and ``checksum``) copy the verified payload bytes unchanged, then re-read the destination from
-storage and compare its sha256 with the source's. Other `CheckpointStore` s go through
-``restore`` / ``save`` / ``restore`` and compare a digest of the serialized trees instead.
+storage and compare its sha256 with the source's. Other `CheckpointStore` s (e.g. `orbax`,
+and any conversion between formats) go through ``restore`` / ``save`` / ``wait`` / ``restore`` and
+compare a digest of the msgpack-serialized trees instead (the trees must be equal bitwise).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def copy_checkpoint(
         tree, meta = src.restore(name)
         expected = sha256_hex(serialize_tree(tree, where=where))
         dst.save(target, tree, meta)
+        getattr(dst, "wait", lambda: None)()  # asynchronous stores (orbax) commit here
         tree2, _ = dst.restore(target)
         actual = sha256_hex(serialize_tree(tree2, where=where))
     if actual != expected:

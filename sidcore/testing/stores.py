@@ -68,6 +68,13 @@ def assert_trees_equal(got: Any, want: Any, path: str = "") -> None:
         assert got == want and type(got) is type(want), f"{path}: {got!r} != {want!r}"
 
 
+def _wait(store: CheckpointStore) -> None:
+    """Let an asynchronous store commit what it started (``wait()`` is part of the contract)."""
+    wait = getattr(store, "wait", None)
+    assert callable(wait), "a store must have wait() (a no-op for synchronous stores)"
+    wait()
+
+
 def _raises_checkpoint_error(fn: Callable[[], Any], what: str) -> None:
     try:
         fn()
@@ -102,13 +109,26 @@ def check_store(make_store: MakeStore, *, uncommit: Hook | None = None, corrupt:
 
     tree, meta = sample_tree(0), {"step": 7, "metric": {"ndcg@10": 0.25}, "tag": "x"}
     store.save("last", tree, meta)
-    store.wait()
+    _wait(store)
+    assert store.names() == ["last"], f"names() after one save and wait(): {store.names()}"
     got_tree, got_meta = store.restore("last")
     assert_trees_equal(got_tree, tree)
     assert got_meta == meta, f"meta must round-trip as JSON data: {got_meta!r} != {meta!r}"
     assert store.names() == ["last"], f"names() after one save: {store.names()}"
     params_only, _ = store.restore("last", params_only=True)
     assert_trees_equal(params_only["params"], tree["params"])
+
+    # params_only keeps only "params"; shardings places those params as jax.Arrays.
+    only, _ = store.restore("last", params_only=True)
+    assert set(only) == {"params"}, f"restore(params_only=True) returned keys {sorted(only)}"
+    assert_trees_equal(only["params"], tree["params"])
+    import jax
+
+    placed, _ = store.restore("last", shardings={"embed/embedding": jax.sharding.SingleDeviceSharding(jax.devices()[0])})
+    emb = placed["params"]["embed"]["embedding"]
+    assert isinstance(emb, jax.Array), f"restore(shardings=...) must return jax.Arrays, got {type(emb).__name__}"
+    assert_trees_equal(np.asarray(emb), tree["params"]["embed"]["embedding"], "params/embed/embedding")
+    assert isinstance(placed["params"]["norm"]["scale"], np.ndarray), "params not in shardings stay numpy"
 
     # A second instance over the same location sees the same checkpoints.
     again = make_store()
@@ -125,7 +145,7 @@ def check_store(make_store: MakeStore, *, uncommit: Hook | None = None, corrupt:
 
     for name in ("best", "step10", "step2"):
         store.save(name, tree, {"name": name})
-    store.wait()
+    _wait(store)
     assert set(store.names()) == {"last", "best", "step10", "step2"}, f"names(): {store.names()}"
     assert store.restore("step2")[1] == {"name": "step2"}
 
@@ -139,13 +159,13 @@ def check_store(make_store: MakeStore, *, uncommit: Hook | None = None, corrupt:
 
     if uncommit is not None:
         store.save("step5", tree, {})
-        store.wait()
+        _wait(store)
         uncommit(store, "step5")
         assert "step5" not in store.names(), "a checkpoint without its commit marker must be invisible"
         _raises_checkpoint_error(lambda: store.restore("step5"), "restore without commit marker")
 
     if corrupt is not None:
         store.save("step6", tree, {})
-        store.wait()
+        _wait(store)
         corrupt(store, "step6")
         _raises_checkpoint_error(lambda: store.restore("step6"), "restore of a corrupted payload")

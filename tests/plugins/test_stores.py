@@ -186,7 +186,7 @@ def test_names_order_delete_and_bad_input(tmp_path):
 
 
 def test_registry_and_factories(registry, tmp_path):
-    assert registry.names("store") == ["gcs", "msgpack"]
+    assert registry.names("store") == ["gcs", "msgpack", "orbax"]
     spec = registry.get("store", "msgpack")
     store = spec.build(spec.config(), uri=str(tmp_path / "ck"))
     assert isinstance(store, MsgpackStore) and store.uri == str(tmp_path / "ck")
