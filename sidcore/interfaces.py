@@ -54,11 +54,15 @@ class Register(Protocol):
 
     ``name`` is snake_case and unique per kind; ``factory`` a callable or a lazy
     ``"package.module:function"`` string; ``config`` a frozen attrs class of the component's options.
-    Stores also pass ``schemes``: the URI schemes they serve (``"file"`` = plain local paths).
+    Stores also pass ``schemes``: the URI schemes they serve (``"file"`` = plain local paths), and
+    may pass ``detect``: a callable (or lazy ``"module:function"``) ``detect(uri) -> bool`` saying
+    that a location holds this store's checkpoints whatever its scheme (``orbax`` folders are plain
+    local paths too); the kernel asks detecting stores first when it opens a checkpoint by URI.
     """
 
     def __call__(self, name: str, factory: Callable[..., Any] | str, *, config: type,
-                 summary: str = "", schemes: Sequence[str] = ()) -> None: ...
+                 summary: str = "", schemes: Sequence[str] = (),
+                 detect: Callable[[str], bool] | str | None = None) -> None: ...
 
 
 class DecodeModel(Protocol):

@@ -55,6 +55,21 @@ class ComponentSpec:
     summary: str
     plugin: str
     schemes: tuple[str, ...] = ()  # stores: URI schemes served ("file" = plain local paths)
+    detect: Callable[[str], bool] | str | None = None  # stores: "does this URI hold my checkpoints?"
+
+    def holds(self, uri: str) -> bool:
+        """A detecting store's answer for `uri` (False for stores that do not detect)."""
+        if self.detect is None:
+            return False
+        fn = self.detect
+        if not callable(fn):
+            module_name, _, attr = fn.partition(":")
+            try:
+                fn = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as exc:
+                raise PluginLoadError(f"store '{self.name}' (plugin '{self.plugin}'): cannot load detect "
+                                      f"{self.detect!r}: {exc}") from exc
+        return bool(fn(uri))
 
     def load_factory(self) -> Callable[..., Any]:
         """Return the factory callable, importing a lazy ``"module:attr"`` target on first use."""
@@ -96,9 +111,10 @@ class Registry:
             config: type | None = None,
             summary: str = "",
             schemes: Sequence[str] = (),
+            detect: Callable[[str], bool] | str | None = None,
         ) -> None:
             self.add(kind=kind, name=name, factory=factory, config=config, summary=summary, plugin=plugin,
-                     schemes=schemes)
+                     schemes=schemes, detect=detect)
 
         return register
 
@@ -112,6 +128,7 @@ class Registry:
         summary: str,
         plugin: str,
         schemes: Sequence[str] = (),
+        detect: Callable[[str], bool] | str | None = None,
     ) -> ComponentSpec:
         if kind not in self._by_kind:
             raise PluginLoadError(f"plugin '{plugin}': unknown component kind {kind!r}")
@@ -145,7 +162,8 @@ class Registry:
                     f"and store '{name}' (plugin '{plugin}'); disable one with SID_DISABLE_PLUGINS={plugin}"
                 )
         spec = ComponentSpec(
-            kind=kind, name=name, factory=factory, config=config, summary=summary, plugin=plugin, schemes=schemes
+            kind=kind, name=name, factory=factory, config=config, summary=summary, plugin=plugin, schemes=schemes,
+            detect=detect,
         )
         table[name] = spec
         return spec
@@ -177,7 +195,11 @@ class Registry:
         return {sc: spec.name for spec in self._by_kind["store"].values() for sc in spec.schemes}
 
     def store_for_uri(self, uri: str) -> ComponentSpec:
-        """The store component serving `uri` (``scheme://...``; a plain path is scheme ``file``)."""
+        """The store component serving `uri`: a store that detects its checkpoints there, else the
+        one registered for its scheme (``scheme://...``; a plain path is scheme ``file``)."""
+        for spec in self._by_kind["store"].values():
+            if spec.holds(uri):
+                return spec
         scheme = uri_scheme(uri)
         table = self.schemes()
         if scheme not in table:

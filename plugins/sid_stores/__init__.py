@@ -21,6 +21,7 @@ def register_checkpoint_stores(register: Register) -> None:
     register("gcs", "sid_stores.gcs:build", config=GcsConfig, schemes=("gs",),
              summary="gs://bucket/prefix via google-cloud-storage (checksummed, retried, cached).")
     register("orbax", "sid_stores.orbax_store:build", config=OrbaxConfig,
+             detect="sid_stores.orbax_store:is_orbax_dir",
              summary="Sharded async Orbax checkpoints (each process writes its shards; atomic commit record).")
 
 

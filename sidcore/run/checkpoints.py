@@ -110,3 +110,21 @@ def open_checkpoint(uri: str, registry: Registry, *, params_only: bool = False) 
     name = pick_name(store, base, name)
     tree, meta = store.restore(name, params_only=params_only)
     return Opened(tree=tree, meta=dict(meta), source=f"{base}#{name}")
+
+
+def check_own_store(uri: str, store_name: str, registry: Registry) -> None:
+    """Refuse a run whose configured store is not the one holding the checkpoints already at `uri`
+    (e.g. ``--store orbax`` over a folder of msgpack checkpoints): it would neither see nor resume
+    them, and would train from scratch beside them."""
+    other = registry.store_for_uri(uri)
+    if other.name == store_name:
+        return
+    try:
+        found = other.build(other.config(), uri=uri).names()
+    except Exception:  # noqa: BLE001 - a store that cannot even list: nothing of its kind to protect
+        found = []
+    if found:
+        raise CheckpointError(
+            f"{uri} holds {other.name} checkpoints ({', '.join(found)}) but this run's store is {store_name}: "
+            f"pass --store {other.name} to resume them, or use another output_dir (sid checkpoint convert "
+            "turns one store's checkpoints into another's)")

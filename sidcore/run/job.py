@@ -107,7 +107,7 @@ def _run_locked(cfg: RunConfig, plugins: Plugins, out: Path, is_main: bool) -> d
     import jax
 
     from sidcore.run.assemble import build_model, loads_checkpoint, store_uri
-    from sidcore.run.checkpoints import open_checkpoint
+    from sidcore.run.checkpoints import check_own_store, open_checkpoint
     from sidcore.run.components import build_components
 
     started = time.time()
@@ -131,6 +131,8 @@ def _run_locked(cfg: RunConfig, plugins: Plugins, out: Path, is_main: bool) -> d
         rl_eval_examples = rl_job.rl_eval_examples(cfg, bundle, catalog)
         rl_job.check_batch(cfg, bundle, catalog, len(rl_examples), len(rl_eval_examples))
     settings = run_settings(cfg)
+    if trains or rl:
+        check_own_store(store_uri(cfg), cfg.store.name, plugins.registry)
     # SFT and RL alike: the run's own newest checkpoint is restored (checksums verified) and checked
     # against this run's stage and settings here, before any write; a damaged one stops the run.
     resume = own_resume(comps.store, resume_fallback=cfg.train.resume_fallback, stage=stage_of(cfg),

@@ -93,13 +93,15 @@ def check(cfg: RunConfig, plugins: Plugins, *, in_process: bool) -> list[str]:
 
 
 def _identity(cfg: RunConfig, plugins: Plugins, uri: str) -> str:
-    from sidcore.run.checkpoints import store_for
+    from sidcore.run.checkpoints import check_own_store
     from sidcore.run.identity import run_settings, stage_of
     from sidcore.train.checkpointing import own_resume
 
     if uri_scheme(uri) == "file" and not Path(uri.removeprefix("file://")).is_dir():
         return "fresh run (no checkpoint folder yet)"
-    store = store_for(uri, plugins.registry)
+    check_own_store(uri, cfg.store.name, plugins.registry)
+    spec = plugins.registry.get("store", cfg.store.name)
+    store = spec.build(cfg.store.options, uri=uri)
     resumed = own_resume(store, resume_fallback=cfg.train.resume_fallback, stage=stage_of(cfg),
                          settings=run_settings(cfg))
     return "fresh run" if resumed is None else f"resumes {resumed.source} (step {resumed.step}, same settings)"
