@@ -276,7 +276,7 @@ def load_flat_params(model: nnx.Module, flat: dict[str, Any]) -> None:
         leaf = parts[-1]
         if tuple(node[leaf].shape) != tuple(value.shape):
             raise ValueError(f"{key}: shape {tuple(value.shape)} does not fit the model's {tuple(node[leaf].shape)}")
-        node[leaf] = jnp.asarray(value, jnp.float32)
+        node[leaf] = jnp.array(value, jnp.float32, copy=True)  # never alias the caller's buffer
     nnx.replace_by_pure_dict(state, pure)
     nnx.update(model, state)
 
