@@ -49,6 +49,7 @@ class RLExample:
     input_text: str
     target_item: str | None = None
     bind_key: str = ""  # what upstream binds the target through (history string / item text)
+    history_items: tuple[int, ...] = ()  # the history's item ids (CSV tasks), for the sasrec reward
 
 
 @attrs.frozen(kw_only=True)
@@ -59,6 +60,7 @@ class _Record:
     target_sid: str
     target_item: str | None
     bind_key: str
+    history_items: tuple[int, ...] = ()
 
 
 def description_text(description: str) -> str:
@@ -101,7 +103,8 @@ def rl_records(
         for r in train_rows:
             out.append(_Record(task="sid_history", instruction=P.SID_NEXT_ITEM_INSTRUCTION,
                                input_text=P.sid_next_item_input(r.history_item_sid), target_sid=r.item_sid,
-                               target_item=str(r.item_id), bind_key="::".join(r.history_item_sid)))
+                               target_item=str(r.item_id), bind_key="::".join(r.history_item_sid),
+                               history_items=r.history_item_id))
     if "item_to_sid" in tasks:
         title2: dict[str, tuple[str, str]] = {}
         desc2: dict[str, tuple[str, str]] = {}
@@ -123,7 +126,8 @@ def rl_records(
         for r in sample_like_pandas(list(train_rows), title_history_sample, seed):
             out.append(_Record(task="title_history", instruction=P.TITLE_TO_SID_INSTRUCTION,
                                input_text=title_history_input(r.history_item_title), target_sid=r.item_sid,
-                               target_item=str(r.item_id), bind_key="::".join(r.history_item_title)))
+                               target_item=str(r.item_id), bind_key="::".join(r.history_item_title),
+                               history_items=r.history_item_id))
     return out
 
 
@@ -167,6 +171,7 @@ def build_rl_examples(
     encoder.warm(t for p in pieces for t in (p.instruction, p.body))
     return [
         RLExample(sample_id=i, input_ids=encoder.prompt_ids(p)[-max_len:], target_sid=r.target_sid, task=r.task,
-                  input_text=r.input_text, target_item=r.target_item, bind_key=r.bind_key)
+                  input_text=r.input_text, target_item=r.target_item, bind_key=r.bind_key,
+                  history_items=r.history_items)
         for i, (p, r) in enumerate(zip(pieces, records))
     ]
