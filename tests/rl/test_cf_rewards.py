@@ -150,3 +150,24 @@ def test_semantic_reward_bad_files(registry, tmp_path):
         _build(registry, "semantic", embeddings=str(path), info_file=str(info))
     with pytest.raises(DataError, match="file not found"):
         _build(registry, "semantic", embeddings=str(tmp_path / "none.npy"), info_file=str(info))
+
+
+def test_rl_prompts_carry_history_items():
+    """SID-history and title-history prompts carry their rows' history item ids into RewardGroup;
+    title/description -> SID prompts carry none."""
+    from sidcore.data.minionerec import bundled_data_dir, read_csv, read_index, read_items, split_paths
+    from sidcore.data.rl_tasks import RLExample, rl_records
+    from sidcore.rl.step import RLStep
+
+    p = split_paths(bundled_data_dir(), "Industrial_and_Scientific")
+    rows = read_csv(p["valid"])[:5]
+    recs = rl_records(tasks=("sid_history", "item_to_sid", "title_history"), train_rows=rows,
+                      index=read_index(p["index"]), items=read_items(p["items"]), seed=0, title_history_sample=3)
+    by_task = {t: [r for r in recs if r.task == t] for t in ("sid_history", "item_to_sid", "title_history")}
+    assert [r.history_items for r in by_task["sid_history"]] == [r.history_item_id for r in rows]
+    assert all(r.history_items == () for r in by_task["item_to_sid"])
+    assert all(r.history_items for r in by_task["title_history"])
+    ex = [RLExample(sample_id=0, input_ids=[1], target_sid=rows[0].item_sid, task="sid_history", input_text="",
+                    history_items=rows[0].history_item_id)]
+    groups = RLStep.groups(None, np.array([["a", "b"]]), np.zeros((1, 2), np.float32), ex)
+    assert groups[0].history_items == rows[0].history_item_id
