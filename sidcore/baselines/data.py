@@ -12,6 +12,9 @@ Training sets (`load_splits`):
 - ``train_split="valid"`` with ``test_histories``: what sid's main job trains on when the train
   split is not released (docs/data.md): the valid rows plus the next-item prefixes of each test
   user's items before their first test target (`sidcore.data.prefixes`, leak-free).
+- Popularity (`load_splits`' ``"popularity"``): items by their interactions (history items and
+  targets) in the rows sid's own popularity baseline counts (`sidcore.data.prefixes.popularity_rows`),
+  ties in first-seen order; the run reports it beside the model, at item level.
 - ``select="holdout"``: a leak-free selection set for that setting: each test user's last
   pre-test transition (history ``h[:-1] -> h[-1]`` of their first test row), taken out of training
   (every training row of that user with that target is removed).
@@ -19,11 +22,13 @@ Training sets (`load_splits`):
 
 from __future__ import annotations
 
+import collections
+
 import attrs
 import numpy as np
 
 from sidcore.data.minionerec import InteractionRow, data_dir_paths, read_csv, read_info
-from sidcore.data.prefixes import expand_training_rows, first_rows
+from sidcore.data.prefixes import expand_training_rows, first_rows, popularity_rows
 from sidcore.errors import ConfigError, file_error
 
 __all__ = ["Sequences", "load_splits", "to_arrays"]
@@ -107,6 +112,8 @@ def load_splits(data_dir: str, category: str, *, train_split: str, test_historie
         return to_arrays(rs, item_num=item_num, seq_len=seq_len, path=paths[key])
 
     train = arrays(rows, train_split)
+    seen = popularity_rows(train_rows, test_rows if test_histories else None)
+    popular = collections.Counter(i for r in seen for i in (*r.history_item_id, r.item_id))
     if len(train) == 0:
         raise file_error(paths[train_split], "no training rows with a non-empty history")
     desc = f"{category}: {train_split} split ({len(train_rows)} rows)"
@@ -123,4 +130,5 @@ def load_splits(data_dir: str, category: str, *, train_split: str, test_historie
         "item_num": item_num,
         "description": desc,
         "n_test_rows": len(test_rows),
+        "popularity": [i for i, _ in popular.most_common()],  # item ids, most interactions first
     }

@@ -21,6 +21,23 @@ from sidcore.files import atomic_write
 __all__ = ["run_baseline"]
 
 
+def _popularity(data: dict[str, Any], topk: list[int]) -> dict[str, Any]:
+    """Item-level most-popular ranking of the test targets, in the metrics layout."""
+    import numpy as np
+
+    from sidcore.baselines.losses import metrics_from_ranks
+    from sidcore.eval.metrics_layout import metrics_json, standard_errors
+
+    item_num = int(data["item_num"])
+    position = np.full(item_num, item_num, np.int64)  # never-seen items rank after every seen one
+    order = np.asarray(data["popularity"], np.int64)
+    position[order] = np.arange(len(order))
+    means, rows = metrics_from_ranks(position[data["test"].targets], topk)
+    out = metrics_json(means, topk=topk, n=len(rows), n_beams=item_num)
+    out["stderr"] = standard_errors(rows, ("hr", "ndcg"))
+    return out
+
+
 def run_baseline(cfg: BaselineConfig, *, data_dir: str, category: str, out_dir: str | Path, train_split: str,
                  test_histories: bool, select: str) -> dict[str, Any]:
     """Train and write the run folder; returns ``{"test": {metric: value}, "record": path, ...}``."""
@@ -51,6 +68,7 @@ def run_baseline(cfg: BaselineConfig, *, data_dir: str, category: str, out_dir: 
     metrics = metrics_json(test_means, topk=info["topk"], n=len(test_rows), n_beams=int(data["item_num"]))
     metrics["stderr"] = standard_errors(test_rows, ("hr", "ndcg"))
     metrics["extra"] = {"full_ranking_items": int(data["item_num"]), "test_rows_total": int(data["n_test_rows"])}
+    metrics["popularity_baseline"] = _popularity(data, info["topk"])
     atomic_write(out / "eval_predictions.metrics.json", json.dumps(metrics, indent=1) + "\n")
     select_means = info["select"][0] if info["select"] else None
     meta = {"model": cfg.model, "options": cfg.to_dict(), "item_num": int(data["item_num"]),

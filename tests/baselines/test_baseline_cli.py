@@ -47,6 +47,7 @@ def test_baseline_run_folder_report_and_reward(tmp_path, capsys):
 
     summary = summarize([out])
     assert summary["runs"][0]["metrics"]["hr@10"] == pytest.approx(metrics["hr"]["10"])
+    assert summary["runs"][0]["baseline"]["hr@10"] == pytest.approx(metrics["popularity_baseline"]["hr"]["10"])
 
     # the checkpoint reloads to the same test ranking
     from sidcore.baselines.checkpoint import load_checkpoint
