@@ -272,7 +272,7 @@ def load_flat_params(model: nnx.Module, flat: dict[str, Any]) -> None:
         node = pure
         parts = key.split(".")
         for p in parts[:-1]:
-            node = node[int(p)] if int_key(node, p) else node[p]
+            node = node[int(p)] if _int_key(node, p) else node[p]
         leaf = parts[-1]
         if tuple(node[leaf].shape) != tuple(value.shape):
             raise ValueError(f"{key}: shape {tuple(value.shape)} does not fit the model's {tuple(node[leaf].shape)}")
@@ -281,5 +281,5 @@ def load_flat_params(model: nnx.Module, flat: dict[str, Any]) -> None:
     nnx.update(model, state)
 
 
-def int_key(node: dict, part: str) -> bool:
+def _int_key(node: dict, part: str) -> bool:
     return part.isdigit() and int(part) in node
