@@ -116,6 +116,7 @@ def test_loss_matches_upstream(name, loss_type):
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,loss_type", [("sasrec", "bce"), ("gru4rec", "ce"), ("caser", "bce")])
 def test_two_adam_steps_match_upstream(name, loss_type):
     """torch.optim.Adam(lr, eps=1e-8, weight_decay=l2) vs make_optimizer, dropout 0, fixed negatives."""
