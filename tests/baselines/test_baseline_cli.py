@@ -43,9 +43,9 @@ def test_baseline_run_folder_report_and_reward(tmp_path, capsys):
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in epochs] == [1, 2] and all("eval/ndcg@20" in r for r in epochs)
 
-    from sidcore.run.report import summarize
-
-    summary = summarize([out])
+    code, _, err = _run(capsys, "report", str(out), "--out", str(tmp_path / "report"))
+    assert code == 0, err
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["runs"][0]["metrics"]["hr@10"] == pytest.approx(metrics["hr"]["10"])
     assert summary["runs"][0]["baseline"]["hr@10"] == pytest.approx(metrics["popularity_baseline"]["hr"]["10"])
 
