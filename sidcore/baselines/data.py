@@ -97,6 +97,9 @@ def load_splits(data_dir: str, category: str, *, train_split: str, test_historie
     item_num = len(info)
     if [e.item_id for e in info] != [str(i) for i in range(item_num)]:
         raise file_error(paths["info"], "item ids must be 0..N-1 in line order (upstream's item numbering)")
+    if train_split == "train" and not paths["train"].exists():
+        raise file_error(paths["train"], "file not found (the released MiniOneRec data has no train split: "
+                         "use --train-split valid --test-histories --select holdout)")
     train_rows = read_csv(paths[train_split])
     test_rows = read_csv(paths["test"])
     rows = expand_training_rows(train_rows, test_rows if test_histories else None, prefixes=False)

@@ -85,6 +85,8 @@ def test_baseline_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     code, _, err = _run(capsys, "baseline", "sasrec", "--data-dir", "bundled", "--train-split", "valid",
                         "--select", "valid", "--out", str(out))
     assert code == 1 and "--select valid" in err and err.count("\n") == 1
+    code, _, err = _run(capsys, "baseline", "sasrec", "--out", str(out))  # bundled-full has no train split
+    assert code == 1 and "has no train split: use --train-split valid" in err and err.count("\n") == 1
     # an item id outside the catalog names the file, line and key
     data = tmp_path / "data"
     shutil.copytree(bundled_data_dir(), data)
