@@ -85,6 +85,9 @@ def train_baseline(cfg: BaselineConfig, *, train: Sequences, select: Sequences |
                    ) -> tuple[nnx.Module, dict[str, Any]]:
     """Train ``cfg.model``; returns the kept model and ``{"best_epoch", "epochs_run", "select", "test",
     "test_rows", "seconds"}`` (``select``/``test``: metric means and per-row values)."""
+    for name, part in (("train", train), ("select", select), ("test", test)):
+        if part is not None and part.seq.shape[1] != cfg.seq_len:
+            raise ValueError(f"{name} rows are {part.seq.shape[1]} items wide, the model's window is {cfg.seq_len}")
     model = build_model(cfg.model, item_num=item_num, seq_len=cfg.seq_len, hidden=cfg.hidden_factor,
                         dropout_rate=cfg.dropout_rate, seed=cfg.seed, num_heads=cfg.num_heads,
                         num_filters=cfg.num_filters, filter_sizes=cfg.filter_sizes)
