@@ -171,3 +171,23 @@ def test_rl_prompts_carry_history_items():
                     history_items=rows[0].history_item_id)]
     groups = RLStep.groups(None, np.array([["a", "b"]]), np.zeros((1, 2), np.float32), ex)
     assert groups[0].history_items == rows[0].history_item_id
+
+
+def test_rl_config_builds_the_model_rewards(tmp_path):
+    """`rl.rewards` entries with options reach the factories the way an RL run builds them, and a
+    misspelt option is a config error naming the entry."""
+    from sidcore.config import loading
+    from sidcore.run.rl_job import build_rewards
+
+    plugins = load_plugins()  # every built-in: the run config selects an optimizer, decoder, ...
+    ckpt = _checkpoint(tmp_path / "ckpt")
+    emb, info = _semantic_files(tmp_path, np.eye(ITEMS, 5, dtype=np.float32))
+    rewards = (f"rl.rewards=[{{name: rule}}, {{name: sasrec, weight: 0.1, options: {{checkpoint: '{ckpt}'}}}}, "
+               f"{{name: semantic, options: {{embeddings: '{emb}', info_file: '{info}'}}}}]")
+    cfg = loading.load_config(None, plugins.registry, overrides=["run_mode=rl", rewards])
+    built = build_rewards(cfg, plugins)
+    assert sorted(built) == ["rule", "sasrec", "semantic"]
+    assert type(built["sasrec"]).__name__ == "SasrecReward" and built["sasrec"].item_num == ITEMS
+    with pytest.raises(ConfigError, match=r"rl.rewards\[0\] \(sasrec\).chekpoint: unknown key \(did you mean: checkpoint"):
+        loading.load_config(None, plugins.registry,
+                            overrides=["run_mode=rl", "rl.rewards=[{name: sasrec, options: {chekpoint: x}}]"])
