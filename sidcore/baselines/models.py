@@ -234,7 +234,8 @@ def build_model(name: str, *, item_num: int, seq_len: int, hidden: int, dropout_
                 num_heads: int = 1, num_filters: int = 16, filter_sizes: tuple[int, ...] = (2, 3, 4)) -> nnx.Module:
     """A freshly initialised model of ``name`` (``sasrec``, ``gru4rec``, ``caser``)."""
     rngs = nnx.Rngs(params=seed)
-    kw: dict[str, Any] = dict(hidden=hidden, item_num=item_num, seq_len=seq_len, dropout_rate=dropout_rate, rngs=rngs)
+    kw: dict[str, Any] = {"hidden": hidden, "item_num": item_num, "seq_len": seq_len, "dropout_rate": dropout_rate,
+                          "rngs": rngs}
     if name == "sasrec":
         kw["num_heads"] = num_heads
     if name == "caser":

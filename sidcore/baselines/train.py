@@ -66,16 +66,15 @@ def _rank_fn(graphdef: Any) -> Callable:
 
 def evaluate(rank_fn: Callable, params: Any, data: Sequences) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Full-ranking HR/NDCG@`TOPK` over every row of ``data`` (batches of `EVAL_BATCH`, the last padded)."""
+    def take(a: np.ndarray, start: int, n: int, pad: int) -> np.ndarray:
+        part = a[start: start + n]
+        return np.concatenate([part, np.repeat(part[-1:], pad, 0)]) if pad else part
+
     out = []
     for i in range(0, len(data), EVAL_BATCH):
         n = min(EVAL_BATCH, len(data) - i)
         pad = EVAL_BATCH - n if len(data) > EVAL_BATCH else 0  # one compiled shape for big splits
-
-        def take(a: np.ndarray) -> np.ndarray:
-            part = a[i: i + n]
-            return np.concatenate([part, np.repeat(part[-1:], pad, 0)]) if pad else part
-
-        r = rank_fn(params, take(data.seq), take(data.lengths), take(data.targets))
+        r = rank_fn(params, *(take(a, i, n, pad) for a in (data.seq, data.lengths, data.targets)))
         out.append(np.asarray(r)[:n])
     return metrics_from_ranks(np.concatenate(out) if out else np.zeros(0, np.int64))
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv as _csv
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
