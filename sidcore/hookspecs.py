@@ -156,7 +156,8 @@ def register_rewards(register: Register) -> None:
 
     What to register: factories ``factory(cfg) -> Reward`` (see `sidcore.interfaces.Reward`): a
     host-side function from one prompt's group of G rollouts (`RewardGroup`: sample id, target SID,
-    the G completions best first and their scores) to ``[G]`` float32 rewards.
+    the G completions best first and their scores, the target item and the prompt's history item
+    ids when known) to ``[G]`` float32 rewards.
 
     Errors: an exception marks this plugin ``error``; other plugins are unaffected.
     """

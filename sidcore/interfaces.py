@@ -293,6 +293,9 @@ class RewardGroup:
         completions: the G generated SID strings, rank order (beam 0 = best).
         scores: ``[G]`` float32 sequence log-probs of the completions.
         target_item: the target's item id, when known.
+        history_items: the prompt's history as item ids (the CSV's ``history_item_id``, oldest
+            first); empty when the prompt has no item history (title -> SID prompts). The
+            collaborative-filtering reward (`sasrec`) scores completions given this history.
     """
 
     sample_id: int
@@ -300,6 +303,7 @@ class RewardGroup:
     completions: tuple[str, ...]
     scores: "np.ndarray"  # [G] float32
     target_item: str | None = None
+    history_items: tuple[int, ...] = ()
 
 
 class Reward(Protocol):

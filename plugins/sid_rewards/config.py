@@ -59,3 +59,38 @@ class PrefixConfig:
     level_weights: list[float] | None = field(default=None, validator=_weights, metadata={
         "help": "Credit of each matched leading level (null: equal weights); the reward is the weight of "
                 "the matched leading levels over the total weight, so an exact hit scores 1."})
+
+
+CF_STRIP = '\n"'
+"""Characters upstream's ``cf_reward`` / ``semantic_reward`` strip from a completion (``strip('\\n"')``)."""
+
+
+def _invalid(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value not in ("random", "nan"):
+        raise ValueError(f"{attribute.name} must be \"random\" or \"nan\", got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class SasrecConfig:
+    """Options of `sasrec` (upstream ``cf_reward``, ``reward_type=sasrec``)."""
+
+    checkpoint: str = field(default="", metadata={
+        "help": "Run folder (or its baseline.json) of `sid baseline sasrec|gru4rec|caser` (upstream cf_path)."})
+    invalid: str = field(default="random", validator=_invalid, metadata={
+        "help": "A completion that is not a catalog SID: \"random\" (upstream: the logit of a uniformly drawn item; "
+                "drawn from (seed, sample id, rank), so deterministic) or \"nan\" (not applicable, counts 0)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the random items of invalid completions."})
+    strip: str = field(default=CF_STRIP, metadata={
+        "help": "Characters stripped from both ends of a completion before the catalog lookup."})
+
+
+@attrs.frozen(kw_only=True)
+class SemanticConfig:
+    """Options of `semantic` (upstream ``semantic_reward``, ``reward_type=semantic``)."""
+
+    embeddings: str = field(default="", metadata={
+        "help": "Item embeddings .npy, row i = item i (`sid index embed`; upstream ada_path)."})
+    info_file: str = field(default="", metadata={
+        "help": "The catalog (<sid>\\t<title>\\t<item_id> per line) that maps SIDs to items."})
+    strip: str = field(default=CF_STRIP, metadata={
+        "help": "Characters stripped from both ends of a completion before the catalog lookup."})

@@ -54,6 +54,7 @@ class RLExample:
     input_text: str
     target_item: str | None = None
     bind_key: str = ""  # what upstream binds the target through (history string / item text)
+    history_items: tuple[int, ...] = ()  # the history's item ids (CSV tasks), for the sasrec reward
 
 
 @attrs.frozen(kw_only=True)
@@ -65,6 +66,7 @@ class _Record:
     target_item: str | None
     bind_key: str
     response: str = ""  # text after the response marker inside the prompt (upstream's item->SID leak)
+    history_items: tuple[int, ...] = ()
 
 
 def description_text(description: str) -> str:
@@ -111,7 +113,8 @@ def rl_records(
         for r in train_rows:
             out.append(_Record(task="sid_history", instruction=P.SID_NEXT_ITEM_INSTRUCTION,
                                input_text=P.sid_next_item_input(r.history_item_sid), target_sid=r.item_sid,
-                               target_item=str(r.item_id), bind_key="::".join(r.history_item_sid)))
+                               target_item=str(r.item_id), bind_key="::".join(r.history_item_sid),
+                               history_items=r.history_item_id))
     if "item_to_sid" in tasks:
         title2: dict[str, tuple[str, str]] = {}
         desc2: dict[str, tuple[str, str]] = {}
@@ -134,7 +137,8 @@ def rl_records(
         for r in sample_like_pandas(list(train_rows), title_history_sample, seed):
             out.append(_Record(task="title_history", instruction=P.TITLE_TO_SID_INSTRUCTION,
                                input_text=title_history_input(r.history_item_title), target_sid=r.item_sid,
-                               target_item=str(r.item_id), bind_key="::".join(r.history_item_title)))
+                               target_item=str(r.item_id), bind_key="::".join(r.history_item_title),
+                               history_items=r.history_item_id))
     return out
 
 
@@ -195,6 +199,7 @@ def build_rl_examples(
     encoder.warm(t for p in pieces for t in (p.instruction, p.body))
     return [
         RLExample(sample_id=i, input_ids=encoder.prompt_ids(p)[-max_len:], target_sid=r.target_sid, task=r.task,
-                  input_text=r.input_text, target_item=r.target_item, bind_key=r.bind_key)
+                  input_text=r.input_text, target_item=r.target_item, bind_key=r.bind_key,
+                  history_items=r.history_items)
         for i, (p, r) in enumerate(zip(pieces, records))
     ]

@@ -208,7 +208,8 @@ class RLStep:
 
     def groups(self, sids: np.ndarray, scores: np.ndarray, examples: Sequence[Any]) -> list[RewardGroup]:
         return [RewardGroup(sample_id=int(e.sample_id), target_sid=e.target_sid, completions=tuple(sids[i].tolist()),
-                            scores=scores[i], target_item=e.target_item) for i, e in enumerate(examples)]
+                            scores=scores[i], target_item=e.target_item,
+                            history_items=tuple(getattr(e, "history_items", ()))) for i, e in enumerate(examples)]
 
     def rollout_groups(self, params: Any, input_ids: Any, lengths: Any, examples: Sequence[Any], rng: jax.Array,
                        to_host: Callable[[Any], Any]) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:

@@ -2,7 +2,8 @@
 
 `check_reward` holds for every reward: one float32 per completion for any group size, finite or NaN
 (= not applicable), deterministic, inputs untouched, and a function of the group alone (the same
-group gives the same values whatever was scored before). `check_hit_reward` adds the laws of a
+group gives the same values whatever was scored before). The toy groups carry history item ids
+(``0..19``, one group without history), so history-based rewards are held too. `check_hit_reward` adds the laws of a
 reward that favours the target: a group whose every completion is the target never scores below
 one without any hit, and rewards stay within ``bounds``.
 """
@@ -25,7 +26,9 @@ def toy_sids(n: int = 20) -> list[str]:
 
 
 def toy_groups(g: int = 8) -> list[RewardGroup]:
-    """Groups of ``g`` completions: the target at rank 0, at the last rank, absent, a near miss, junk."""
+    """Groups of ``g`` completions: the target at rank 0, at the last rank, absent, a near miss, junk,
+    then the target at rank 0 again with an empty history. Item ``i`` of the toy catalog is
+    ``toy_sids()[i]``; histories are item ids below 20."""
     sids = toy_sids(max(g + 2, 4))
     target = sids[0]
     others = sids[1 : g + 1]
@@ -36,9 +39,11 @@ def toy_groups(g: int = 8) -> list[RewardGroup]:
         others[:g],
         [target.replace("<c_0>", "<c_99>")] + others[: g - 1],
         ["not a sid"] + others[: g - 1],
+        [target] + others[: g - 1],
     ]
     return [RewardGroup(sample_id=i, target_sid=target, completions=tuple(r[:g]), scores=scores.copy(),
-                        target_item=str(i)) for i, r in enumerate(rows)]
+                        target_item="0", history_items=() if i == len(rows) - 1 else tuple(range(i + 1, i + 4)))
+            for i, r in enumerate(rows)]
 
 
 def _call(reward: Reward, group: RewardGroup) -> np.ndarray:
@@ -59,7 +64,7 @@ def check_reward(reward: Reward, *, sizes: Sequence[int] = (1, 4, 16)) -> dict[i
         before = copy.deepcopy(groups)
         first = [_call(reward, grp) for grp in groups]
         for a, b in zip(groups, before):
-            assert a.completions == b.completions and a.target_sid == b.target_sid, \
+            assert (a.completions, a.target_sid, a.history_items) == (b.completions, b.target_sid, b.history_items), \
                 "a reward must not modify its group"
             np.testing.assert_array_equal(a.scores, b.scores, err_msg="a reward must not modify the scores")
         again = [_call(reward, grp) for grp in reversed(groups)][::-1]
