@@ -12,12 +12,14 @@ Groups:
   `sidcore.interfaces` (`CheckpointStore`, `Decoder`, `DecodeModel`, `Metric`, `Reward`,
   `RewardGroup`, `Launcher`, `LaunchPlan`, `LaunchStep`, `SidCatalog`, the launcher env names);
 - errors: `SidError` and its subclasses, `file_error`;
-- files: `atomic_write`, `failpoint`, `msgpack_loads`, `read_msgpack_file`;
+- files: `atomic_write`, `write_temp` + `publish_file` (staged atomic writes), `unlink_quietly`,
+  `fsync_dir`, `failpoint`, `msgpack_loads`, `read_msgpack_file`;
 - config helpers for component options and commands that take a run config: `structure`,
-  `parse_override`, `load_file_chain`, `load_config`, `uri_scheme`, `NAME_RE`, and ``sid run``'s own
+  `parse_override`, `load_file_chain`, `load_config`, `uri_scheme`, `local_path`, `NAME_RE`, and ``sid run``'s own
   click command (`run_command`, `KIND_FLAGS`) for commands that forward its arguments;
 - checkpoints by URI: `store_for`, `resolve_checkpoint`, `pick_name`, `split_uri`;
-- MiniOneRec data files: `read_index`, `read_items`, `split_paths`, `CSV_COLUMNS`, and the SID
+- a trained ``sid baseline`` model (`load_baseline`, for the CF reward);
+- MiniOneRec data files: `read_index`, `read_info`, `read_items`, `split_paths`, `CSV_COLUMNS`, and the SID
   index helpers (`index_stats`, `format_stats`, `write_index`, `format_index`, `codes_to_index`,
   `dedup_index`, `DEDUP_MODES`, `level_token`);
 - decoding building blocks for decoder plugins: `SidTrie`, `level_beam_search`, `trie_policy`,
@@ -62,6 +64,10 @@ _NAMES: dict[str, str] = {
     "file_error": "sidcore.errors",
     # files
     "atomic_write": "sidcore.files",
+    "write_temp": "sidcore.files",
+    "publish_file": "sidcore.files:publish",
+    "unlink_quietly": "sidcore.files",
+    "fsync_dir": "sidcore.files",
     "failpoint": "sidcore.files",
     "msgpack_loads": "sidcore.files",
     "read_msgpack_file": "sidcore.files",
@@ -73,6 +79,7 @@ _NAMES: dict[str, str] = {
     "KIND_FLAGS": "sidcore.cli.run_cmd",
     "run_command": "sidcore.cli.run_cmd:run",
     "uri_scheme": "sidcore.registry",
+    "local_path": "sidcore.registry",
     "NAME_RE": "sidcore.registry",
     # checkpoints by URI
     "store_for": "sidcore.run.checkpoints",
@@ -81,6 +88,7 @@ _NAMES: dict[str, str] = {
     "split_uri": "sidcore.run.checkpoints",
     # data files
     "read_index": "sidcore.data.minionerec",
+    "read_info": "sidcore.data.minionerec",
     "read_items": "sidcore.data.minionerec",
     "split_paths": "sidcore.data.minionerec",
     "CSV_COLUMNS": "sidcore.data.minionerec",
@@ -92,6 +100,7 @@ _NAMES: dict[str, str] = {
     "DEDUP_MODES": "sidcore.data.sid_index",
     "level_token": "sidcore.data.sid_index",
     "format_index": "sidcore.data.sid_index",
+    "load_baseline": "sidcore.baselines.checkpoint:load_checkpoint",
     # decoding building blocks
     "SidTrie": "sidcore.decoding.trie",
     "level_beam_search": "sidcore.decoding.beam",

@@ -11,7 +11,7 @@ float32 values. Listing these components imports only `attrs`; the code is in `s
 from __future__ import annotations
 
 from sidcore import hookimpl
-from sidcore.hookspecs import Register
+from sidcore.api import Register
 from sid_rewards.config import PrefixConfig, RankingConfig, RuleConfig, SasrecConfig, SemanticConfig
 
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from sidcore.errors import ConfigError, DataError, file_error
-from sidcore.interfaces import RewardGroup
+from sidcore.api import ConfigError, DataError, file_error
+from sidcore.api import RewardGroup
 from sid_rewards.config import SasrecConfig, SemanticConfig
 
 __all__ = ["SasrecReward", "SemanticReward", "build_sasrec", "build_semantic", "sid_to_item"]
@@ -102,7 +102,7 @@ def _required(value: str, key: str, name: str) -> Path:
 
 
 def build_sasrec(cfg: SasrecConfig) -> SasrecReward:
-    from sidcore.baselines.checkpoint import load_checkpoint
+    from sidcore.api import load_baseline as load_checkpoint
 
     path = _required(cfg.checkpoint, "checkpoint", "sasrec")
     model, record = load_checkpoint(path)
@@ -110,7 +110,7 @@ def build_sasrec(cfg: SasrecConfig) -> SasrecReward:
 
 
 def build_semantic(cfg: SemanticConfig) -> SemanticReward:
-    from sidcore.data.minionerec import read_info
+    from sidcore.api import read_info
 
     emb_path = _required(cfg.embeddings, "embeddings", "semantic")
     info_path = _required(cfg.info_file, "info_file", "semantic")

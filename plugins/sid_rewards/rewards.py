@@ -11,8 +11,8 @@ import re
 import attrs
 import numpy as np
 
-from sidcore.errors import ConfigError
-from sidcore.interfaces import RewardGroup
+from sidcore.api import ConfigError
+from sidcore.api import RewardGroup
 from sid_rewards.config import PrefixConfig, RankingConfig, RuleConfig
 
 __all__ = ["RuleReward", "RankingReward", "PrefixReward", "build_rule", "build_ranking", "build_prefix",

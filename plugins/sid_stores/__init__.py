@@ -10,7 +10,7 @@ record ``sft_state_<name>.meta.json``. `sid_stores.copy.copy_checkpoint` copies 
 from __future__ import annotations
 
 from sidcore import hookimpl
-from sidcore.interfaces import Register
+from sidcore.api import Register
 from sid_stores.config import GcsConfig, MsgpackConfig, OrbaxConfig
 
 

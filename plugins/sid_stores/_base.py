@@ -24,9 +24,9 @@ import json
 import re
 from typing import Any, Mapping
 
-from sidcore.errors import CheckpointError
-from sidcore.files import failpoint, msgpack_loads
-from sidcore.registry import NAME_RE
+from sidcore.api import CheckpointError
+from sidcore.api import failpoint, msgpack_loads
+from sidcore.api import NAME_RE
 
 FORMAT = "sid-checkpoint/1"
 PAYLOAD_PREFIX = "sft_state_"

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from sidcore.errors import CheckpointError
+from sidcore.api import CheckpointError
 
 PARAMS, STATE = "params", "state"
 _PLAIN = (bool, int, float, str, type(None))

@@ -10,7 +10,7 @@ def _store(uri: str, kind: str | None = None):
     """The store for `uri`: the named store `kind`, else `orbax` when `uri` holds orbax checkpoints,
     else the one serving the URI's scheme (from the plugins the running ``sid`` loaded)."""
     from sid_stores.orbax_store import is_orbax_dir
-    from sidcore.run.checkpoints import store_for
+    from sidcore.api import store_for
 
     registry = click.get_current_context().obj.plugins.registry
     if kind is None and is_orbax_dir(uri):
@@ -38,9 +38,9 @@ def copy(src: str, dst: str, dry_run: bool) -> None:
     bare params .msgpack written by the reference port (copied as params only, named by DST#NAME
     or the file stem)."""
     from sid_stores.copy import copy_checkpoint
-    from sidcore.files import read_msgpack_file
-    from sidcore.registry import local_path, uri_scheme
-    from sidcore.run.checkpoints import pick_name, resolve, split_uri
+    from sidcore.api import read_msgpack_file
+    from sidcore.api import local_path, pick_name, split_uri, uri_scheme
+    from sidcore.api import resolve_checkpoint as resolve
 
     registry = click.get_current_context().obj.plugins.registry
     src_base, name, bare = resolve(local_path(src))  # file:///x reads like /x
@@ -81,9 +81,10 @@ def convert(src: str, dst: str, to_store: str | None) -> None:
     else last), e.g. a msgpack run dir into orbax or back. The whole tree and meta are copied;
     DST is re-read and must equal SRC bitwise."""
     from sid_stores.copy import copy_checkpoint
-    from sidcore.errors import CheckpointError
-    from sidcore.registry import uri_scheme
-    from sidcore.run.checkpoints import pick_name, resolve, split_uri
+    from sidcore.api import CheckpointError
+    from sidcore.api import uri_scheme
+    from sidcore.api import pick_name, split_uri
+    from sidcore.api import resolve_checkpoint as resolve
 
     src_base, name, bare = resolve(src)
     if bare is not None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sidcore.errors import CheckpointError
-from sidcore.interfaces import CheckpointStore
+from sidcore.api import CheckpointError
+from sidcore.api import CheckpointStore
 from sid_stores._base import serialize_tree, sha256_hex
 
 log = logging.getLogger(__name__)

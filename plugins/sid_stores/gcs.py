@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
-from sidcore.errors import CheckpointError
+from sidcore.api import CheckpointError
 from sid_stores._base import PAYLOAD_PREFIX, PayloadStore, md5_b64, payload_file, sha256_hex
 from sid_stores.config import GcsConfig
 from sid_stores.msgpack_store import atomic_write

@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sidcore import files
-from sidcore.errors import CheckpointError
-from sidcore.files import read_msgpack_file
-from sidcore.registry import uri_scheme
+from sidcore.api import fsync_dir, publish_file, unlink_quietly, write_temp
+from sidcore.api import atomic_write as _atomic_write
+from sidcore.api import CheckpointError
+from sidcore.api import read_msgpack_file
+from sidcore.api import uri_scheme
 from sid_stores._base import PAYLOAD_PREFIX, PayloadStore
 from sid_stores.config import MsgpackConfig
 
@@ -25,16 +26,16 @@ __all__ = ["MsgpackStore", "atomic_write", "build", "read_msgpack_file"]
 
 
 def _write_temp(path: Path, data: bytes, *, fsync: bool) -> Path:
-    return files.write_temp(path, data, fsync=fsync, error=CheckpointError)
+    return write_temp(path, data, fsync=fsync, error=CheckpointError)
 
 
 def _replace(tmp: Path, path: Path, *, fsync: bool) -> None:
-    files.publish(tmp, path, fsync=fsync, error=CheckpointError)
+    publish_file(tmp, path, fsync=fsync, error=CheckpointError)
 
 
 def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write `data` to `path` atomically (`sidcore.files.atomic_write` with `CheckpointError`)."""
-    files.atomic_write(path, data, fsync=fsync, error=CheckpointError)
+    _atomic_write(path, data, fsync=fsync, error=CheckpointError)
 
 
 class MsgpackStore(PayloadStore):
@@ -62,7 +63,7 @@ class MsgpackStore(PayloadStore):
         _replace(staged, self.root / filename, fsync=self.cfg.fsync)
 
     def _discard(self, staged: Path) -> None:
-        files.unlink_quietly(staged)
+        unlink_quietly(staged)
 
     def _get(self, filename: str) -> bytes | None:
         try:
@@ -80,7 +81,7 @@ class MsgpackStore(PayloadStore):
         except OSError as exc:
             raise CheckpointError(f"{self.root / filename}: cannot delete ({exc.strerror or exc})") from None
         if self.cfg.fsync:
-            files.fsync_dir(self.root)
+            fsync_dir(self.root)
 
     def _listing(self) -> dict[str, int]:
         try:

@@ -41,10 +41,10 @@ from typing import Any
 from sid_stores import _orbax_layout as layout_codec
 from sid_stores._base import check_name, name_sort_key
 from sid_stores.config import OrbaxConfig
-from sidcore import files
-from sidcore.errors import CheckpointError
-from sidcore.files import failpoint
-from sidcore.registry import uri_scheme
+from sidcore.api import atomic_write
+from sidcore.api import CheckpointError
+from sidcore.api import failpoint
+from sidcore.api import uri_scheme
 
 __all__ = ["FORMAT", "OrbaxStore", "build", "is_orbax_dir"]
 
@@ -144,7 +144,7 @@ class OrbaxStore:
         data = json.dumps(record, indent=1, sort_keys=True) + "\n"
         path = self.root / self._record_file(name)
         if self._local:
-            files.atomic_write(path, data, error=CheckpointError)
+            atomic_write(path, data, error=CheckpointError)
         else:  # one object PUT: GCS replaces objects atomically
             try:
                 path.write_text(data)
