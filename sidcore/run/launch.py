@@ -47,5 +47,7 @@ def launch(cfg: RunConfig, plugins: Plugins, *, config_path: str, argv: Sequence
 def run_job(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
     """Run train / eval / train_eval in this process and return the run summary."""
     from sidcore.run.job import run_in_process  # imports jax: only when a job really runs
+    from sidcore.train.profiling import session
 
-    return run_in_process(cfg, plugins)
+    with session(cfg.profile, cfg.output_dir, cfg.run_mode):  # profile.steps (docs/benchmarks.md)
+        return run_in_process(cfg, plugins)
