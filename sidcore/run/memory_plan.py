@@ -245,8 +245,7 @@ class MemoryPlan:
         lines += [f"  {t.name:<13} {gib(t.bytes):>10}  {t.detail}" for t in self.terms]
         lines.append(f"  {'largest':<13} {gib(self.largest.bytes):>10}  {self.largest.detail}")
         if self.limit is None:
-            lines.append(f"  {'total':<13} {gib(self.total):>10}  device memory unknown ({self.device}): not checked; "
-                         "pass --device-memory GiB")
+            lines.append(f"  {'total':<13} {gib(self.total):>10}  {self.device}: not checked (pass --device-memory GiB)")
         else:
             verdict = "fits" if self.fits else "DOES NOT FIT"
             lines.append(f"  {'total':<13} {gib(self.total):>10}  + margin {MARGIN:.0%} {gib(self.margin)} = "
