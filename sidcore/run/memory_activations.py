@@ -15,9 +15,26 @@ upper bound: SID prompts carry no labels. With ``fsdp > 1`` one layer's weights 
 
 from __future__ import annotations
 
+import attrs
+
 from sidcore.config.schema import RunConfig
 from sidcore.model.config import Qwen2Config
-from sidcore.run.memory_plan import _BYTES, Term, gib
+
+GIB = 1024 ** 3
+_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@attrs.frozen
+class Term:
+    """One line of the memory plan: what, how many bytes per device, and how it was counted."""
+
+    name: str
+    bytes: int
+    detail: str
+
+
+def gib(n: float) -> str:
+    return f"{n / GIB:.2f} GiB"
 
 
 def _split(n: int, tp: int) -> float:

@@ -24,8 +24,8 @@ import attrs
 from sidcore.config.schema import RunConfig
 from sidcore.errors import ConfigError
 from sidcore.model.config import PRESETS, Qwen2Config, from_hf_config
+from sidcore.run.memory_activations import _BYTES, GIB, Term, activation_terms, gib
 
-GIB = 1024 ** 3
 MIB = 1024 ** 2
 #: Share of the device memory kept free for XLA's scratch buffers, fragmentation and the program.
 MARGIN = 0.10
@@ -35,12 +35,7 @@ DEVICE_MEMORY = {
     "v4": 32 * GIB, "v5e": 16 * GIB, "v5p": 95 * GIB, "v6e": 32 * GIB,
     "h100": 81559 * MIB, "h200": 143771 * MIB,
 }
-_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 _GPU_KINDS = ("h100", "h200")
-
-
-def gib(n: float) -> str:
-    return f"{n / GIB:.2f} GiB"
 
 
 # ----------------------------------------------------------------------------- device memory
@@ -188,7 +183,7 @@ def _routes_to_muon(path: str, shape: tuple[int, ...], max_dim: int | None) -> b
 
 def moment_bytes(name: str, options: Any, path: str, shape: tuple[int, ...], pd: str) -> int:
     """Bytes per element of the optimizer state one leaf carries (unsharded count is the caller's)."""
-    opt = lambda key, default=None: getattr(options, key, default)  # noqa: E731
+    opt = lambda key, default=None: getattr(options, key, default)
     p = _BYTES[pd]
     if name == "adamw":  # mu in mu_dtype (or the param dtype), nu in the param dtype
         return _BYTES.get(opt("mu_dtype") or pd) + p
@@ -202,7 +197,7 @@ def moment_bytes(name: str, options: Any, path: str, shape: tuple[int, ...], pd:
 
 
 def optimizer_note(name: str, options: Any, pd: str) -> str:
-    opt = lambda key: getattr(options, key, None)  # noqa: E731
+    opt = lambda key: getattr(options, key, None)
     if name == "adamw":
         return f"adamw: mu {opt('mu_dtype') or pd}, nu {pd}"
     if name == "optax_muon":
@@ -213,13 +208,6 @@ def optimizer_note(name: str, options: Any, pd: str) -> str:
 
 
 # ----------------------------------------------------------------------------- the plan
-@attrs.frozen
-class Term:
-    name: str
-    bytes: int
-    detail: str
-
-
 @attrs.frozen
 class MemoryPlan:
     terms: tuple[Term, ...]
@@ -260,7 +248,6 @@ class MemoryPlan:
 
 def build_plan(cfg: RunConfig, mesh: dict[str, int], *, device: str = "", limit: int | None = None) -> MemoryPlan:
     """The memory plan of an SFT run of `cfg` on `mesh` (axis sizes) against `limit` bytes."""
-    from sidcore.run.memory_activations import activation_terms
     from sidcore.train.plan import batch_math
 
     mc, source = model_shape(cfg)

@@ -79,9 +79,10 @@ def check(cfg: RunConfig, plugins: Plugins, *, in_process: bool, device_memory: 
             raise ConfigError(f"rl.batch_size={cfg.rl.batch_size} is not a multiple of "
                               f"rl.num_generations={cfg.rl.num_generations}")
         done.append(f"rl: {cfg.rl.batch_size // cfg.rl.num_generations} prompts x {cfg.rl.num_generations}")
-    from sidcore.run.memory_plan import check as memory_check  # refuses a plan that cannot fit (docs/memory.md)
+    from sidcore.run import memory_plan
 
-    done.append(memory_check(cfg, mesh, in_process=in_process, device_memory_gib=device_memory))
+    # docs/memory.md: refuses a plan that cannot fit the device memory
+    done.append(memory_plan.check(cfg, mesh, in_process=in_process, device_memory_gib=device_memory))
     if not in_process:
         return done
     for key in ("train_file", "eval_file", "test_file", "info_file", "sid_index_path"):

@@ -17,14 +17,15 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import attrs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Profiler", "session", "step", "KIND_OF_MODE"]
+__all__ = ["KIND_OF_MODE", "Profiler", "session", "step"]
 
 #: Which loop's steps ``profile.steps`` counts in each run mode.
 KIND_OF_MODE = {"train": "train", "train_eval": "train", "rl": "rl", "eval": "decode"}
