@@ -233,7 +233,8 @@ class MemoryPlan:
         lines += [f"  {t.name:<13} {gib(t.bytes):>10}  {t.detail}" for t in self.terms]
         lines.append(f"  {'largest':<13} {gib(self.largest.bytes):>10}  {self.largest.detail}")
         if self.limit is None:
-            lines.append(f"  {'total':<13} {gib(self.total):>10}  {self.device}: not checked (pass --device-memory GiB)")
+            hint = "" if self.device.startswith("--device-memory") else " (pass --device-memory GiB)"
+            lines.append(f"  {'total':<13} {gib(self.total):>10}  {self.device}: not checked{hint}")
         else:
             verdict = "fits" if self.fits else "DOES NOT FIT"
             lines.append(f"  {'total':<13} {gib(self.total):>10}  + margin {MARGIN:.0%} {gib(self.margin)} = "
@@ -297,7 +298,7 @@ def check(cfg: RunConfig, mesh: Any, *, in_process: bool, device_memory_gib: flo
     device, limit = device_limit(cfg, in_process=in_process,
                                  override_gib=device_memory_gib if device_memory_gib else None)
     if device_memory_gib == 0:
-        device, limit = "--device-memory 0: fit not checked", None
+        device, limit = "--device-memory 0", None
     plan = build_plan(cfg, sizes, device=device, limit=limit)
     if not plan.fits:
         raise ConfigError(plan.refusal())

@@ -172,7 +172,7 @@ def test_plan_refuses_what_cannot_fit():
     err = out.stderr.strip()
     assert err.startswith("Error: memory plan:") and "> 32.00 GiB" in err and "biggest term: gradients 14.19 GiB" in err
     out = _dry_run(*args, "--device-memory", "0")
-    assert out.exit_code == 0 and "fit not checked" in out.output
+    assert out.exit_code == 0 and "--device-memory 0: not checked" in out.output
 
 
 def test_device_memory_flag_in_process(tmp_path):
