@@ -60,23 +60,29 @@ def accelerator_chips(accelerator_type: str) -> int | None:
     return n // 2 if device_kind(accelerator_type) in ("v4", "v5p") else n
 
 
+def device_name(cfg: RunConfig, *, in_process: bool) -> tuple[str | None, str]:
+    """(accelerator type or jax device kind, where it came from); None when neither is known."""
+    accel = getattr(cfg.launcher.options, "accelerator_type", None)
+    if accel:
+        return accel, f"{cfg.launcher.name} accelerator_type {accel}"
+    if in_process:
+        import jax
+
+        kind = jax.devices()[0].device_kind
+        return kind, f"device {kind!r}"
+    return None, f"launcher {cfg.launcher.name} (no accelerator type)"
+
+
 def device_limit(cfg: RunConfig, *, in_process: bool, override_gib: float | None) -> tuple[str, int | None]:
     """(description, bytes) of one device's memory: ``--device-memory``, else the launcher's
     ``accelerator_type``, else (in process) ``jax.devices()[0].device_kind``. GPU memory is scaled by
     ``XLA_PYTHON_CLIENT_MEM_FRACTION`` (JAX preallocates 0.75 of it by default)."""
     if override_gib is not None:
         return f"--device-memory {override_gib:g} GiB", int(override_gib * GIB)
-    accel = getattr(cfg.launcher.options, "accelerator_type", None)
-    if accel:
-        source = f"{cfg.launcher.name} accelerator_type {accel}"
-    elif in_process:
-        import jax
-
-        accel = jax.devices()[0].device_kind
-        source = f"device {accel!r}"
-    else:
-        return f"launcher {cfg.launcher.name} (no accelerator type)", None
-    kind = device_kind(accel)
+    accel, source = device_name(cfg, in_process=in_process)
+    kind = device_kind(accel) if accel else None
+    if accel is None:
+        return source, None
     if kind is None:
         return f"{source}: memory unknown", None
     limit = DEVICE_MEMORY[kind]
@@ -247,8 +253,10 @@ class MemoryPlan:
                 f"({self.device}); biggest term: {big.name} {gib(big.bytes)} ({big.detail})")
 
 
-def build_plan(cfg: RunConfig, mesh: dict[str, int], *, device: str = "", limit: int | None = None) -> MemoryPlan:
-    """The memory plan of an SFT run of `cfg` on `mesh` (axis sizes) against `limit` bytes."""
+def build_plan(cfg: RunConfig, mesh: dict[str, int], *, device: str = "", limit: int | None = None,
+               gpu: bool = False) -> MemoryPlan:
+    """The memory plan of an SFT run of `cfg` on `mesh` (axis sizes) against `limit` bytes; `gpu`: an
+    NVIDIA GPU runs it (``model.attention: auto`` then picks cuDNN flash attention)."""
     from sidcore.train.plan import batch_math
 
     mc, source = model_shape(cfg)
@@ -266,7 +274,6 @@ def build_plan(cfg: RunConfig, mesh: dict[str, int], *, device: str = "", limit:
         accum += local * 4 if batch.accumulation > 1 else 0
         state += local * moment_bytes(cfg.optimizer.name, cfg.optimizer.options, path, shape, pd)
     grads = params + accum
-    gpu = any(k in device.lower() for k in (*_GPU_KINDS, "nvidia"))
     acts, largest = activation_terms(mc, cfg, mesh, gpu=gpu)
     grad_note = f"{pd}" + (f" + float32 accumulator ({batch.accumulation} micro-batches)" if accum else "")
     terms = (
@@ -299,7 +306,9 @@ def check(cfg: RunConfig, mesh: Any, *, in_process: bool, device_memory_gib: flo
                                  override_gib=device_memory_gib if device_memory_gib else None)
     if device_memory_gib == 0:
         device, limit = "--device-memory 0", None
-    plan = build_plan(cfg, sizes, device=device, limit=limit)
+    name, _ = device_name(cfg, in_process=in_process)
+    gpu = bool(name) and (device_kind(name) in _GPU_KINDS or "nvidia" in name.lower())
+    plan = build_plan(cfg, sizes, device=device, limit=limit, gpu=gpu)
     if not plan.fits:
         raise ConfigError(plan.refusal())
     return plan.format()
