@@ -21,11 +21,13 @@ KIND_FLAGS = ("optimizer", "decoder", "store", "launcher")
 @click.option("--launcher", help="Sugar for launcher.name=...")
 @click.option("--output-dir", help="Sugar for output_dir=...")
 @click.option("--dry-run", is_flag=True, help="Resolve config and print the launch plan; run nothing.")
+@click.option("--device-memory", type=click.FloatRange(min=0), metavar="GiB",
+              help="Memory of one device for the memory plan (default: from the accelerator; 0: do not check).")
 @click.argument("overrides", nargs=-1)
 @click.pass_obj
 def run(state, config_path: str, run_mode: str | None, plugin_names: tuple[str, ...], optimizer: str | None,
         decoder: str | None, store: str | None, launcher: str | None, output_dir: str | None, dry_run: bool,
-        overrides: tuple[str, ...]) -> None:
+        device_memory: float | None, overrides: tuple[str, ...]) -> None:
     """Train and/or evaluate: sid run --config PATH [--plugin NAME]... [KEY=VALUE ...]."""
     from sidcore.run.launch import launch
 
@@ -58,7 +60,7 @@ def run(state, config_path: str, run_mode: str | None, plugin_names: tuple[str, 
                 raise UsageError(f"{flag}: {str(exc)[len(head):]}") from None
         raise
     argv = replay_argv(config_path, selections, extra)
-    launch(cfg, state.plugins, config_path=config_path, argv=argv, dry_run=dry_run)
+    launch(cfg, state.plugins, config_path=config_path, argv=argv, dry_run=dry_run, device_memory=device_memory)
 
 
 def replay_argv(config_path: str, selections: dict[str, str], overrides: list[str]) -> list[str]:

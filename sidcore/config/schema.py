@@ -174,6 +174,18 @@ class WandbConfig:
     name: str | None = h("Run name (default <category>-sid-sft-<timestamp>).", None)
 
 
+def _profile_steps(_inst: Any, _attr: attrs.Attribute, value: list[int]) -> None:
+    if value and (len(value) != 2 or not all(isinstance(x, int) for x in value) or not 1 <= value[0] <= value[1]):
+        raise ValueError(f"profile.steps must be [] or [start, stop] with 1 <= start <= stop, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ProfileConfig:
+    steps: list[int] = h("[start, stop]: write a jax.profiler trace of these steps (1-based, both included; SFT or RL "
+                         "steps, decode batches in an eval run) into <output_dir>/profile/ ([] = off).", [],
+                         validator=_profile_steps)
+
+
 @attrs.frozen(kw_only=True)
 class ComponentConfig:
     """A selected component: its registered name and its own (plugin-defined) attrs options."""
@@ -199,6 +211,7 @@ class RunConfig:
     eval: EvalConfig = field(factory=EvalConfig)
     wandb: WandbConfig = field(factory=WandbConfig)
     rl: RLConfig = field(factory=RLConfig)
+    profile: ProfileConfig = field(factory=ProfileConfig)
     optimizer: ComponentConfig
     decoder: ComponentConfig
     store: ComponentConfig
@@ -215,6 +228,7 @@ SECTIONS = {
     "eval": EvalConfig,
     "wandb": WandbConfig,
     "rl": RLConfig,
+    "profile": ProfileConfig,
 }
 COMPONENT_SECTIONS = {"optimizer": "optimizer", "decoder": "decoder", "store": "store", "launcher": "launcher"}
 DEFAULT_COMPONENTS = {"optimizer": "adamw", "decoder": "trie", "store": "msgpack", "launcher": "local"}

@@ -25,6 +25,7 @@ from sidcore.eval.metrics_layout import flat_metrics, metric_families, metrics_j
 from sidcore.interfaces import emits_sids, target_kind
 from sidcore.files import failpoint
 from sidcore.progress import Progress
+from sidcore.train import profiling
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ class Evaluator:
         for bucket, idxs in sorted(by_bucket.items()):
             fn = self._fn(bucket, graphdef, template)
             for start in range(0, len(idxs), bs):
+                profiling.step("decode")  # profile.steps counts decode batches in an eval run
                 chunk = idxs[start : start + bs]
                 rows = chunk + [chunk[-1]] * (bs - len(chunk))
                 ids = np.full((bs, bucket), pad_id, np.int32)

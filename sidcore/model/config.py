@@ -169,6 +169,30 @@ class Qwen2Config:
         """Qwen3-1.7B numbers (tied, vocab 151936, head_dim 128, theta 1e6)."""
         return cls.qwen3_0_6b(**{"hidden_size": 2048, "intermediate_size": 6144, **overrides})
 
+    @classmethod
+    def qwen2_5_7b(cls, **overrides: Any) -> Qwen2Config:
+        """Qwen2.5-7B numbers (untied, vocab 152064, 28 heads / 4 KV heads, theta 1e6; 7.62B params).
+
+        Source: huggingface.co/Qwen/Qwen2.5-7B config.json and model card ("Number of Parameters: 7.61B").
+        """
+        base = dict(
+            vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+            num_attention_heads=28, num_key_value_heads=4, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
+            tie_word_embeddings=False, max_position_embeddings=131072,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def qwen3_8b(cls, **overrides: Any) -> Qwen2Config:
+        """Qwen3-8B numbers (untied, vocab 151936, 32 heads / 8 KV heads, head_dim 128; 8.19B params).
+
+        Source: huggingface.co/Qwen/Qwen3-8B config.json and model card ("Number of Parameters: 8.2B").
+        """
+        return cls.qwen3_0_6b(**{"hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
+                                 "num_attention_heads": 32, "num_key_value_heads": 8,
+                                 "tie_word_embeddings": False, **overrides})
+
 
 PRESETS: dict[str, Callable[..., Qwen2Config]] = {
     "tiny": Qwen2Config.tiny,
@@ -177,6 +201,8 @@ PRESETS: dict[str, Callable[..., Qwen2Config]] = {
     "qwen2_5_1_5b": Qwen2Config.qwen2_5_1_5b,
     "qwen3_0_6b": Qwen2Config.qwen3_0_6b,
     "qwen3_1_7b": Qwen2Config.qwen3_1_7b,
+    "qwen2_5_7b": Qwen2Config.qwen2_5_7b,
+    "qwen3_8b": Qwen2Config.qwen3_8b,
 }
 
 # HF key -> our field (copied as is).

@@ -34,6 +34,7 @@ from sidcore.rl.rollout import TrieSampler, check_group_batch
 from sidcore.train import checkpointing as ckpt
 from sidcore.rl.step import RLStep
 from sidcore.rl.telemetry import check_rl_options, rl_eval, step_values
+from sidcore.train import profiling
 from sidcore.train import state as S
 from sidcore.train.loop import StopFlag
 from sidcore.model.merge import make_merge
@@ -147,6 +148,7 @@ class RLTrainer:
         last: dict[str, float] = {}
         with StopFlag() as stop:
             while step < steps:
+                profiling.step("rl", step + 1)
                 batch_ex = [self.examples[int(i)] for i in order.next_batch()]
                 t0 = time.perf_counter()
                 dev = put_batch(self._pad(batch_ex, rl_step.pad_id), mesh, axis=0)

@@ -16,7 +16,8 @@ from sidcore.plugins import Plugins
 from sidcore.run.components import build_component
 
 
-def launch(cfg: RunConfig, plugins: Plugins, *, config_path: str, argv: Sequence[str], dry_run: bool = False) -> None:
+def launch(cfg: RunConfig, plugins: Plugins, *, config_path: str, argv: Sequence[str], dry_run: bool = False,
+           device_memory: float | None = None) -> None:
     """Plan the run with the selected launcher and execute (or print) the plan."""
     from sidcore.run.executor import execute, format_plan
 
@@ -27,7 +28,7 @@ def launch(cfg: RunConfig, plugins: Plugins, *, config_path: str, argv: Sequence
     if dry_run or not plan.in_process:  # an in-process run makes these checks (and more) itself
         from sidcore.run import preflight
 
-        done = preflight.check(cfg, plugins, in_process=plan.in_process)
+        done = preflight.check(cfg, plugins, in_process=plan.in_process, device_memory=device_memory)
     if plan.in_process:
         if dry_run:
             click.echo(f"in-process {cfg.run_mode} run -> {cfg.output_dir}")
@@ -46,5 +47,7 @@ def launch(cfg: RunConfig, plugins: Plugins, *, config_path: str, argv: Sequence
 def run_job(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
     """Run train / eval / train_eval in this process and return the run summary."""
     from sidcore.run.job import run_in_process  # imports jax: only when a job really runs
+    from sidcore.train.profiling import session
 
-    return run_in_process(cfg, plugins)
+    with session(cfg.profile, cfg.output_dir, cfg.run_mode):  # profile.steps (docs/benchmarks.md)
+        return run_in_process(cfg, plugins)

@@ -52,7 +52,7 @@ def mesh_for_checks(shape: str, n_devices: int | None) -> _Mesh | None:
     return _Mesh(shape=dict(zip(("dp", "fsdp", "tp"), dims)))
 
 
-def check(cfg: RunConfig, plugins: Plugins, *, in_process: bool) -> list[str]:
+def check(cfg: RunConfig, plugins: Plugins, *, in_process: bool, device_memory: float | None = None) -> list[str]:
     """Run the pre-start checks; returns what was checked (for the dry-run's report)."""
     from sidcore.run.assemble import store_uri
     from sidcore.run.checkpoints import resolve
@@ -79,6 +79,10 @@ def check(cfg: RunConfig, plugins: Plugins, *, in_process: bool) -> list[str]:
             raise ConfigError(f"rl.batch_size={cfg.rl.batch_size} is not a multiple of "
                               f"rl.num_generations={cfg.rl.num_generations}")
         done.append(f"rl: {cfg.rl.batch_size // cfg.rl.num_generations} prompts x {cfg.rl.num_generations}")
+    from sidcore.run import memory_plan
+
+    # docs/memory.md: refuses a plan that cannot fit the device memory
+    done.append(memory_plan.check(cfg, mesh, in_process=in_process, device_memory_gib=device_memory))
     if not in_process:
         return done
     for key in ("train_file", "eval_file", "test_file", "info_file", "sid_index_path"):
@@ -108,4 +112,5 @@ def _identity(cfg: RunConfig, plugins: Plugins, uri: str) -> str:
 
 
 def report(done: list[str]) -> str:
-    return "dry run: checks passed: " + "; ".join(done)
+    lines = [d for d in done if "\n" in d]  # the memory plan prints as its own block
+    return "\n".join(lines + ["dry run: checks passed: " + "; ".join(d for d in done if "\n" not in d)])

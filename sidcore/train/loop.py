@@ -23,6 +23,7 @@ from sidcore.errors import Preempted, TrainingError
 from sidcore.model.merge import make_merge
 from sidcore.train import batches
 from sidcore.train import checkpointing as ckpt
+from sidcore.train import profiling
 from sidcore.train import state as ckpt_state
 from sidcore.train.plan import BatchMath, TrainPlan
 from sidcore.train.step import make_eval_loss, make_train_step
@@ -123,6 +124,7 @@ class Trainer:
                                        shuffle=cfg.seed_shuffle, state=order_state)
         with StopFlag() as stop:
             while step < steps:
+                profiling.step("train", step + 1)
                 idx = order.next_batch()
                 host_batch = batches.collate_step([self.examples[i] for i in idx], micro_rows=math_.micro_rows,
                                             n_micro=math_.accumulation, data_cfg=self.data, pad_id=pad_id,

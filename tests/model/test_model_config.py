@@ -68,7 +68,8 @@ def test_real_qwen3_config_matches_preset():
 
 
 def test_presets():
-    assert set(PRESETS) == {"tiny", "tiny_qwen3", "qwen2_5_0_5b", "qwen2_5_1_5b", "qwen3_0_6b", "qwen3_1_7b"}
+    assert set(PRESETS) == {"tiny", "tiny_qwen3", "qwen2_5_0_5b", "qwen2_5_1_5b", "qwen3_0_6b", "qwen3_1_7b",
+                            "qwen2_5_7b", "qwen3_8b"}
     assert PRESETS["tiny_qwen3"]().model_type == "qwen3" and PRESETS["tiny_qwen3"]().resolved_head_dim == 32
     big = PRESETS["qwen3_1_7b"]()
     assert (big.hidden_size, big.intermediate_size, big.num_hidden_layers) == (2048, 6144, 28)
