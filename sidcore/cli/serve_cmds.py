@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from sidcore.errors import UsageError
+from sidcore.errors import SidError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,11 @@ def serve(state: Any, source: str, config_path: str | None, top_k: int, num_beam
           max_batch: int, max_wait_ms: float, batch_buckets: str | None, max_queue: int, max_users: int,
           max_history: int, max_body_bytes: int, token_file: str | None, no_token: bool) -> None:
     """HTTP JSON API: POST /v1/recommend, GET /healthz, /readyz, /metrics (docs/serving.md)."""
-    from sidcore.serve.server import Limits, check_bind, run_server
+    try:
+        from sidcore.serve.server import Limits, check_bind, run_server
+    except ImportError as exc:
+        raise SidError(f"sid serve needs fastapi, uvicorn and prometheus_client ({exc.name} is missing): "
+                       "pip install 'sid[serve]'") from None
 
     token = Path(token_file).read_text(encoding="utf-8").strip() if token_file else None
     if token_file and not token:

@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from sidcore.errors import SidError, UsageError
 from sidcore.serve.engine import compile_counts, install_compile_counter
@@ -168,8 +170,6 @@ def make_app(recommender: Any, limits: Limits, *, token: str | None = None) -> A
     """The FastAPI app; its lifespan compiles the serving shapes and runs the batcher."""
     import contextlib
 
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     reg, metrics = _metrics()
@@ -288,10 +288,8 @@ def _parse(recommender: Any, body: bytes, limits: Limits) -> tuple[bool, list[Qu
 
 def run_server(recommender: Any, limits: Limits, *, host: str, port: int, token: str | None) -> None:
     """Serve until SIGTERM/SIGINT, then drain in-flight requests and return (exit code 0)."""
-    try:
-        import uvicorn
-    except ImportError:
-        raise SidError("sid serve needs fastapi, uvicorn and prometheus_client: pip install 'sid[serve]'") from None
+    import uvicorn
+
     install_compile_counter()
     app = make_app(recommender, limits, token=token)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
