@@ -103,7 +103,7 @@ def pick_field(keys: Sequence[str], history_field: str | None) -> str:
 
 
 def parse_user(rec: Any, resolver: Resolver, *, history_field: str | None = None, max_history: int | None = None,
-               options: bool = False, prefix: str = "") -> Query:
+               options: bool = True, prefix: str = "") -> Query:
     """A JSON user object -> `Query`. ``options`` allows the per-request ``top_k``/``exclude_history``.
 
     Raises:
