@@ -43,7 +43,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--beams", type=int, default=50)
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
-    p.add_argument("--max-history", type=int, default=20)
+    p.add_argument("--max-history", type=int, default=10, help="10: every prompt fits the 128 bucket")
     p.add_argument("--naive-requests", type=int, default=8, help="requests through HF generate (0: skip)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the naive path")
     p.add_argument("--json", type=Path)
@@ -69,7 +69,7 @@ def build(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], list[Any
     catalog = build_catalog(cfg.data.info_file, cfg.data.sid_index_path, bundle.tokenizer)
     loaded = Loaded(cfg=cfg, bundle=bundle, params=params, catalog=catalog, info=read_info(cfg.data.info_file),
                     plugins=load_plugins(), source="bench")
-    sizes = sorted({*(b for b in (1, 4, 16) if b < args.max_batch), args.max_batch})
+    sizes = sorted({*(1 << i for i in range(12) if 1 << i < args.max_batch), args.max_batch})  # as sid serve
     rec = Recommender(loaded, num_beams=args.beams, top_k=10, batch_sizes=sizes)
     prompts = build_eval_prompts(cfg.data, bundle.tokenizer, split="test", seed=cfg.seed)
     bodies = []

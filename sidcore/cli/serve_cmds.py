@@ -108,7 +108,7 @@ def _parse_sizes(text: str) -> list[int]:
 @click.option("--max-wait-ms", type=float, default=5.0, show_default=True,
               help="How long the first queued user waits for others to share its decoder call.")
 @click.option("--batch-buckets", default=None,
-              help="Compiled batch sizes, comma-separated (default: 1, 4, 16, ... up to --max-batch).")
+              help="Compiled batch sizes, comma-separated (default: powers of 2 up to --max-batch).")
 @click.option("--max-queue", type=int, default=1024, show_default=True,
               help="Users waiting at most; beyond it requests get 503 + Retry-After.")
 @click.option("--max-users", type=int, default=64, show_default=True, help="Users per request at most (413).")
@@ -136,7 +136,7 @@ def serve(state: Any, source: str, config_path: str | None, top_k: int, num_beam
     check_bind(host, token=token, no_token=no_token)
     if max_batch < 1 or max_queue < 1 or max_users < 1 or max_history < 1:
         raise UsageError("--max-batch, --max-queue, --max-users and --max-history must be >= 1")
-    sizes = _parse_sizes(batch_buckets) if batch_buckets else [b for b in (1, 4, 16, 64, 256) if b < max_batch]
+    sizes = _parse_sizes(batch_buckets) if batch_buckets else [1 << i for i in range(12) if 1 << i < max_batch]
     sizes = sorted({*(s for s in sizes if s <= max_batch), max_batch})
     r = _recommender(state, source, config_path, overrides, top_k=top_k, num_beams=num_beams,
                      exclude_history=exclude_history, allow_file=allow_file, deny_file=deny_file, batch_sizes=sizes)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import copy
 import json
 import lzma
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import BATCH, BEAMS, TEST_CSV, TOP_K, sid
+from conftest import BATCH, BEAMS, ROOT, TEST_CSV, TOP_K, sid
 
 pytestmark = pytest.mark.slow
 
@@ -178,12 +181,6 @@ def test_resume_from_partial_output(recommender, tmp_path):
 
 def test_cli_kill_and_resume(tiny_run, recommender, tmp_path):
     """A real `sid recommend` killed after its first chunk; the same command finishes the job."""
-    import subprocess
-    import sys
-    import os
-
-    from conftest import ROOT
-
     lines = TEST_CSV.read_text().splitlines(keepends=True)
     src = tmp_path / "h.csv"
     src.write_text("".join(lines[:101]))  # 100 users = 2 chunks of 64 at --batch-size 4
