@@ -217,3 +217,26 @@ def test_cli_kill_and_resume(tiny_run, recommender, tmp_path):
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert f"Error: {bad}:2: history_item_id[0]: unknown item id 'nope'" in res.stderr
     assert not list(tmp_path.glob("b.jsonl*"))
+
+
+def test_from_hf_folder_and_checkpoint_file(tiny_run, loaded, recommender, eval_rows, tmp_path):
+    """`--from` an exported HF folder (+ --config) and a checkpoint file answer like the run dir."""
+    from conftest import SMOKE
+    from sidcore.run.export import export_run
+    from sidcore.serve.engine import Recommender
+    from sidcore.serve.load import load
+
+    users = [recommender.parse({"history_item_sid": h}) for h, _ in eval_rows[:4]]
+    want = recommender.recommend(users)
+    hf = export_run(loaded.cfg, loaded.plugins, tmp_path / "hf")
+    for source in (str(hf), str(tiny_run / "sft_state_last.msgpack")):
+        other = load(source, loaded.plugins, config=SMOKE)
+        got = Recommender(other, num_beams=BEAMS, top_k=TOP_K, batch_sizes=[BATCH]).recommend(users)
+        for g, w in zip(got, want):
+            assert [it["item_id"] for it in g["items"]] == [it["item_id"] for it in w["items"]], source
+            assert [it["score"] for it in g["items"]] == pytest.approx([it["score"] for it in w["items"]],
+                                                                       rel=1e-5, abs=1e-5)
+    from sidcore.errors import UsageError
+
+    with pytest.raises(UsageError, match="not a run directory; pass --config"):
+        load(str(hf), loaded.plugins)
