@@ -42,9 +42,12 @@ def eval_rows(tiny_run):
 @pytest.fixture(scope="session")
 def loaded(tiny_run):
     from sidcore.plugins import load_plugins
+    from sidcore.run.compile_cache import enable_compile_cache
     from sidcore.serve.load import load
 
-    return load(str(tiny_run), load_plugins())
+    out = load(str(tiny_run), load_plugins())
+    enable_compile_cache(out.cfg.jax.compile_cache)  # as the commands do: one compile per shape, not per test
+    return out
 
 
 @pytest.fixture(scope="session")
