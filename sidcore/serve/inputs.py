@@ -107,8 +107,8 @@ def parse_user(rec: Any, resolver: Resolver, *, history_field: str | None = None
     """A JSON user object -> `Query`. ``options`` allows the per-request ``top_k``/``exclude_history``.
 
     Raises:
-        BadInput: wrong type, unknown key, missing/empty history, unknown item, too long a history
-            (``field`` then ends with ``history`` and the message starts with "too long").
+        TooLarge: a history of more than ``max_history`` items.
+        BadInput: wrong type, unknown key, missing/empty history, unknown item, bad ``top_k``.
     """
     if not isinstance(rec, dict):
         raise BadInput(prefix.rstrip("."), f"expected a JSON object, got {type(rec).__name__}")
