@@ -270,7 +270,9 @@ def _parse(recommender: Any, body: bytes, limits: Limits) -> tuple[bool, list[Qu
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput("body", f"malformed JSON: {getattr(exc, 'msg', exc)}") from None
-    single = not (isinstance(data, dict) and "users" in data)
+    if not isinstance(data, dict):
+        raise BadInput("body", f'expected a user object or {{"users": [...]}}, got {type(data).__name__}')
+    single = "users" not in data
     if single:
         users, prefix = [data], ""
     else:

@@ -94,6 +94,8 @@ def test_statuses(server):
     good = {"history_item_id": ["3466"]}
     cases = [
         (b'{"history_item_id": [3466', 422, "body"),
+        ([good], 422, "body"),
+        ({"users": [good, "x"]}, 422, "users[1]"),
         ({"history_item_id": ["3466"], "colour": "red"}, 422, "colour"),
         ({"history_item_id": ["3466", "99999"]}, 422, "history_item_id[1]"),
         ({"users": [good, {"history_item_sid": []}]}, 422, "users[1].history_item_sid"),
