@@ -39,14 +39,25 @@ def run(recommender, tmp_path, recs_or_path, *, name="out.jsonl", **kw):
     return read_jsonl(out), counts
 
 
-def test_equals_eval_decoder_on_test_rows(recommender, eval_rows, tmp_path):
-    out, counts = run(recommender, tmp_path, [{"user_id": f"u{i}", "history_item_sid": h}
-                                              for i, (h, _) in enumerate(eval_rows)])
+def test_equals_eval_decoder_on_test_rows(recommender, loaded, eval_rows, tmp_path):
+    """Same prompts, beams and scores as the `sid run` eval (its eval_predictions.json, and the
+    Evaluator run here on the same weights for the scores the JSON does not hold)."""
+    from sidcore.data.tasks import build_eval_prompts
+    from sidcore.eval.evaluator import Evaluator
+
+    users = [{"user_id": f"u{i}", "history_item_sid": h} for i, (h, _) in enumerate(eval_rows)]
+    out, counts = run(recommender, tmp_path, users)
     assert counts["users"] == len(eval_rows) == 8
+    prompts = build_eval_prompts(loaded.cfg.data, loaded.bundle.tokenizer, split="test", seed=loaded.cfg.seed)
+    assert recommender.prompt_ids([recommender.parse(u) for u in users]) == [p.input_ids for p in prompts]
+    ev = Evaluator(loaded.cfg.eval, compute_dtype=loaded.cfg.jax.compute_dtype, bundle=loaded.bundle,
+                   decoder=recommender.decoder, catalog=loaded.catalog, metrics=[], prompts=prompts)
+    preds, _ = ev.predict(loaded.params)
     for i, (rec, (_, predicted)) in enumerate(zip(out, eval_rows)):
         assert rec["line"] == i + 1 and rec["user_id"] == f"u{i}"
-        assert [it["sid"] for it in rec["items"]] == predicted[:TOP_K]  # same items, same order
+        assert [it["sid"] for it in rec["items"]] == predicted[:TOP_K] == preds[i][:TOP_K]  # same order
         scores = [it["score"] for it in rec["items"]]
+        np.testing.assert_allclose(scores, ev.scores[i][:TOP_K], rtol=1e-6, atol=1e-6 * abs(scores[0]))
         assert scores == sorted(scores, reverse=True) and all(np.isfinite(scores))
 
 
