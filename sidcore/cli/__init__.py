@@ -45,12 +45,14 @@ def _make_group() -> click.Group:
 
 def build_cli(plugins: Plugins | None = None, *, debug: bool = False) -> click.Group:
     """A fresh ``sid`` group: kernel commands, then each plugin's commands (per plugin, isolated)."""
-    from sidcore.cli import baseline_cmd, config_cmds, export_cmd, index_cmds, plugin_cmds, report_cmd, run_cmd
+    from sidcore.cli import (baseline_cmd, config_cmds, export_cmd, index_cmds, plugin_cmds, report_cmd, run_cmd,
+                             serve_cmds)
 
     plugins = load_plugins() if plugins is None else plugins
     group = _make_group()
     group.context_settings["obj"] = CliState(plugins=plugins, debug=debug)
-    for cmd in (plugin_cmds.plugins, config_cmds.config, run_cmd.run, export_cmd.export, report_cmd.report):
+    for cmd in (plugin_cmds.plugins, config_cmds.config, run_cmd.run, export_cmd.export, report_cmd.report,
+                serve_cmds.recommend, serve_cmds.serve):
         group.add_command(cmd)
     group.add_command(index_cmds.make_index_group())
     group.add_command(baseline_cmd.make_baseline_group())

@@ -21,7 +21,20 @@ from flax import nnx
 
 from sidcore.model.modules import mask_padded_vocab
 
-__all__ = ["LMDecodeModel"]
+__all__ = ["LMDecodeModel", "lse_chunk"]
+
+
+def lse_chunk(rows: int) -> int:
+    """Vocabulary columns per log-sum-exp chunk for ``rows`` beam rows.
+
+    On CPU the ``[rows, chunk]`` float32 block is kept near 4 MB so it stays in cache: 8192 columns
+    up to 128 rows, fewer for wider batches (at least 512). With a fixed 8192, 32 prompts x 50 beams
+    made every chunk 52 MB and a decode call 2.5x slower per prompt than one prompt alone
+    (docs/benchmarks.md §8). Elsewhere (GPU, TPU) 8192, the model's default.
+    """
+    if jax.default_backend() != "cpu":
+        return 8192
+    return max(512, min(8192, (1 << 20) // max(int(rows), 1) // 128 * 128))
 
 
 class LMDecodeModel:
@@ -66,7 +79,7 @@ class LMDecodeModel:
 
     def log_normalizer(self, h: jax.Array) -> jax.Array:
         """``logsumexp`` over the real vocabulary of the logits of ``h [N, H]`` -> ``[N]``."""
-        return self._model().logsumexp(h, self.real_vocab_size)
+        return self._model().logsumexp(h, self.real_vocab_size, lse_chunk(h.shape[0]))
 
     def log_probs_at(self, h: jax.Array, tokens: jax.Array, lse: jax.Array) -> jax.Array:
         """Full-vocabulary log-probs of ``tokens [N, M]`` given ``h [N, H]`` and its ``lse [N]``;

@@ -55,7 +55,36 @@ def tokens_to_sid(tokenizer: Any, ids: Sequence[int], depth: int | None, eos_id:
     return text.split("Response:\n")[-1].strip()
 
 
-def _params_in_compute_dtype(params: Any, compute_dtype: str) -> Any:
+def decode_fn(decoder: Any, bundle: Any, graphdef: Any, template: Any, *, num_beams: int) -> Any:
+    """``jit((params, input_ids [B, Lp], lengths [B]) -> (tokens [B, K, T], scores [B, K]))``: the decoder
+    plugin over the bundle's model; one compile per ``(B, Lp)``. Eval and `sidcore.serve` both use it."""
+    from sidcore.decoding.adapter import LMDecodeModel
+    from sidcore.model.merge import make_merge
+
+    merge = make_merge(graphdef, template)
+    real_vocab = bundle.real_vocab
+
+    def run(params, input_ids, lengths):
+        model = LMDecodeModel(merge(params), real_vocab)
+        return decoder.decode(model, input_ids, lengths, num_beams=num_beams)
+
+    return jax.jit(run)
+
+
+def pad_prompts(prompts: Sequence[Sequence[int]], *, rows: int, bucket: int, pad_id: int) -> tuple[np.ndarray,
+                                                                                                    np.ndarray]:
+    """Right-pad ``prompts`` to ``ids [rows, bucket]`` and ``lengths [rows]``; missing rows repeat the last
+    prompt (a real prompt, so padding rows cost nothing special and are dropped by the caller)."""
+    prompts = list(prompts) + [prompts[-1]] * (rows - len(prompts))
+    ids = np.full((rows, bucket), pad_id, np.int32)
+    lens = np.zeros((rows,), np.int32)
+    for r, p in enumerate(prompts):
+        ids[r, : len(p)] = p
+        lens[r] = len(p)
+    return ids, lens
+
+
+def params_in_compute_dtype(params: Any, compute_dtype: str) -> Any:
     """Float params cast once to a narrower compute dtype (e.g. float32 master weights, bf16 compute).
 
     Every use of a weight in the model casts it to the compute dtype first, so this gives identical
@@ -90,18 +119,7 @@ class Evaluator:
 
     def _fn(self, bucket: int, graphdef: Any, template: Any) -> Any:
         if bucket not in self._fns:
-            from sidcore.decoding.adapter import LMDecodeModel
-            from sidcore.model.merge import make_merge
-
-            merge = make_merge(graphdef, template)
-            decoder, k = self.decoder, self.cfg.num_beams
-            real_vocab = self.bundle.real_vocab
-
-            def run(params, input_ids, lengths):
-                model = LMDecodeModel(merge(params), real_vocab)
-                return decoder.decode(model, input_ids, lengths, num_beams=k)
-
-            self._fns[bucket] = jax.jit(run)
+            self._fns[bucket] = decode_fn(self.decoder, self.bundle, graphdef, template, num_beams=self.cfg.num_beams)
         return self._fns[bucket]
 
     def predict(self, params: Any, *, desc: str = "decode", leave: bool = True) -> tuple[list[list[str]],
@@ -113,7 +131,7 @@ class Evaluator:
         graphdef, st = nnx.split(self.bundle.model)
         template = jax.tree.map(lambda v: v, st)
         cfg = self.cfg
-        params = _params_in_compute_dtype(params, self.compute_dtype)
+        params = params_in_compute_dtype(params, self.compute_dtype)
         bs = cfg.batch_size
         mesh = self.bundle.mesh
         replicas = int(mesh.shape["dp"] * mesh.shape["fsdp"])
@@ -147,13 +165,8 @@ class Evaluator:
             for start in range(0, len(idxs), bs):
                 profiling.step("decode")  # profile.steps counts decode batches in an eval run
                 chunk = idxs[start : start + bs]
-                rows = chunk + [chunk[-1]] * (bs - len(chunk))
-                ids = np.full((bs, bucket), pad_id, np.int32)
-                lens = np.zeros((bs,), np.int32)
-                for r, i in enumerate(rows):
-                    p = self.prompts[i].input_ids
-                    ids[r, : len(p)] = p
-                    lens[r] = len(p)
+                ids, lens = pad_prompts([self.prompts[i].input_ids for i in chunk], rows=bs, bucket=bucket,
+                                        pad_id=pad_id)
                 batch = put_batch({"ids": ids, "lens": lens}, mesh, axis=0)
                 args = [batch["ids"], batch["lens"]]
                 t0 = time.perf_counter()

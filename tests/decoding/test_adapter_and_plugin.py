@@ -66,16 +66,16 @@ def test_plugin_registers_both_decoders_without_importing_jax():
 
 def test_eval_casts_float32_weights_to_bf16_compute_once_without_changing_results():
     """`Evaluator.predict` casts float params to a narrower compute dtype once; every use casts anyway."""
-    from sidcore.eval.evaluator import _params_in_compute_dtype
+    from sidcore.eval.evaluator import params_in_compute_dtype
     from sidcore.model.merge import make_merge
 
     cfg = Qwen2Config.tiny(vocab_size=64, tie_word_embeddings=False)
     model = Qwen2ForCausalLM(cfg, rngs=nnx.Rngs(3), param_dtype=jnp.float32, compute_dtype=jnp.bfloat16)
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)
-    cast = _params_in_compute_dtype(params, "bfloat16")
+    cast = params_in_compute_dtype(params, "bfloat16")
     assert {x.dtype for x in jax.tree.leaves(cast)} == {jnp.dtype(jnp.bfloat16)}
-    assert _params_in_compute_dtype(params, "float32") is params  # nothing narrower: untouched
+    assert params_in_compute_dtype(params, "float32") is params  # nothing narrower: untouched
     merge = make_merge(graphdef, jax.tree.map(lambda v: v, state))
     ids, lens = make_prompts(2, 6, seed=4)
 

@@ -37,3 +37,22 @@ def test_fused_equals_dense_and_chunked_lse_is_exact():
     want = jax.nn.logsumexp(model.logits(h)[:, :real_vocab], axis=-1)
     for chunk in (7, 64, 250, 4096):  # uneven last chunk, exact fit, one chunk
         np.testing.assert_allclose(model.logsumexp(h, real_vocab, chunk=chunk), want, rtol=1e-6, atol=1e-5)
+
+
+def test_lse_chunk_keeps_the_block_small_and_the_result_exact():
+    """Wide batches get narrower vocabulary chunks (cache-sized on CPU); the log-sum-exp is the same."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from sidcore.decoding.adapter import lse_chunk
+    from sidcore.model.lse import chunked_logsumexp
+
+    if jax.default_backend() == "cpu":
+        assert lse_chunk(50) == 8192 and lse_chunk(1600) == 640 and lse_chunk(10**6) == 512
+    h = jax.random.normal(jax.random.key(0), (300, 16))
+    w = jax.random.normal(jax.random.key(1), (5000, 16))
+    want = jax.nn.logsumexp(h @ w[:4999].T, axis=-1)
+    for chunk in (8192, lse_chunk(300), 512, 640):
+        got = chunked_logsumexp(h, w, 4999, chunk)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-5 * float(jnp.abs(want).max()))
