@@ -1,0 +1,126 @@
+"""``sid data amazon18``: raw Amazon-2018 reviews + metadata -> MiniOneRec's ``.inter`` folder.
+
+The same files, with the same content, as MiniOneRec's ``data/amazon18_data_process.py``
+(``NAME.{train,valid,test}.inter``, ``NAME.inter.json``, ``NAME.item.json``, ``NAME.review.json``,
+``NAME.user2id``, ``NAME.item2id``); docs/data.md lists every rule and every difference. The
+big columns (reviews) go through polars/numpy; only per-item work (features of kept items) and the
+strings that need Python's exact rules (HTML entities, non-ASCII JSON escapes) go through Python.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import attrs
+import numpy as np
+import polars as pl
+
+from sidcore.dataprep import core
+from sidcore.dataprep.jsonl import read_columns, records_at
+from sidcore.dataprep.output import Outputs, dump_indented
+from sidcore.dataprep.writing import write_layout
+from sidcore.dataprep.text import clean_column, clean_text
+from sidcore.errors import DataError
+
+log = logging.getLogger(__name__)
+
+MAX_TITLE_WORDS = 20
+
+
+@attrs.frozen(kw_only=True)
+class Amazon18Options:
+    """Options of `prepare_amazon18` (the CLI flags; defaults are upstream's)."""
+
+    user_k: int = 5
+    item_k: int | None = None  # None: user_k (upstream parses --item_k and uses user_k for both)
+    start: tuple[int, int] | None = (1996, 10)
+    end: tuple[int, int] | None = (2018, 11)
+    min_items: int = 3000  # year back-off threshold; 0 disables it
+    categories_field: str = "categories"  # Amazon 2018 files name it "category"; upstream reads "categories"
+    max_history: int = 10
+
+
+def title_table(meta: pl.DataFrame) -> pl.DataFrame:
+    """asin -> kept title (the last metadata line with a valid title wins), upstream's filters."""
+    cleaned = (pl.col("title").str.replace_all("&quot;", '"', literal=True)
+               .str.replace_all("&amp;", "&", literal=True).str.strip_chars(" ").str.strip_chars('"'))
+    return (
+        meta.with_row_index("row")
+        .filter(pl.col("title").is_not_null() & ~pl.col("title").str.contains("<span id", literal=True))
+        .with_columns(cleaned.alias("title"))
+        .filter((pl.col("title").str.len_chars() > 1)
+                & (pl.col("title").str.count_matches(" ", literal=True) < MAX_TITLE_WORDS))
+        .group_by("asin").agg(pl.col("title").last(), pl.col("row").last())
+    )
+
+
+def item_features(meta: dict, title: str, categories_field: str) -> dict[str, str]:
+    """One item.json value from the item's last metadata line (upstream's rules, quirks included)."""
+    desc = meta.get("description", "")
+    desc = clean_text(desc) if desc else ""
+    brand = meta.get("brand", "")
+    brand = brand.replace("by\n", "").strip() if isinstance(brand, str) else str(brand).strip()
+    cats = meta.get(categories_field, [])
+    if cats:
+        if isinstance(cats[0], list):
+            flat: list = []
+            for group in cats:
+                flat.extend(group)
+            cats = flat
+        cats = ",".join(str(c).strip() for c in cats if "</span>" not in str(c)).strip()
+    else:
+        cats = ""
+    return {"title": title, "description": desc, "brand": brand, "categories": cats}
+
+
+def prepare_amazon18(reviews: str | Path, meta: str | Path, *, dataset: str, out: str | Path,
+                     options: Amazon18Options = Amazon18Options(), overwrite: bool = False) -> dict[str, int]:
+    """Write ``out/dataset/`` from raw Amazon-2018 files; returns counts (users, items, ...)."""
+    reviews, meta = Path(reviews), Path(meta)
+    folder = Path(out) / dataset
+    outputs = Outputs(layout_files(folder, dataset), overwrite=overwrite)
+    metas = read_columns(meta, {"asin": pl.String, "title": pl.String}, required=("asin",))
+    titles = title_table(metas)
+    log.info("%s: %d metadata lines, %d items with a kept title", meta, len(metas), len(titles))
+    ev = read_columns(reviews, {"reviewerID": pl.String, "asin": pl.String, "unixReviewTime": pl.Int64,
+                                "reviewText": pl.String, "summary": pl.String},
+                      required=("reviewerID", "asin", "unixReviewTime"))
+    log.info("%s: %d reviews", reviews, len(ev))
+    user, _ = core.codes(ev["reviewerID"])
+    item, n_items = core.codes(ev["asin"])
+    ts = ev["unixReviewTime"].to_numpy()
+    titled = np.zeros(n_items, dtype=bool)
+    has_title = ev["asin"].is_in(titles["asin"].implode()).to_numpy()
+    titled[item[has_title]] = True
+    item_k = options.user_k if options.item_k is None else options.item_k
+    kept = core.filter_events(user, item, ts, titled, user_k=options.user_k, item_k=item_k,
+                              start=options.start, end=options.end, min_items=options.min_items)
+    if len(kept.rows) == 0:
+        raise DataError(f"{reviews}: no review is left after the time window and the {options.user_k}-core")
+    num = core.number(kept.rows, user, item, ts)
+    asins = ev["asin"].gather(kept.rows)
+    order = np.argsort(num.iid, kind="stable")
+    first_of_item = order[np.r_[0, np.flatnonzero(np.diff(num.iid[order])) + 1]]
+    item_asin = asins.gather(first_of_item)
+    # item.json: the title kept for the asin, the rest from its LAST metadata line (valid or not)
+    last_row = metas.with_row_index("row").group_by("asin").agg(pl.col("row").last())
+    lookup = pl.DataFrame({"asin": item_asin}).join(last_row, on="asin", how="left", maintain_order="left")
+    lookup = lookup.join(titles.select("asin", "title"), on="asin", how="left", maintain_order="left")
+    records = records_at(meta, set(lookup["row"].to_list()))
+    features = {str(i): item_features(records[r], t, options.categories_field)
+                for i, (r, t) in enumerate(zip(lookup["row"].to_list(), lookup["title"].to_list()))}
+    review_cols = {"review": clean_column(ev["reviewText"].gather(kept.rows)),
+                   "summary": clean_column(ev["summary"].gather(kept.rows))}
+    stats = write_layout(outputs, folder, dataset, num, users=ev["reviewerID"].gather(kept.rows),
+                         items=item_asin, ts_repr=ev["unixReviewTime"].gather(kept.rows).cast(pl.String),
+                         review_cols=review_cols, item_json=dump_indented(features),
+                         max_history=options.max_history)
+    stats["start_year"] = kept.start_year
+    return stats
+
+
+def layout_files(folder: Path, dataset: str) -> list[Path]:
+    names = [f"{dataset}.{s}.inter" for s in ("train", "valid", "test")]
+    names += [f"{dataset}.{s}" for s in ("inter.json", "item.json", "review.json", "user2id", "item2id")]
+    return [folder / n for n in names]

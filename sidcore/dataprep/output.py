@@ -1,0 +1,116 @@
+"""All-or-nothing output of the data commands, and ``json.dump(..., indent=2)``'s exact bytes, fast.
+
+`Outputs` collects every file of a command as a hidden temporary file beside its final name and
+publishes them together at the end (``os.replace`` each), so an error or a kill leaves no
+half-written output. It refuses, before any work, when a target file exists and is non-empty,
+unless ``overwrite``.
+
+The JSON files upstream writes with ``json.dump(obj, f, indent=2)`` are large (review.json holds one
+entry per review), and ``indent`` makes Python's json use its pure-Python encoder. `indented_lists`
+and `indented_records` build the same bytes from polars string columns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import polars as pl
+
+from sidcore.errors import DataError, SidError
+from sidcore.files import publish, unlink_quietly, write_temp
+
+
+class Outputs:
+    """Stage files; `commit` publishes them all, `discard` removes the staged ones."""
+
+    def __init__(self, targets: Iterable[Path], *, overwrite: bool) -> None:
+        self.targets = [Path(t) for t in targets]
+        self._staged: dict[Path, Path] = {}
+        if not overwrite:
+            for path in self.targets:
+                if path.is_file() and path.stat().st_size > 0:
+                    raise SidError(f"{path}: exists and is not empty (pass --overwrite to replace it)")
+                if path.is_dir():
+                    raise SidError(f"{path}: is a directory")
+
+    def write(self, path: Path, data: bytes | str) -> None:
+        path = Path(path)
+        if path not in self.targets:
+            raise AssertionError(f"{path} was not declared")
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        self._staged[path] = write_temp(path, raw, fsync=False, error=DataError)
+
+    def commit(self) -> None:
+        for path, tmp in self._staged.items():
+            publish(tmp, path, fsync=False, error=DataError)
+        self._staged.clear()
+
+    def discard(self) -> None:
+        for tmp in self._staged.values():
+            unlink_quietly(tmp)
+        self._staged.clear()
+
+    def __enter__(self) -> Outputs:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def lines_text(lines: pl.Series | list[str], header: str | None = None) -> str:
+    """Lines joined with ``\\n`` (each line ends with one), optional header first."""
+    body = lines.to_list() if isinstance(lines, pl.Series) else lines
+    head = [header] if header is not None else []
+    out = "\n".join(head + body)
+    return out + "\n" if (head or body) else ""
+
+
+def indented_lists(keys: pl.Series, groups: pl.Series) -> str:
+    """``json.dump({key: [ints...]}, indent=2)`` where `keys` are JSON-encoded key strings and
+    `groups` hold each list's items already rendered (one string per list: items joined by
+    ``",\\n    "``)."""
+    if len(keys) == 0:
+        return "{}"
+    entries = pl.DataFrame({"k": keys, "g": groups}).select(
+        pl.concat_str([pl.lit("  "), pl.col("k"), pl.lit(": [\n    "), pl.col("g"), pl.lit("\n  ]")])
+    ).to_series()
+    return "{\n" + ",\n".join(entries.to_list()) + "\n}"
+
+
+def indented_records(keys: pl.Series, fields: dict[str, pl.Series]) -> str:
+    """``json.dump({key: {field: value, ...}}, indent=2)``: `keys` JSON-encoded, each field's column
+    holds already JSON-encoded values."""
+    if len(keys) == 0:
+        return "{}"
+    pieces: list[pl.Expr | str] = [pl.lit("  "), pl.col("__k"), pl.lit(": {")]
+    for n, name in enumerate(fields):
+        sep = "\n    " if n == 0 else ",\n    "
+        pieces += [pl.lit(sep + json.dumps(name) + ": "), pl.col(f"__f{n}")]
+    pieces.append(pl.lit("\n  }" if fields else "}"))
+    frame = pl.DataFrame({"__k": keys, **{f"__f{n}": col for n, col in enumerate(fields.values())}})
+    entries = frame.select(pl.concat_str(pieces)).to_series()
+    return "{\n" + ",\n".join(entries.to_list()) + "\n}"
+
+
+def dump_indented(obj: object) -> str:
+    """``json.dump(obj, f, indent=2)``'s text (for the small files)."""
+    return json.dumps(obj, indent=2)
+
+
+def tsv_pairs(left: pl.Series, right: pl.Series) -> str:
+    """``f"{left}\\t{right}\\n"`` per row."""
+    frame = pl.DataFrame({"a": left, "b": right.cast(pl.String)})
+    return lines_text(frame.select(pl.concat_str(["a", "b"], separator="\t")).to_series())
+
+
+def file_nonempty(path: Path) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False

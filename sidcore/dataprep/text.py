@@ -1,0 +1,77 @@
+"""Upstream's text clean-up and Python's JSON string encoding, column-wise.
+
+`clean_text` is MiniOneRec's ``clean_text`` (Amazon-2018 flavour: tags removed, entities decoded,
+``&quot;``/``&amp;`` replaced once more, whitespace runs collapsed to one space, stripped).
+`clean_column` computes the same thing for a whole polars column: the tag regex and the whitespace
+collapse run in polars, and only the strings that hold a ``&`` (where ``html.unescape``'s HTML5
+rules matter) go through Python. Python's ``\\s`` also matches U+001C..U+001F, which the Rust regex
+``\\s`` does not, so the collapse uses an explicit class (a test checks it against every code point).
+
+`json_strings` encodes a column the way ``json.dump`` does with its default ``ensure_ascii=True``:
+printable-ASCII strings are escaped in polars, the rest by Python's own C encoder, so the bytes equal
+``json.dump``'s.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+import polars as pl
+
+TAG_RE = r"<[^>]+>"
+# Python's str \s (str.isspace): Rust's \s plus the four ASCII separators U+001C..U+001F.
+PY_SPACE_RE = r"[\s\x1c-\x1f]+"
+_PRINTABLE_ASCII = r"^[\x20-\x7e]*$"
+
+_TAG = re.compile(TAG_RE)
+_SPACE = re.compile(r"\s+")
+_encode = json.encoder.encode_basestring_ascii  # the C encoder json.dump uses for str
+
+
+def clean_text(text: object, *, double_unescape: bool = True) -> str:
+    """Upstream ``clean_text``: falsy -> ``""``; else tags removed from ``str(text)``, entities
+    decoded, (Amazon-2018 only: ``&quot;`` and ``&amp;`` replaced again), whitespace collapsed,
+    stripped."""
+    if not text:
+        return ""
+    out = html.unescape(_TAG.sub("", str(text)))
+    if double_unescape:
+        out = out.replace("&quot;", '"').replace("&amp;", "&")
+    return _SPACE.sub(" ", out).strip()
+
+
+def _finish_with_entities(text: str, double_unescape: bool) -> str:
+    out = html.unescape(text)
+    if double_unescape:
+        out = out.replace("&quot;", '"').replace("&amp;", "&")
+    return _SPACE.sub(" ", out).strip()
+
+
+def clean_column(col: pl.Series, *, double_unescape: bool = True) -> pl.Series:
+    """`clean_text` of every value of a String column (null -> ``""``), in bulk."""
+    stripped = col.fill_null("").str.replace_all(TAG_RE, "")
+    has_amp = stripped.str.contains("&", literal=True)
+    out = stripped.str.replace_all(PY_SPACE_RE, " ").str.strip_chars(" ")
+    if has_amp.any():
+        idx = has_amp.arg_true()
+        fixed = [_finish_with_entities(t, double_unescape) for t in stripped.gather(idx).to_list()]
+        out = out.scatter(idx, pl.Series(fixed, dtype=pl.String))
+    return out.alias(col.name)
+
+
+def json_strings(col: pl.Series) -> pl.Series:
+    """``json.dumps(value)`` (ensure_ascii) of every value of a String column without nulls."""
+    plain = col.str.contains(_PRINTABLE_ASCII)
+    out = ('"' + col.str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
+           + '"')
+    if not plain.all():
+        idx = (~plain).arg_true()
+        out = out.scatter(idx, pl.Series([_encode(t) for t in col.gather(idx).to_list()], dtype=pl.String))
+    return out
+
+
+def json_string(text: str) -> str:
+    """``json.dumps(text)`` for one string."""
+    return _encode(text)

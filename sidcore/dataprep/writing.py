@@ -1,0 +1,58 @@
+"""Writing one ``.inter`` folder (upstream's eight files) from numbered events, through `Outputs`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from sidcore.dataprep import core
+from sidcore.dataprep.output import Outputs, indented_lists, indented_records, lines_text, tsv_pairs
+from sidcore.dataprep.text import json_strings
+
+INTER_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token"
+
+
+def _review_json(num: core.Numbered, ts_repr: pl.Series, cols: dict[str, pl.Series]) -> str:
+    """review.json: key ``str((uid, iid, ts))`` per kept event in input order; a repeated key keeps
+    its first position and its last value (a Python dict's behaviour)."""
+    uid = pl.Series("uid", num.uid).cast(pl.String)
+    iid = pl.Series("iid", num.iid).cast(pl.String)
+    keys = pl.DataFrame({"u": uid, "i": iid, "t": ts_repr}).select(
+        pl.concat_str([pl.lit('"('), "u", pl.lit(", "), "i", pl.lit(", "), "t", pl.lit(')"')]).alias("key")
+    )["key"]
+    frame = pl.DataFrame({"key": keys, **{f"c{n}": c for n, c in enumerate(cols.values())}})
+    if keys.is_duplicated().any():
+        frame = frame.group_by("key", maintain_order=True).agg(pl.all().last())
+    fields = {name: frame[f"c{n}"] for n, name in enumerate(cols)}
+    return indented_records(frame["key"], fields)
+
+
+def write_layout(outputs: Outputs, folder: Path, dataset: str, num: core.Numbered, *, users: pl.Series,
+                 items: pl.Series, ts_repr: pl.Series, review_cols: dict[str, pl.Series] | None,
+                 item_json: str, max_history: int = 10) -> dict[str, int]:
+    """Stage and publish the folder. `users` / `ts_repr` are per kept event (input order), `items`
+    the raw item id of each item number, `review_cols` the review.json value fields per kept event,
+    already JSON-encoded (None: no review.json)."""
+    lines = core.inter_lines(num, max_history=max_history)
+    n = len(lines)
+    a, b = core.split_bounds(n)
+    with outputs:
+        for split, part in (("train", lines[:a]), ("valid", lines[a:b]), ("test", lines[b:])):
+            outputs.write(folder / f"{dataset}.{split}.inter", lines_text(part, INTER_HEADER))
+        seq = pl.DataFrame({"u": num.uid[num.by_user], "i": num.iid[num.by_user]})
+        grouped = seq.group_by("u", maintain_order=True).agg(
+            pl.col("i").cast(pl.String).str.join(",\n    "))
+        outputs.write(folder / f"{dataset}.inter.json",
+                      indented_lists('"' + grouped["u"].cast(pl.String) + '"', grouped["i"]))
+        outputs.write(folder / f"{dataset}.item.json", item_json)
+        if review_cols is not None:
+            encoded = {k: json_strings(v) if v.dtype == pl.String else v for k, v in review_cols.items()}
+            outputs.write(folder / f"{dataset}.review.json", _review_json(num, ts_repr, encoded))
+        starts = num.by_user[num.pos == 0]
+        outputs.write(folder / f"{dataset}.user2id",
+                      tsv_pairs(users.gather(starts), pl.Series(num.uid[starts])))
+        outputs.write(folder / f"{dataset}.item2id",
+                      tsv_pairs(items, pl.Series(range(len(items)))))
+    return {"users": num.n_users, "items": num.n_items, "events": len(num.rows), "train": a,
+            "valid": b - a, "test": n - b}
