@@ -43,7 +43,7 @@ def _make_group() -> click.Group:
 
 def build_cli(plugins: Plugins | None = None, *, debug: bool = False) -> click.Group:
     """A fresh ``sid`` group: kernel commands, then each plugin's commands (per plugin, isolated)."""
-    from sidcore.cli import config_cmds, export_cmd, index_cmds, plugin_cmds, report_cmd, run_cmd
+    from sidcore.cli import config_cmds, data_cmds, export_cmd, index_cmds, plugin_cmds, report_cmd, run_cmd
 
     plugins = load_plugins() if plugins is None else plugins
     group = _make_group()
@@ -51,6 +51,7 @@ def build_cli(plugins: Plugins | None = None, *, debug: bool = False) -> click.G
     for cmd in (plugin_cmds.plugins, config_cmds.config, run_cmd.run, export_cmd.export, report_cmd.report):
         group.add_command(cmd)
     group.add_command(index_cmds.make_index_group())
+    group.add_command(data_cmds.data)
     plugins.add_commands(group)
     return group
 

@@ -29,6 +29,7 @@ class Outputs:
     def __init__(self, targets: Iterable[Path], *, overwrite: bool) -> None:
         self.targets = [Path(t) for t in targets]
         self._staged: dict[Path, Path] = {}
+        self._remove_unwritten = False
         if not overwrite:
             for path in self.targets:
                 if path.is_file() and path.stat().st_size > 0:
@@ -43,9 +44,17 @@ class Outputs:
         raw = data.encode("utf-8") if isinstance(data, str) else data
         self._staged[path] = write_temp(path, raw, fsync=False, error=DataError)
 
+    def remove_unwritten(self) -> None:
+        """At commit, also delete declared targets that nothing was written to (stale outputs)."""
+        self._remove_unwritten = True
+
     def commit(self) -> None:
         for path, tmp in self._staged.items():
             publish(tmp, path, fsync=False, error=DataError)
+        if self._remove_unwritten:
+            for path in self.targets:
+                if path not in self._staged and path.is_file():
+                    unlink_quietly(path)
         self._staged.clear()
 
     def discard(self) -> None:

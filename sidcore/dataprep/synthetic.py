@@ -91,10 +91,8 @@ def write_amazon18(folder: str | Path, *, n_reviews: int, n_users: int | None = 
             elif prev is not None and r < 0.04:
                 rec = dict(prev, unixReviewTime=prev["unixReviewTime"] + DAY * rng.randint(0, 3))
             else:
-                u = min(int(rng.paretovariate(1.2)) - 1, n_users - 1)
-                i = min(int(rng.paretovariate(1.1)) - 1, n_items - 1)
-                u = (u * 7919 + rng.randrange(4)) % n_users
-                i = (i * 104729 + rng.randrange(3)) % n_items
+                u = int(n_users * rng.random() ** 2)  # skewed activity and popularity
+                i = int(n_items * rng.random() ** 2.5)
                 rec = {"overall": float(rng.randint(1, 5)), "verified": True,
                        "reviewTime": "01 1, 2015", "reviewerID": users[u], "asin": items[i],
                        "reviewerName": "Someone", "unixReviewTime": lo + DAY * rng.randrange((hi - lo) // DAY)}
