@@ -18,8 +18,8 @@ import polars as pl
 
 from sidcore.dataprep import core
 from sidcore.dataprep.jsonl import read_columns, records_at
-from sidcore.dataprep.output import Outputs, dump_indented
-from sidcore.dataprep.writing import write_layout
+from sidcore.dataprep.output import Outputs
+from sidcore.dataprep.writing import records_json, write_layout
 from sidcore.dataprep.text import clean_column, clean_text
 from sidcore.errors import DataError
 
@@ -108,13 +108,13 @@ def prepare_amazon18(reviews: str | Path, meta: str | Path, *, dataset: str, out
     lookup = pl.DataFrame({"asin": item_asin}).join(last_row, on="asin", how="left", maintain_order="left")
     lookup = lookup.join(titles.select("asin", "title"), on="asin", how="left", maintain_order="left")
     records = records_at(meta, set(lookup["row"].to_list()))
-    features = {str(i): item_features(records[r], t, options.categories_field)
-                for i, (r, t) in enumerate(zip(lookup["row"].to_list(), lookup["title"].to_list()))}
+    features = [item_features(records[r], t, options.categories_field)
+                for r, t in zip(lookup["row"].to_list(), lookup["title"].to_list())]
     review_cols = {"review": clean_column(ev["reviewText"].gather(kept.rows)),
                    "summary": clean_column(ev["summary"].gather(kept.rows))}
     stats = write_layout(outputs, folder, dataset, num, users=ev["reviewerID"].gather(kept.rows),
                          items=item_asin, ts_repr=ev["unixReviewTime"].gather(kept.rows).cast(pl.String),
-                         review_cols=review_cols, item_json=dump_indented(features),
+                         review_cols=review_cols, item_json=records_json(features),
                          max_history=options.max_history)
     stats["start_year"] = kept.start_year
     return stats

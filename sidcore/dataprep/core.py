@@ -35,9 +35,11 @@ def month_start(year: int, month: int) -> int:
 
 
 def codes(col: pl.Series) -> tuple[np.ndarray, int]:
-    """Dense int codes (0..n-1) of a String column and the number of distinct values."""
-    coded = col.rank("dense").to_numpy().astype(np.int64) - 1
-    return coded, int(coded.max()) + 1 if len(coded) else 0
+    """Dense int codes (0..n-1, in order of first appearance) of a column, and how many there are."""
+    uniq = col.unique(maintain_order=True)
+    table = pl.DataFrame({"k": uniq, "v": np.arange(len(uniq), dtype=np.int64)})
+    coded = pl.DataFrame({"k": col}).join(table, on="k", how="left", maintain_order="left")["v"]
+    return coded.to_numpy(), len(uniq)
 
 
 def k_core(user: np.ndarray, item: np.ndarray, alive: np.ndarray, *, user_k: int, item_k: int,

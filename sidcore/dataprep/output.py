@@ -12,6 +12,7 @@ and `indented_records` build the same bytes from polars string columns.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterable
@@ -72,39 +73,47 @@ class Outputs:
             self.discard()
 
 
-def lines_text(lines: pl.Series | list[str], header: str | None = None) -> str:
-    """Lines joined with ``\\n`` (each line ends with one), optional header first."""
-    body = lines.to_list() if isinstance(lines, pl.Series) else lines
-    head = [header] if header is not None else []
-    out = "\n".join(head + body)
-    return out + "\n" if (head or body) else ""
+def joined(col: pl.Series, sep: str) -> bytes:
+    """The column's strings joined by `sep`, as UTF-8 bytes, built in polars (no Python strings)."""
+    if len(col) == 0:
+        return b""
+    buf = io.BytesIO()
+    pl.DataFrame({"x": col}).write_csv(buf, include_header=False, quote_style="never", line_terminator=sep)
+    return buf.getvalue()[: -len(sep.encode())]
 
 
-def indented_lists(keys: pl.Series, groups: pl.Series) -> str:
+def lines_text(lines: pl.Series | list[str], header: str | None = None) -> bytes:
+    """Lines each ending with ``\n``, optional header first."""
+    col = lines if isinstance(lines, pl.Series) else pl.Series(lines, dtype=pl.String)
+    head = (header + "\n").encode() if header is not None else b""
+    return head + joined(col, "\n") + (b"\n" if len(col) else b"")
+
+
+def indented_lists(keys: pl.Series, groups: pl.Series) -> bytes:
     """``json.dump({key: [ints...]}, indent=2)`` where `keys` are JSON-encoded key strings and
     `groups` hold each list's items already rendered (one string per list: items joined by
-    ``",\\n    "``)."""
+    ``",\n    "``)."""
     if len(keys) == 0:
-        return "{}"
+        return b"{}"
     entries = pl.DataFrame({"k": keys, "g": groups}).select(
         pl.concat_str([pl.lit("  "), pl.col("k"), pl.lit(": [\n    "), pl.col("g"), pl.lit("\n  ]")])
     ).to_series()
-    return "{\n" + ",\n".join(entries.to_list()) + "\n}"
+    return b"{\n" + joined(entries, ",\n") + b"\n}"
 
 
-def indented_records(keys: pl.Series, fields: dict[str, pl.Series]) -> str:
+def indented_records(keys: pl.Series, fields: dict[str, pl.Series]) -> bytes:
     """``json.dump({key: {field: value, ...}}, indent=2)``: `keys` JSON-encoded, each field's column
     holds already JSON-encoded values."""
     if len(keys) == 0:
-        return "{}"
-    pieces: list[pl.Expr | str] = [pl.lit("  "), pl.col("__k"), pl.lit(": {")]
+        return b"{}"
+    pieces: list[pl.Expr] = [pl.lit("  "), pl.col("__k"), pl.lit(": {")]
     for n, name in enumerate(fields):
         sep = "\n    " if n == 0 else ",\n    "
         pieces += [pl.lit(sep + json.dumps(name) + ": "), pl.col(f"__f{n}")]
     pieces.append(pl.lit("\n  }" if fields else "}"))
     frame = pl.DataFrame({"__k": keys, **{f"__f{n}": col for n, col in enumerate(fields.values())}})
     entries = frame.select(pl.concat_str(pieces)).to_series()
-    return "{\n" + ",\n".join(entries.to_list()) + "\n}"
+    return b"{\n" + joined(entries, ",\n") + b"\n}"
 
 
 def dump_indented(obj: object) -> str:
@@ -112,7 +121,7 @@ def dump_indented(obj: object) -> str:
     return json.dumps(obj, indent=2)
 
 
-def tsv_pairs(left: pl.Series, right: pl.Series) -> str:
+def tsv_pairs(left: pl.Series, right: pl.Series) -> bytes:
     """``f"{left}\\t{right}\\n"`` per row."""
     frame = pl.DataFrame({"a": left, "b": right.cast(pl.String)})
     return lines_text(frame.select(pl.concat_str(["a", "b"], separator="\t")).to_series())

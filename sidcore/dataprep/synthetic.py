@@ -13,15 +13,18 @@ import json
 import random
 from pathlib import Path
 
-WORDS = ("good", "bad", "cable", "works", "fine", "the", "a", "meter", "glue", "tape", "\u00e9t\u00e9", "caf\u00e9",
+PLAIN = ("good", "bad", "cable", "works", "fine", "the", "a", "meter", "glue", "tape", "it", "is", "and", "for",
+         "this", "with", "great", "price", "quality", "would", "buy", "again", "not", "very", "small", "box")
+QUIRKS = ("good", "bad", "cable", "works", "fine", "the", "a", "meter", "glue", "tape", "\u00e9t\u00e9", "caf\u00e9",
          "na\u00efve", "\u2019s", "\U0001F600", "&amp;", "&quot;ok&quot;", "&amp;quot;x&amp;quot;", "&nbsp;",
          "&#39;", "&lt;b&gt;", "<br />", "<a href=\"x\">link</a>", "5\"", "back\\slash", "tab\there",
          "line\nbreak", "\x1cfs", "\u00a0nbsp", "&eacute;t&eacute;", "&notit;", "&#x1F600;", "<", ">")
 DAY = 86400
 
 
-def _text(rng: random.Random, lo: int, hi: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+def _text(rng: random.Random, lo: int, hi: int, quirk: float = 0.3) -> str:
+    return " ".join(rng.choice(QUIRKS) if rng.random() < quirk else rng.choice(PLAIN)
+                    for _ in range(rng.randint(lo, hi)))
 
 
 def _title(rng: random.Random, n: int) -> object:
@@ -70,8 +73,11 @@ def _meta(rng: random.Random, asin: str, n: int) -> dict:
 
 def write_amazon18(folder: str | Path, *, n_reviews: int, n_users: int | None = None,
                    n_items: int | None = None, seed: int = 0, years: tuple[int, int] = (1994, 2018),
-                   name: str = "Synthetic") -> tuple[Path, Path]:
-    """Write ``folder/NAME.json`` (reviews) and ``folder/meta_NAME.json``; return their paths."""
+                   name: str = "Synthetic", quirk: float = 0.3) -> tuple[Path, Path]:
+    """Write ``folder/NAME.json`` (reviews) and ``folder/meta_NAME.json``; return their paths.
+
+    `quirk` is the share of review-text words drawn from the quirky ones (entities, tags, non-ASCII,
+    control characters); the rest are plain ASCII words."""
     rng = random.Random(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -97,9 +103,9 @@ def write_amazon18(folder: str | Path, *, n_reviews: int, n_users: int | None = 
                        "reviewTime": "01 1, 2015", "reviewerID": users[u], "asin": items[i],
                        "reviewerName": "Someone", "unixReviewTime": lo + DAY * rng.randrange((hi - lo) // DAY)}
                 if rng.random() < 0.97:
-                    rec["reviewText"] = _text(rng, 0, 60)
+                    rec["reviewText"] = _text(rng, 0, 60, quirk)
                 if rng.random() < 0.95:
-                    rec["summary"] = _text(rng, 0, 6)
+                    rec["summary"] = _text(rng, 0, 6, quirk)
                 if rng.random() < 0.2:
                     rec["style"] = {"Size:": " 3 Pack"}
             prev = rec

@@ -24,6 +24,12 @@ TAG_RE = r"<[^>]+>"
 # Python's str \s (str.isspace): Rust's \s plus the four ASCII separators U+001C..U+001F.
 PY_SPACE_RE = r"[\s\x1c-\x1f]+"
 _PRINTABLE_ASCII = r"^[\x20-\x7e]*$"
+# Entities whose html.unescape result is fixed, and that no other entity name starts with once the
+# ";" is included: a string whose every "&" starts one of these, or is followed by a space or ends
+# the string (html.unescape leaves those), is decoded by one non-overlapping literal replace pass.
+SIMPLE_ENTITIES = {"&amp;": "&", "&quot;": '"', "&lt;": "<", "&gt;": ">", "&nbsp;": "\xa0",
+                   "&#39;": "'", "&#34;": '"'}
+_SIMPLE_RE = "|".join(re.escape(e) for e in SIMPLE_ENTITIES)
 
 _TAG = re.compile(TAG_RE)
 _SPACE = re.compile(r"\s+")
@@ -49,6 +55,23 @@ def _finish_with_entities(text: str, double_unescape: bool) -> str:
     return _SPACE.sub(" ", out).strip()
 
 
+def _decode_entities(col: pl.Series, double_unescape: bool) -> pl.Series:
+    """Entity decoding of tag-stripped strings that hold a ``&``: one polars replace pass where only
+    `SIMPLE_ENTITIES` occur, Python's html.unescape (+ whitespace collapse) elsewhere."""
+    amps = col.str.count_matches("&", literal=True)
+    simple = (amps == col.str.count_matches(_SIMPLE_RE) + col.str.count_matches("& ", literal=True)
+              + col.str.ends_with("&").cast(pl.UInt32))
+    out = col.str.replace_many(list(SIMPLE_ENTITIES), list(SIMPLE_ENTITIES.values()))
+    if double_unescape:
+        out = out.str.replace_all("&quot;", '"', literal=True).str.replace_all("&amp;", "&", literal=True)
+    out = out.str.replace_all(PY_SPACE_RE, " ").str.strip_chars(" ")
+    if not simple.all():
+        idx = (~simple).arg_true()
+        fixed = [_finish_with_entities(t, double_unescape) for t in col.gather(idx).to_list()]
+        out = out.scatter(idx, pl.Series(fixed, dtype=pl.String))
+    return out
+
+
 def clean_column(col: pl.Series, *, double_unescape: bool = True) -> pl.Series:
     """`clean_text` of every value of a String column (null -> ``""``), in bulk."""
     stripped = col.fill_null("").str.replace_all(TAG_RE, "")
@@ -56,8 +79,7 @@ def clean_column(col: pl.Series, *, double_unescape: bool = True) -> pl.Series:
     out = stripped.str.replace_all(PY_SPACE_RE, " ").str.strip_chars(" ")
     if has_amp.any():
         idx = has_amp.arg_true()
-        fixed = [_finish_with_entities(t, double_unescape) for t in stripped.gather(idx).to_list()]
-        out = out.scatter(idx, pl.Series(fixed, dtype=pl.String))
+        out = out.scatter(idx, _decode_entities(stripped.gather(idx), double_unescape))
     return out.alias(col.name)
 
 

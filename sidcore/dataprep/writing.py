@@ -9,6 +9,7 @@ import polars as pl
 from sidcore.dataprep import core
 from sidcore.dataprep.output import Outputs, indented_lists, indented_records, lines_text, tsv_pairs
 from sidcore.dataprep.text import json_strings
+from sidcore.dataprep.output import dump_indented
 
 INTER_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token"
 
@@ -28,9 +29,19 @@ def _review_json(num: core.Numbered, ts_repr: pl.Series, cols: dict[str, pl.Seri
     return indented_records(frame["key"], fields)
 
 
+def records_json(records: list[dict]) -> bytes:
+    """``json.dump({"0": records[0], "1": ...}, indent=2)``; fast when every value is a string."""
+    names = list(records[0]) if records else []
+    if records and all(list(r) == names and all(isinstance(v, str) for v in r.values()) for r in records):
+        keys = '"' + pl.Series(range(len(records))).cast(pl.String) + '"'
+        cols = {n: json_strings(pl.Series([r[n] for r in records], dtype=pl.String)) for n in names}
+        return indented_records(keys, cols)
+    return dump_indented({str(i): r for i, r in enumerate(records)}).encode()
+
+
 def write_layout(outputs: Outputs, folder: Path, dataset: str, num: core.Numbered, *, users: pl.Series,
                  items: pl.Series, ts_repr: pl.Series, review_cols: dict[str, pl.Series] | None,
-                 item_json: str, max_history: int = 10) -> dict[str, int]:
+                 item_json: bytes, max_history: int = 10) -> dict[str, int]:
     """Stage and publish the folder. `users` / `ts_repr` are per kept event (input order), `items`
     the raw item id of each item number, `review_cols` the review.json value fields per kept event,
     already JSON-encoded (None: no review.json)."""
