@@ -82,14 +82,18 @@ def amazon18(reviews, meta, dataset, out, user_k, item_k, start, end, min_items,
 @click.option("--max-valid-samples", type=click.IntRange(min=0), default=None, help="Sample valid rows down to N.")
 @click.option("--max-test-samples", type=click.IntRange(min=0), default=None, help="Sample test rows down to N.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the sampling (random.seed).")
+@click.option("--fix-info-titles", is_flag=True,
+              help="Replace TABs and line breaks inside titles by spaces in the info file (upstream writes "
+                   "them raw, which breaks the line).")
 @click.option("--overwrite", is_flag=True, help="Replace existing non-empty output files.")
 def convert_cmd(inter_dir, dataset, index_path, out, category, keep_longest_only, max_valid_samples,
-                max_test_samples, seed, overwrite) -> None:
+                max_test_samples, seed, fix_info_titles, overwrite) -> None:
     """.inter folder + index.json -> OUT/{train,valid,test,info,index}, as convert_dataset.py (+ index/)."""
     from sidcore.dataprep.convert import ConvertOptions, convert
 
     opts = ConvertOptions(category=category, keep_longest_only=keep_longest_only,
-                          max_valid_samples=max_valid_samples, max_test_samples=max_test_samples, seed=seed)
+                          max_valid_samples=max_valid_samples, max_test_samples=max_test_samples, seed=seed,
+                          fix_info_titles=fix_info_titles)
     _echo(convert(inter_dir, dataset=dataset, index=index_path, out=out, options=opts, overwrite=overwrite))
 
 

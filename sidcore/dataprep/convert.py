@@ -12,6 +12,8 @@ rules, kept:
   an item.json entry) are left out of the SID (title) list only; ``user_id`` is ``A<user>``;
 - ``--keep-longest-only``: the train split keeps each user's first row of maximal history length,
   users in first-seen order;
+- ``--fix-info-titles`` (sid's, off by default): a TAB or line break inside a title would split its
+  info line (upstream writes it raw; Amazon-2018 titles are only space-stripped); each becomes a space;
 - ``--max-valid-samples`` / ``--max-test-samples``: ``random.sample`` after ``random.seed(seed)``,
   seeded again for each split; a split with no rows writes no CSV;
 - CSV: pandas' ``to_csv(index=False)`` layout (Python's csv writer, minimal quoting, ``\\n``); lists
@@ -25,6 +27,7 @@ import io
 import json
 import logging
 import random
+import re
 from pathlib import Path
 
 import attrs
@@ -47,6 +50,7 @@ class ConvertOptions:
     max_valid_samples: int | None = None
     max_test_samples: int | None = None
     seed: int = 42
+    fix_info_titles: bool = False  # upstream writes TAB / line breaks inside titles raw into the info file
 
 
 def _json_object(path: Path) -> dict:
@@ -137,14 +141,15 @@ def convert(inter_dir: str | Path, *, dataset: str, index: str | Path, out: str 
     targets = {s: out / s / f"{stem}.csv" for s in SPLITS}
     targets |= {"info": out / "info" / f"{stem}.txt", "index": out / "index" / f"{category}.index.json",
                 "items": out / "index" / f"{category}.item.json"}
+    if not any((inter_dir / f"{dataset}.{s}.inter").is_file() for s in SPLITS):
+        raise DataError(f"{inter_dir}: no {dataset}.{{train,valid,test}}.inter file")
     outputs = Outputs(targets.values(), overwrite=overwrite)
     index_raw, item_raw = _read_bytes(index), _read_bytes(item_path)
     sids = _sids(index, _json_object(index))
     items = _json_object(item_path)
     titles = _titles(item_path, items)
-    info = "".join(f"{sids[k]}\t{titles[k]}\t{k}\n" for k in items if k in sids)
-    if not any((inter_dir / f"{dataset}.{s}.inter").is_file() for s in SPLITS):
-        raise DataError(f"{inter_dir}: no {dataset}.{{train,valid,test}}.inter file")
+    fix = _info_safe if options.fix_info_titles else (lambda t: t)
+    info = "".join(f"{sids[k]}\t{fix(titles[k])}\t{k}\n" for k in items if k in sids)
     counts: dict[str, int] = {}
     with outputs:
         outputs.write(targets["info"], info)
@@ -164,6 +169,14 @@ def convert(inter_dir: str | Path, *, dataset: str, index: str | Path, out: str 
         outputs.remove_unwritten()
     log.info("converted %s: %s", inter_dir, counts)
     return counts
+
+
+# TAB and every character str.splitlines() breaks on: inside an info title they split its line
+_INFO_BREAKS = re.compile("[\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _info_safe(title: str) -> str:
+    return _INFO_BREAKS.sub(" ", str(title))
 
 
 def _read_bytes(path: Path) -> bytes:
