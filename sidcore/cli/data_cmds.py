@@ -71,6 +71,20 @@ def amazon18(reviews, meta, dataset, out, user_k, item_k, start, end, min_items,
     _echo(prepare_amazon18(reviews, meta, dataset=dataset, out=out, options=opts, overwrite=overwrite))
 
 
+@data.command("amazon23")
+@click.option("--reviews", required=True, type=click.Path(dir_okay=False), help="Reviews JSONL (NAME.jsonl).")
+@click.option("--meta", required=True, type=click.Path(dir_okay=False), help="Metadata JSONL (meta_NAME.jsonl).")
+@click.option("--dataset", required=True, help="NAME: output folder and file prefix.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/NAME/.")
+@_common_filters("1996-01", "2025-01", 0)
+def amazon23(reviews, meta, dataset, out, user_k, item_k, start, end, min_items, overwrite) -> None:
+    """Amazon Reviews 2023 -> the same .inter folder, as the forks' data/amazon23_data_process.py."""
+    from sidcore.dataprep.amazon23 import Amazon23Options, prepare_amazon23
+
+    opts = Amazon23Options(user_k=user_k, item_k=item_k, start=start, end=end, min_items=min_items)
+    _echo(prepare_amazon23(reviews, meta, dataset=dataset, out=out, options=opts, overwrite=overwrite))
+
+
 @data.command("convert")
 @click.option("--inter-dir", required=True, type=click.Path(file_okay=False), help="The .inter folder (OUT/NAME).")
 @click.option("--dataset", required=True, help="NAME, the files' prefix.")

@@ -124,3 +124,41 @@ def json_day(year: int) -> int:
     import calendar
 
     return calendar.timegm((year, 1, 1, 0, 0, 0))
+
+
+def write_amazon23(folder: str | Path, *, n_reviews: int, seed: int = 0, name: str = "Synthetic",
+                   quirk: float = 0.3) -> tuple[Path, Path]:
+    """The same kind of category in the Amazon Reviews 2023 layout: ``folder/NAME.jsonl`` and
+    ``folder/meta_NAME.jsonl`` (ms timestamps, ``parent_asin``, store / features / details / images,
+    nulls where the real dumps have them)."""
+    rng = random.Random(seed)
+    src = Path(folder) / "_2018"
+    r18, m18 = write_amazon18(src, n_reviews=n_reviews, seed=seed, name=name, quirk=quirk)
+    reviews_path, meta_path = Path(folder) / f"{name}.jsonl", Path(folder) / f"meta_{name}.jsonl"
+    with open(r18) as fin, open(reviews_path, "w") as fh:
+        for line in fin:
+            r = json.loads(line)
+            rec = {"rating": r["overall"], "title": r.get("summary", ""), "text": r.get("reviewText", ""),
+                   "images": [], "asin": r["asin"] + "X", "parent_asin": r["asin"], "user_id": r["reviewerID"],
+                   "timestamp": r["unixReviewTime"] * 1000 + rng.choice([0, 0, 999, rng.randrange(1000)]),
+                   "helpful_votes": rng.randint(0, 3), "verified_purchase": rng.random() < 0.8}
+            if rng.random() < 0.03:
+                del rec["helpful_votes"], rec["verified_purchase"]
+            fh.write(json.dumps(rec) + "\n")
+    with open(m18) as fin, open(meta_path, "w") as fh:
+        for line in fin:
+            m = json.loads(line)
+            desc = m.get("description", [])
+            rec = {"main_category": "Industrial", "title": m.get("title", ""), "average_rating": 4.1,
+                   "features": [_text(rng, 0, 4, quirk) for _ in range(rng.randint(0, 3))],
+                   "description": desc if isinstance(desc, list) else [desc],
+                   "price": None, "images": [{"thumb": "t.jpg", "large": "l.jpg", "hi_res": rng.choice([None, "h.jpg"])},
+                                             {"thumb": "t2.jpg"}][: rng.randint(0, 2)],
+                   "store": rng.choice([None, "Acme", " Zed &amp; Co ", ""]),
+                   "categories": [c for c in m.get("categories", []) if isinstance(c, str)],
+                   "details": {"Brand": "Acme", "Weight": "1 lb"} if rng.random() < 0.5 else {},
+                   "parent_asin": m["asin"]}
+            if rng.random() < 0.02:
+                del rec["title"]
+            fh.write(json.dumps(rec) + "\n")
+    return reviews_path, meta_path

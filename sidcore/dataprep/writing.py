@@ -29,6 +29,17 @@ def _review_json(num: core.Numbered, ts_repr: pl.Series, cols: dict[str, pl.Seri
     return indented_records(frame["key"], fields)
 
 
+def json_values(col: pl.Series) -> pl.Series:
+    """JSON text of each value of a String / integer / Boolean column (json.dumps')."""
+    if col.dtype == pl.String:
+        return json_strings(col)
+    if col.dtype == pl.Boolean:
+        return pl.select(pl.when(pl.lit(col)).then(pl.lit("true")).otherwise(pl.lit("false"))).to_series()
+    if col.dtype.is_integer():
+        return col.cast(pl.String)
+    raise TypeError(f"no JSON rendering for {col.dtype}")
+
+
 def records_json(records: list[dict]) -> bytes:
     """``json.dump({"0": records[0], "1": ...}, indent=2)``; fast when every value is a string."""
     names = list(records[0]) if records else []
@@ -58,7 +69,7 @@ def write_layout(outputs: Outputs, folder: Path, dataset: str, num: core.Numbere
                       indented_lists('"' + grouped["u"].cast(pl.String) + '"', grouped["i"]))
         outputs.write(folder / f"{dataset}.item.json", item_json)
         if review_cols is not None:
-            encoded = {k: json_strings(v) if v.dtype == pl.String else v for k, v in review_cols.items()}
+            encoded = {k: json_values(v) for k, v in review_cols.items()}
             outputs.write(folder / f"{dataset}.review.json", _review_json(num, ts_repr, encoded))
         starts = num.by_user[num.pos == 0]
         outputs.write(folder / f"{dataset}.user2id",
