@@ -20,7 +20,7 @@ from sidcore.dataprep import core
 from sidcore.dataprep.jsonl import read_columns, records_at
 from sidcore.dataprep.output import Outputs
 from sidcore.dataprep.writing import records_json, write_layout
-from sidcore.dataprep.text import clean_column, clean_text
+from sidcore.dataprep.text import clean_column
 from sidcore.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,8 @@ def title_table(meta: pl.DataFrame) -> pl.DataFrame:
 
 def item_features(meta: dict, title: str, categories_field: str) -> dict[str, str]:
     """One item.json value from the item's last metadata line (upstream's rules, quirks included)."""
-    desc = meta.get("description", "")
-    desc = clean_text(desc) if desc else ""
+    desc = meta.get("description", "")  # cleaned column-wise by the caller (clean_column)
+    desc = str(desc) if desc else ""
     brand = meta.get("brand", "")
     brand = brand.replace("by\n", "").strip() if isinstance(brand, str) else str(brand).strip()
     cats = meta.get(categories_field, [])
@@ -110,6 +110,9 @@ def prepare_amazon18(reviews: str | Path, meta: str | Path, *, dataset: str, out
     records = records_at(meta, set(lookup["row"].to_list()))
     features = [item_features(records[r], t, options.categories_field)
                 for r, t in zip(lookup["row"].to_list(), lookup["title"].to_list())]
+    descriptions = clean_column(pl.Series([f["description"] for f in features], dtype=pl.String)).to_list()
+    for f, d in zip(features, descriptions):
+        f["description"] = d
     review_cols = {"review": clean_column(ev["reviewText"].gather(kept.rows)),
                    "summary": clean_column(ev["summary"].gather(kept.rows))}
     stats = write_layout(outputs, folder, dataset, num, users=ev["reviewerID"].gather(kept.rows),

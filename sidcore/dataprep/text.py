@@ -23,6 +23,8 @@ import polars as pl
 TAG_RE = r"<[^>]+>"
 # Python's str \s (str.isspace): Rust's \s plus the four ASCII separators U+001C..U+001F.
 PY_SPACE_RE = r"[\s\x1c-\x1f]+"
+# the runs PY_SPACE_RE would change: two or more whitespace characters, or one that is not " "
+_SPACE_FIX_RE = r"[\s\x1c-\x1f]{2,}|[[\s\x1c-\x1f]&&[^ ]]"
 _PRINTABLE_ASCII = r"^[\x20-\x7e]*$"
 # Entities whose html.unescape result is fixed, and that no other entity name starts with once the
 # ";" is included: a string whose every "&" starts one of these, or is followed by a space or ends
@@ -72,11 +74,21 @@ def _decode_entities(col: pl.Series, double_unescape: bool) -> pl.Series:
     return out
 
 
+def _where(col: pl.Series, pattern: str, fn, *, literal: bool = True) -> pl.Series:
+    """`fn` applied only to the values that contain `pattern` (most values need nothing)."""
+    hit = col.str.contains(pattern, literal=literal)
+    if not hit.any():
+        return col
+    idx = hit.arg_true()
+    return col.scatter(idx, fn(col.gather(idx)))
+
+
 def clean_column(col: pl.Series, *, double_unescape: bool = True) -> pl.Series:
     """`clean_text` of every value of a String column (null -> ``""``), in bulk."""
-    stripped = col.fill_null("").str.replace_all(TAG_RE, "")
+    stripped = _where(col.fill_null(""), "<", lambda c: c.str.replace_all(TAG_RE, ""))
     has_amp = stripped.str.contains("&", literal=True)
-    out = stripped.str.replace_all(PY_SPACE_RE, " ").str.strip_chars(" ")
+    out = _where(stripped, _SPACE_FIX_RE, lambda c: c.str.replace_all(_SPACE_FIX_RE, " "), literal=False)
+    out = out.str.strip_chars(" ")
     if has_amp.any():
         idx = has_amp.arg_true()
         out = out.scatter(idx, _decode_entities(stripped.gather(idx), double_unescape))
