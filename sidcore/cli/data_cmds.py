@@ -85,6 +85,43 @@ def amazon23(reviews, meta, dataset, out, user_k, item_k, start, end, min_items,
     _echo(prepare_amazon23(reviews, meta, dataset=dataset, out=out, options=opts, overwrite=overwrite))
 
 
+@data.command("interactions")
+@click.option("--interactions", "inter", required=True, type=click.Path(dir_okay=False),
+              help="Interactions table: .csv, .tsv or .parquet.")
+@click.option("--items", required=True, type=click.Path(dir_okay=False), help="Items table: .csv, .tsv or .parquet.")
+@click.option("--dataset", required=True, help="NAME: output folder and file prefix.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/NAME/.")
+@click.option("--user-col", default="user_id", show_default=True, help="Interactions: user column.")
+@click.option("--item-col", default="item_id", show_default=True, help="Interactions: item column.")
+@click.option("--time-col", default="timestamp", show_default=True,
+              help="Interactions: time column (numbers in --time-unit, datetimes, or ISO-8601 text).")
+@click.option("--time-unit", type=click.Choice(["s", "ms", "us", "ns"]), default="s", show_default=True,
+              help="Unit of a numeric time column.")
+@click.option("--review-col", default=None, help="Interactions: review text (writes review.json).")
+@click.option("--summary-col", default=None, help="Interactions: review summary (writes review.json).")
+@click.option("--item-id-col", default=None, help="Items: id column [default: --item-col].")
+@click.option("--title-col", default="title", show_default=True, help="Items: title column.")
+@click.option("--description-col", default=None, help="Items: description column.")
+@click.option("--brand-col", default=None, help="Items: brand column.")
+@click.option("--categories-col", default=None, help="Items: categories (text, or a list joined with ',').")
+@click.option("--title-rules", type=click.Choice(["plain", "amazon18"]), default="plain", show_default=True,
+              help="plain: keep items with a non-empty title; amazon18: upstream's title filter and clean-up.")
+@click.option("--sep", "separator", default=None, help="CSV separator [default: ',' ('\\t' for .tsv)].")
+@_common_filters(None, None, 0)
+def interactions(inter, items, dataset, out, user_col, item_col, time_col, time_unit, review_col, summary_col,
+                 item_id_col, title_col, description_col, brand_col, categories_col, title_rules, separator,
+                 user_k, item_k, start, end, min_items, overwrite) -> None:
+    """Your own logs (CSV/Parquet) -> the same .inter folder (same k-core, window, split, files)."""
+    from sidcore.dataprep.interactions import InteractionsOptions, prepare_interactions
+
+    opts = InteractionsOptions(
+        user_col=user_col, item_col=item_col, time_col=time_col, time_unit=time_unit, review_col=review_col,
+        summary_col=summary_col, item_id_col=item_id_col, title_col=title_col, description_col=description_col,
+        brand_col=brand_col, categories_col=categories_col, title_rules=title_rules, separator=separator,
+        user_k=user_k, item_k=item_k, start=start, end=end, min_items=min_items)
+    _echo(prepare_interactions(inter, items, dataset=dataset, out=out, options=opts, overwrite=overwrite))
+
+
 @data.command("convert")
 @click.option("--inter-dir", required=True, type=click.Path(file_okay=False), help="The .inter folder (OUT/NAME).")
 @click.option("--dataset", required=True, help="NAME, the files' prefix.")

@@ -60,6 +60,7 @@ def write_layout(outputs: Outputs, folder: Path, dataset: str, num: core.Numbere
     n = len(lines)
     a, b = core.split_bounds(n)
     with outputs:
+        outputs.remove_unwritten()  # e.g. an old review.json when this run writes none
         for split, part in (("train", lines[:a]), ("valid", lines[a:b]), ("test", lines[b:])):
             outputs.write(folder / f"{dataset}.{split}.inter", lines_text(part, INTER_HEADER))
         seq = pl.DataFrame({"u": num.uid[num.by_user], "i": num.iid[num.by_user]})
