@@ -65,5 +65,6 @@ def test_cli_plain_rules_reviews_and_errors(tables, tmp_path):
     assert len(reviews) <= stats["events"] and all(v["summary"] == "" for v in reviews.values())
     res = CliRunner().invoke(cli, [a if a != "ts" else "when" for a in args] + ["--overwrite"])
     assert isinstance(res.exception, DataError) and "inter.csv: no column 'when'" in str(res.exception)
+    (tmp_path / "items.json").write_text("{}")
     with pytest.raises(DataError, match="expected a .csv, .tsv or .parquet"):
-        prepare_interactions(tables / "items.json", tables / "items.csv", dataset="G", out=tmp_path / "x")
+        prepare_interactions(tmp_path / "items.json", tables / "items.csv", dataset="G", out=tmp_path / "x")
