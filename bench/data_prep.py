@@ -7,7 +7,7 @@ Generates a synthetic raw Amazon-2018 category (``sidcore.dataprep.synthetic``; 
 (``tests/dataprep/reference_amazon18.py``: the same steps as ``data/amazon18_data_process.py``,
 without its torch import and tqdm bars) and ``prepare_amazon18``, each in a fresh subprocess,
 and checks that the eight output files are byte-identical. Prints one JSON line per run and a
-summary (median of each). Record ``/proc/loadavg`` before and after: the machine is shared.
+summary (median of each; wall and CPU = user + sys seconds). Record ``/proc/loadavg`` before and after: the machine is shared.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import filecmp
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -28,11 +29,15 @@ SID = ("from sidcore.dataprep.amazon18 import prepare_amazon18 as p; "
        "p({a!r}, {b!r}, dataset='B', out={o!r}, overwrite=True)")
 
 
-def run(code: str) -> float:
+def run(code: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user+sys) of `code` in a fresh interpreter."""
     env = dict(os.environ, PYTHONPATH=f"{ROOT}:{ROOT / 'plugins'}")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -53,18 +58,22 @@ def main() -> None:
     print(json.dumps({"loadavg_before": open("/proc/loadavg").read().split()[:3],
                       "reviews_bytes": reviews.stat().st_size}), flush=True)
     times: dict[str, list[float]] = {"reference": [], "sid": []}
+    cpu: dict[str, list[float]] = {"reference": [], "sid": []}
     for r in range(args.rounds):
         for name, code in (("reference", REF), ("sid", SID)):
             out = work / f"out_{name}"
-            secs = run(code.format(a=str(reviews), b=str(meta), o=str(out)))
+            secs, cpus = run(code.format(a=str(reviews), b=str(meta), o=str(out)))
             times[name].append(secs)
-            print(json.dumps({"round": r, "impl": name, "seconds": round(secs, 2),
+            cpu[name].append(cpus)
+            print(json.dumps({"round": r, "impl": name, "seconds": round(secs, 2), "cpu_seconds": round(cpus, 2),
                               "loadavg": open("/proc/loadavg").read().split()[:3]}), flush=True)
     same = all(filecmp.cmp(work / "out_reference/B" / f, work / "out_sid/B" / f, shallow=False)
                for f in os.listdir(work / "out_reference/B"))
     ref, sid = statistics.median(times["reference"]), statistics.median(times["sid"])
     print(json.dumps({"reference_median_s": round(ref, 2), "sid_median_s": round(sid, 2),
                       "speedup": round(ref / sid, 1), "outputs_identical": same,
+                      "cpu_reference_median_s": round(statistics.median(cpu["reference"]), 2),
+                      "cpu_sid_median_s": round(statistics.median(cpu["sid"]), 2),
                       "loadavg_after": open("/proc/loadavg").read().split()[:3]}))
 
 
