@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-REF = "import sys; sys.path.insert(0, 'tests/dataprep'); import reference_amazon18 as r; r.run({a!r}, {b!r}, 'B', {o!r})"
+REF = ("import sys; sys.path.insert(0, 'tests/dataprep'); import reference_amazon18 as r; "
+       "r.run({a!r}, {b!r}, 'B', {o!r})")
 SID = ("from sidcore.dataprep.amazon18 import prepare_amazon18 as p; "
        "p({a!r}, {b!r}, dataset='B', out={o!r}, overwrite=True)")
 

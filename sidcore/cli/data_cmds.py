@@ -53,8 +53,10 @@ def data() -> None:
 
 
 @data.command("amazon18")
-@click.option("--reviews", required=True, type=click.Path(dir_okay=False), help="Reviews JSON lines (NAME.json / NAME_5.json).")
-@click.option("--meta", required=True, type=click.Path(dir_okay=False), help="Metadata JSON lines (meta_NAME.json).")
+@click.option("--reviews", required=True, type=click.Path(dir_okay=False),
+              help="Reviews JSON lines (NAME.json / NAME_5.json).")
+@click.option("--meta", required=True, type=click.Path(dir_okay=False),
+              help="Metadata JSON lines (meta_NAME.json).")
 @click.option("--dataset", required=True, help="NAME: output folder and file prefix.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/NAME/.")
 @_common_filters("1996-10", "2018-11", 3000)

@@ -46,7 +46,10 @@ def _clean(value: object) -> str:
 
 
 def _joined(value: object, sep: str) -> str:
-    return sep.join(_clean(v) for v in value) if isinstance(value, list) else _clean(value if sep == " " else str(value))
+    """A list: items cleaned and joined; else cleaned (categories: of ``str(value)``, as the script)."""
+    if isinstance(value, list):
+        return sep.join(_clean(v) for v in value)
+    return _clean(value if sep == " " else str(value))
 
 
 def item_features(meta: dict) -> dict:

@@ -134,7 +134,8 @@ def prepare_interactions(interactions: str | Path, items: str | Path, *, dataset
     item, n_items = core.codes(item_s)
     titled = np.zeros(n_items, dtype=bool)
     titled[item[item_s.is_in(titled_ids.implode()).to_numpy()]] = True
-    kept = core.filter_events(user, item, ts, titled, user_k=o.user_k, item_k=o.user_k if o.item_k is None else o.item_k,
+    item_k = o.user_k if o.item_k is None else o.item_k
+    kept = core.filter_events(user, item, ts, titled, user_k=o.user_k, item_k=item_k,
                               start=o.start, end=o.end, min_items=o.min_items)
     if len(kept.rows) == 0:
         raise DataError(f"{inter_path}: no interaction is left after the filters ({o.user_k}-core)")

@@ -48,7 +48,8 @@ def _locate(path: Path, schema: Mapping[str, pl.DataType], required: tuple[str, 
                 return file_error(path, "missing required field", line=lineno, key=key)
         for key, dtype in schema.items():
             value = record.get(key)
-            if value is not None and dtype.is_integer() and not (isinstance(value, int) and not isinstance(value, bool)):
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            if value is not None and dtype.is_integer() and not is_int:
                 return file_error(path, f"expected an integer, got {value!r:.40}", line=lineno, key=key)
     return file_error(path, f"cannot read as JSON lines ({cause.splitlines()[0][:200]})")
 
