@@ -35,11 +35,18 @@ def month_start(year: int, month: int) -> int:
 
 
 def codes(col: pl.Series) -> tuple[np.ndarray, int]:
-    """Dense int codes (0..n-1, in order of first appearance) of a column, and how many there are."""
-    uniq = col.unique(maintain_order=True)
-    table = pl.DataFrame({"k": uniq, "v": np.arange(len(uniq), dtype=np.int64)})
+    """Dense int codes (0..n-1) of a String column (any order), and how many distinct values.
+
+    From the values' 64-bit hashes when they do not collide on this column (checked: as many distinct
+    hashes as distinct values), else by a join on the values themselves."""
+    hashes = col.hash(seed=0).to_numpy()
+    uniq, inverse = np.unique(hashes, return_inverse=True)
+    n = col.n_unique()
+    if len(uniq) == n:
+        return inverse.reshape(-1).astype(np.int64), n
+    table = pl.DataFrame({"k": col.unique(), "v": np.arange(n, dtype=np.int64)})
     coded = pl.DataFrame({"k": col}).join(table, on="k", how="left", maintain_order="left")["v"]
-    return coded.to_numpy(), len(uniq)
+    return coded.to_numpy(), n
 
 
 def k_core(user: np.ndarray, item: np.ndarray, alive: np.ndarray, *, user_k: int, item_k: int,

@@ -12,12 +12,12 @@ and `indented_records` build the same bytes from polars string columns.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import attrs
 import polars as pl
 
 from sidcore.errors import DataError, SidError
@@ -38,12 +38,21 @@ class Outputs:
                 if path.is_dir():
                     raise SidError(f"{path}: is a directory")
 
-    def write(self, path: Path, data: bytes | str) -> None:
+    def write(self, path: Path, data: Content) -> None:
+        """Stage `data` (bytes, text, or a list of bytes / `Joined` parts streamed in order)."""
         path = Path(path)
         if path not in self.targets:
             raise AssertionError(f"{path} was not declared")
-        raw = data.encode("utf-8") if isinstance(data, str) else data
-        self._staged[path] = write_temp(path, raw, fsync=False, error=DataError)
+        if not isinstance(data, list):
+            raw = data.encode("utf-8") if isinstance(data, str) else data
+            self._staged[path] = write_temp(path, raw, fsync=False, error=DataError)
+            return
+        self._staged[path] = tmp = write_temp(path, b"", fsync=False, error=DataError)
+        try:
+            with open(tmp, "wb") as fh:
+                _write_parts(fh, data)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
     def remove_unwritten(self) -> None:
         """At commit, also delete declared targets that nothing was written to (stale outputs)."""
@@ -73,39 +82,54 @@ class Outputs:
             self.discard()
 
 
-def joined(col: pl.Series, sep: str) -> bytes:
-    """The column's strings joined by `sep`, as UTF-8 bytes, built in polars (no Python strings)."""
-    if len(col) == 0:
-        return b""
-    buf = io.BytesIO()
-    pl.DataFrame({"x": col}).write_csv(buf, include_header=False, quote_style="never", line_terminator=sep)
-    return buf.getvalue()[: -len(sep.encode())]
+@attrs.frozen
+class Joined:
+    """A column's strings joined by `sep`, written by polars straight into the output file."""
+
+    col: pl.Series
+    sep: str
 
 
-def lines_text(lines: pl.Series | list[str], header: str | None = None) -> bytes:
-    """Lines each ending with ``\n``, optional header first."""
+Content = bytes | str | list  # a list holds bytes and Joined parts, written in order
+
+
+def _write_parts(fh, parts: list) -> None:
+    for part in parts:
+        if isinstance(part, bytes):
+            fh.write(part)
+            continue
+        n = len(part.col)
+        if n > 1:
+            pl.DataFrame({"x": part.col.head(n - 1)}).write_csv(
+                fh, include_header=False, quote_style="never", line_terminator=part.sep)
+        if n:
+            fh.write(part.col[n - 1].encode("utf-8"))  # no separator after the last one
+
+
+def lines_text(lines: pl.Series | list[str], header: str | None = None) -> list:
+    """Lines each ending with ``\\n``, optional header first."""
     col = lines if isinstance(lines, pl.Series) else pl.Series(lines, dtype=pl.String)
     head = (header + "\n").encode() if header is not None else b""
-    return head + joined(col, "\n") + (b"\n" if len(col) else b"")
+    return [head, Joined(col, "\n"), b"\n" if len(col) else b""]
 
 
-def indented_lists(keys: pl.Series, groups: pl.Series) -> bytes:
+def indented_lists(keys: pl.Series, groups: pl.Series) -> list:
     """``json.dump({key: [ints...]}, indent=2)`` where `keys` are JSON-encoded key strings and
     `groups` hold each list's items already rendered (one string per list: items joined by
-    ``",\n    "``)."""
+    ``",\\n    "``)."""
     if len(keys) == 0:
-        return b"{}"
+        return [b"{}"]
     entries = pl.DataFrame({"k": keys, "g": groups}).select(
         pl.concat_str([pl.lit("  "), pl.col("k"), pl.lit(": [\n    "), pl.col("g"), pl.lit("\n  ]")])
     ).to_series()
-    return b"{\n" + joined(entries, ",\n") + b"\n}"
+    return [b"{\n", Joined(entries, ",\n"), b"\n}"]
 
 
-def indented_records(keys: pl.Series, fields: dict[str, pl.Series]) -> bytes:
+def indented_records(keys: pl.Series, fields: dict[str, pl.Series]) -> list:
     """``json.dump({key: {field: value, ...}}, indent=2)``: `keys` JSON-encoded, each field's column
     holds already JSON-encoded values."""
     if len(keys) == 0:
-        return b"{}"
+        return [b"{}"]
     pieces: list[pl.Expr] = [pl.lit("  "), pl.col("__k"), pl.lit(": {")]
     for n, name in enumerate(fields):
         sep = "\n    " if n == 0 else ",\n    "
@@ -113,7 +137,7 @@ def indented_records(keys: pl.Series, fields: dict[str, pl.Series]) -> bytes:
     pieces.append(pl.lit("\n  }" if fields else "}"))
     frame = pl.DataFrame({"__k": keys, **{f"__f{n}": col for n, col in enumerate(fields.values())}})
     entries = frame.select(pl.concat_str(pieces)).to_series()
-    return b"{\n" + joined(entries, ",\n") + b"\n}"
+    return [b"{\n", Joined(entries, ",\n"), b"\n}"]
 
 
 def dump_indented(obj: object) -> str:
@@ -121,7 +145,7 @@ def dump_indented(obj: object) -> str:
     return json.dumps(obj, indent=2)
 
 
-def tsv_pairs(left: pl.Series, right: pl.Series) -> bytes:
+def tsv_pairs(left: pl.Series, right: pl.Series) -> list:
     """``f"{left}\\t{right}\\n"`` per row."""
     frame = pl.DataFrame({"a": left, "b": right.cast(pl.String)})
     return lines_text(frame.select(pl.concat_str(["a", "b"], separator="\t")).to_series())

@@ -80,7 +80,7 @@ def _where(col: pl.Series, pattern: str, fn, *, literal: bool = True) -> pl.Seri
     if not hit.any():
         return col
     idx = hit.arg_true()
-    return col.scatter(idx, fn(col.gather(idx)))
+    return col.clone().scatter(idx, fn(col.gather(idx)))  # scatter works in place: keep `col` intact
 
 
 def clean_column(col: pl.Series, *, double_unescape: bool = True) -> pl.Series:
@@ -98,8 +98,9 @@ def clean_column(col: pl.Series, *, double_unescape: bool = True) -> pl.Series:
 def json_strings(col: pl.Series) -> pl.Series:
     """``json.dumps(value)`` (ensure_ascii) of every value of a String column without nulls."""
     plain = col.str.contains(_PRINTABLE_ASCII)
-    out = ('"' + col.str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
-           + '"')
+    body = _where(col, r'["\\]', lambda c: c.str.replace_all("\\", "\\\\", literal=True)
+                  .str.replace_all('"', '\\"', literal=True), literal=False)
+    out = '"' + body + '"'
     if not plain.all():
         idx = (~plain).arg_true()
         out = out.scatter(idx, pl.Series([_encode(t) for t in col.gather(idx).to_list()], dtype=pl.String))
