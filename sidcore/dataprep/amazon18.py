@@ -115,8 +115,8 @@ def prepare_amazon18(reviews: str | Path, meta: str | Path, *, dataset: str, out
         f["description"] = d
     review_cols = {"review": clean_column(ev["reviewText"].gather(kept.rows)),
                    "summary": clean_column(ev["summary"].gather(kept.rows))}
-    stats = write_layout(outputs, folder, dataset, num, users=ev["reviewerID"].gather(kept.rows),
-                         items=item_asin, ts_repr=ev["unixReviewTime"].gather(kept.rows).cast(pl.String),
+    stats = write_layout(outputs, folder, dataset, num, users=ev["reviewerID"],
+                         items=item_asin, ts_repr=lambda: ev["unixReviewTime"].gather(kept.rows).cast(pl.String),
                          review_cols=review_cols, item_json=records_json(features),
                          max_history=options.max_history)
     stats["start_year"] = kept.start_year

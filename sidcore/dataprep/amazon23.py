@@ -114,6 +114,6 @@ def prepare_amazon23(reviews: str | Path, meta: str | Path, *, dataset: str, out
         "helpful_votes": kept_ev["helpful_votes"].fill_null(0),
         "verified": kept_ev["verified_purchase"].fill_null(False),
     }
-    return write_layout(outputs, folder, dataset, num, users=kept_ev["user_id"], items=item_asin,
-                        ts_repr=pl.Series(ts[kept.rows]).cast(pl.String), review_cols=review_cols,
+    return write_layout(outputs, folder, dataset, num, users=ev["user_id"], items=item_asin,
+                        ts_repr=lambda: pl.Series(ts[kept.rows]).cast(pl.String), review_cols=review_cols,
                         item_json=dump_indented(features).encode(), max_history=options.max_history)

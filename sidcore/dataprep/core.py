@@ -157,17 +157,21 @@ def split_bounds(n: int) -> tuple[int, int]:
     return int(n * 0.8), int(n * 0.9)
 
 
-def inter_lines(num: Numbered, *, max_history: int = 10, cut: int = 50) -> pl.Series:
-    """The ``.inter`` line (``uid\\thistory\\ttarget``, no newline) of every target, in target order."""
-    seq = pl.DataFrame({
-        "uid": num.uid[num.by_user],
-        "iid": num.iid[num.by_user],
-        "pos": num.pos,
-    }).with_columns(pl.col("uid").cast(pl.String), pl.col("iid").cast(pl.String))
+def inter_lines(num: Numbered, targets: np.ndarray, *, max_history: int = 10, cut: int = 50) -> pl.Series:
+    """The ``.inter`` lines (``uid\\thistory\\ttarget``, no newline) of `targets` (positions in
+    `num.by_user` order, e.g. a slice of `num.target_order`), built from int arrays: the history of
+    the target at position j is the items at j-k for k = window..1 where pos[j] >= k."""
+    iid = num.iid[num.by_user]
+    uid = num.uid[num.by_user][targets]
+    pos = num.pos[targets]
     window = min(max_history, cut)
-    parts = [pl.when(pl.col("pos") >= k).then(pl.col("iid").shift(k)) for k in range(window, 0, -1)]
-    lines = seq.select(
-        pl.concat_str([pl.col("uid"), pl.concat_str(parts, separator=" ", ignore_nulls=True)
-                       if parts else pl.lit(""), pl.col("iid")], separator="\t").alias("line")
+    frame = {"uid": uid, "iid": iid[targets]}
+    for k in range(window, 0, -1):
+        frame[f"h{k}"] = np.where(pos >= k, iid[np.maximum(targets - k, 0)], -1)
+    df = pl.DataFrame(frame)
+    hist = [pl.when(pl.col(f"h{k}") >= 0).then(pl.col(f"h{k}").cast(pl.String)) for k in range(window, 0, -1)]
+    return df.select(
+        pl.concat_str([pl.col("uid").cast(pl.String),
+                       pl.concat_str(hist, separator=" ", ignore_nulls=True) if hist else pl.lit(""),
+                       pl.col("iid").cast(pl.String)], separator="\t").alias("line")
     )["line"]
-    return lines.gather(num.target_order)

@@ -149,8 +149,8 @@ def prepare_interactions(interactions: str | Path, items: str | Path, *, dataset
         kept_ev = ev[kept.rows]
         review_cols = {k: clean_column(kept_ev[c].cast(pl.String)) if c else pl.repeat("", len(kept_ev), eager=True)
                        for k, c in (("review", o.review_col), ("summary", o.summary_col))}
-    stats = write_layout(outputs, folder, dataset, num, users=user_s.gather(kept.rows), items=item_ids,
-                         ts_repr=pl.Series(ts[kept.rows]).cast(pl.String), review_cols=review_cols,
+    stats = write_layout(outputs, folder, dataset, num, users=user_s, items=item_ids,
+                         ts_repr=lambda: pl.Series(ts[kept.rows]).cast(pl.String), review_cols=review_cols,
                          item_json=records_json(features), max_history=o.max_history)
     if review_cols is None:
         stats["review_json"] = "not written (no --review-col / --summary-col)"

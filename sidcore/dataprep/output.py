@@ -24,6 +24,15 @@ from sidcore.errors import DataError, SidError
 from sidcore.files import publish, unlink_quietly, write_temp
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _umask_mode()  # what open(path, "w") gives (temporary files are created 0600)
+
+
 class Outputs:
     """Stage files; `commit` publishes them all, `discard` removes the staged ones."""
 
@@ -46,8 +55,10 @@ class Outputs:
         if not isinstance(data, list):
             raw = data.encode("utf-8") if isinstance(data, str) else data
             self._staged[path] = write_temp(path, raw, fsync=False, error=DataError)
+            os.chmod(self._staged[path], _FILE_MODE)
             return
         self._staged[path] = tmp = write_temp(path, b"", fsync=False, error=DataError)
+        os.chmod(tmp, _FILE_MODE)
         try:
             with open(tmp, "wb") as fh:
                 _write_parts(fh, data)
@@ -90,6 +101,16 @@ class Joined:
     sep: str
 
 
+@attrs.frozen
+class Chunks:
+    """Lines built chunk by chunk while writing (`make(i)` -> a String Series), each followed by
+    `sep`: big outputs never exist whole in memory."""
+
+    count: int
+    make: object  # Callable[[int], pl.Series]
+    sep: str = "\n"
+
+
 Content = bytes | str | list  # a list holds bytes and Joined parts, written in order
 
 
@@ -97,6 +118,13 @@ def _write_parts(fh, parts: list) -> None:
     for part in parts:
         if isinstance(part, bytes):
             fh.write(part)
+            continue
+        if isinstance(part, Chunks):
+            for i in range(part.count):
+                col = part.make(i)
+                if len(col):
+                    pl.DataFrame({"x": col}).write_csv(fh, include_header=False, quote_style="never",
+                                                       line_terminator=part.sep)
             continue
         n = len(part.col)
         if n > 1:

@@ -7,11 +7,12 @@ from pathlib import Path
 import polars as pl
 
 from sidcore.dataprep import core
-from sidcore.dataprep.output import Outputs, indented_lists, indented_records, lines_text, tsv_pairs
+from sidcore.dataprep.output import Chunks, Outputs, indented_lists, indented_records, tsv_pairs
 from sidcore.dataprep.text import json_strings
 from sidcore.dataprep.output import dump_indented
 
 INTER_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token"
+CHUNK = 1 << 20  # .inter lines built per chunk of targets (bounded memory)
 
 
 def _review_json(num: core.Numbered, ts_repr: pl.Series, cols: dict[str, pl.Series]) -> str:
@@ -51,18 +52,22 @@ def records_json(records: list[dict]) -> bytes:
 
 
 def write_layout(outputs: Outputs, folder: Path, dataset: str, num: core.Numbered, *, users: pl.Series,
-                 items: pl.Series, ts_repr: pl.Series, review_cols: dict[str, pl.Series] | None,
+                 items: pl.Series, ts_repr, review_cols: dict[str, pl.Series] | None,
                  item_json: bytes, max_history: int = 10) -> dict[str, int]:
-    """Stage and publish the folder. `users` / `ts_repr` are per kept event (input order), `items`
-    the raw item id of each item number, `review_cols` the review.json value fields per kept event,
-    already JSON-encoded (None: no review.json)."""
-    lines = core.inter_lines(num, max_history=max_history)
-    n = len(lines)
+    """Stage and publish the folder. `users` is the user column of all events (`num.rows` index it),
+    `ts_repr` the review-key time text per kept event (only read with `review_cols`), `items` the raw
+    item id of each item number, `review_cols` the review.json value fields per kept event (None: no
+    review.json)."""
+    n = len(num.target_order)
     a, b = core.split_bounds(n)
     with outputs:
         outputs.remove_unwritten()  # e.g. an old review.json when this run writes none
-        for split, part in (("train", lines[:a]), ("valid", lines[a:b]), ("test", lines[b:])):
-            outputs.write(folder / f"{dataset}.{split}.inter", lines_text(part, INTER_HEADER))
+        for split, part in (("train", num.target_order[:a]), ("valid", num.target_order[a:b]),
+                            ("test", num.target_order[b:])):
+            chunks = [part[i:i + CHUNK] for i in range(0, len(part), CHUNK)]
+            make = (lambda chunks: lambda i: core.inter_lines(num, chunks[i], max_history=max_history))(chunks)
+            outputs.write(folder / f"{dataset}.{split}.inter",
+                          [(INTER_HEADER + "\n").encode(), Chunks(len(chunks), make)])
         seq = pl.DataFrame({"u": num.uid[num.by_user], "i": num.iid[num.by_user]})
         grouped = seq.group_by("u", maintain_order=True).agg(
             pl.col("i").cast(pl.String).str.join(",\n    "))
@@ -71,10 +76,10 @@ def write_layout(outputs: Outputs, folder: Path, dataset: str, num: core.Numbere
         outputs.write(folder / f"{dataset}.item.json", item_json)
         if review_cols is not None:
             encoded = {k: json_values(v) for k, v in review_cols.items()}
-            outputs.write(folder / f"{dataset}.review.json", _review_json(num, ts_repr, encoded))
+            outputs.write(folder / f"{dataset}.review.json", _review_json(num, ts_repr(), encoded))
         starts = num.by_user[num.pos == 0]
         outputs.write(folder / f"{dataset}.user2id",
-                      tsv_pairs(users.gather(starts), pl.Series(num.uid[starts])))
+                      tsv_pairs(users.gather(num.rows[starts]), pl.Series(num.uid[starts])))
         outputs.write(folder / f"{dataset}.item2id",
                       tsv_pairs(items, pl.Series(range(len(items)))))
     return {"users": num.n_users, "items": num.n_items, "events": len(num.rows), "train": a,

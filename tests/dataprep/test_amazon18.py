@@ -121,3 +121,14 @@ def test_refuses_to_overwrite_and_writes_all_or_nothing(raw, tmp_path, monkeypat
         prepare_amazon18(reviews, meta, dataset="S", out=tmp_path, options=Amazon18Options(user_k=3),
                          overwrite=True)
     assert {p.name: p.read_bytes() for p in (tmp_path / "S").iterdir()} == before  # no temp files left
+
+
+def test_inter_files_written_in_chunks_are_the_same(raw, tmp_path, monkeypatch):
+    import sidcore.dataprep.writing as writing
+
+    reviews, meta = raw
+    prepare_amazon18(reviews, meta, dataset="S", out=tmp_path / "one", options=Amazon18Options(user_k=3))
+    monkeypatch.setattr(writing, "CHUNK", 97)  # many chunks, uneven last one
+    prepare_amazon18(reviews, meta, dataset="S", out=tmp_path / "many", options=Amazon18Options(user_k=3))
+    assert_same(tmp_path / "one", tmp_path / "many")
+    assert oct((tmp_path / "many/S/S.train.inter").stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's 0600
