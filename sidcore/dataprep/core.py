@@ -43,8 +43,8 @@ def codes(col: pl.Series) -> tuple[np.ndarray, int]:
     uniq, inverse = np.unique(hashes, return_inverse=True)
     n = col.n_unique()
     if len(uniq) == n:
-        return inverse.reshape(-1).astype(np.int64), n
-    table = pl.DataFrame({"k": col.unique(), "v": np.arange(n, dtype=np.int64)})
+        return inverse.reshape(-1).astype(np.int32), n
+    table = pl.DataFrame({"k": col.unique(), "v": np.arange(n, dtype=np.int32)})
     coded = pl.DataFrame({"k": col}).join(table, on="k", how="left", maintain_order="left")["v"]
     return coded.to_numpy(), n
 
@@ -107,7 +107,7 @@ def filter_events(user: np.ndarray, item: np.ndarray, ts: np.ndarray, titled: np
 def _first_order(values: np.ndarray) -> np.ndarray:
     """For each value code, its rank by first occurrence in `values` (-1 where absent)."""
     uniq, first = np.unique(values, return_index=True)
-    ranks = np.full(int(values.max()) + 1 if len(values) else 0, -1, dtype=np.int64)
+    ranks = np.full(int(values.max()) + 1 if len(values) else 0, -1, dtype=np.int32)
     ranks[uniq[np.argsort(first, kind="stable")]] = np.arange(len(uniq))
     return ranks
 

@@ -120,6 +120,8 @@ def prepare_interactions(interactions: str | Path, items: str | Path, *, dataset
             raise file_error(inter_path, f"empty value in row {row + 1} of the table", key=c)
     user_s, item_s = ev[o.user_col].cast(pl.String), ev[o.item_col].cast(pl.String)
     ts = to_seconds(inter_path, ev[o.time_col], o.time_unit)
+    if o.time_col not in (o.user_col, o.item_col, o.review_col, o.summary_col):
+        ev = ev.drop(o.time_col)  # its text is no longer needed
     id_col = o.item_id_col or o.item_col
     extra = {"description": o.description_col, "brand": o.brand_col, "categories": o.categories_col}
     icols = [id_col, o.title_col] + [c for c in extra.values() if c]
