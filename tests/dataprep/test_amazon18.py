@@ -134,3 +134,20 @@ def test_inter_files_written_in_chunks_are_the_same(raw, tmp_path, monkeypatch):
     (tmp_path / "plain").write_text("x")  # output files get open()'s mode, not mkstemp's 0600
     for f in (tmp_path / "many/S").iterdir():
         assert f.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+
+
+def test_cli_errors_are_one_line_with_exit_codes(raw, tmp_path, capsys):
+    from sidcore.cli import main
+
+    reviews, meta = raw
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"reviewerID": "u", "asin": "a", "unixReviewTime": "soon"}\n')
+    base = ["data", "amazon18", "--meta", str(meta), "--dataset", "S", "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exc:
+        main(base + ["--reviews", str(bad)])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 1 and err == f"Error: {bad}:1 [unixReviewTime]: expected an integer, got 'soon'"
+    with pytest.raises(SystemExit) as exc:
+        main(base + ["--reviews", str(reviews), "--start", "2018-13"])
+    assert exc.value.code == 2 and "expected YYYY-MM" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
