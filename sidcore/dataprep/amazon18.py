@@ -17,10 +17,10 @@ import numpy as np
 import polars as pl
 
 from sidcore.dataprep import core
-from sidcore.dataprep.jsonl import read_columns, records_at
+from sidcore.dataprep.jsonl import read_columns, records_at, surrogate_rows
 from sidcore.dataprep.output import Outputs
-from sidcore.dataprep.writing import records_json, write_layout
-from sidcore.dataprep.text import clean_column
+from sidcore.dataprep.writing import records_json, utf8_ok, write_layout
+from sidcore.dataprep.text import clean_column, clean_text, json_string, json_strings
 from sidcore.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,26 @@ def title_table(meta: pl.DataFrame) -> pl.DataFrame:
                 & (pl.col("title").str.count_matches(" ", literal=True) < MAX_TITLE_WORDS))
         .group_by("asin").agg(pl.col("title").last(), pl.col("row").last())
     )
+
+
+def clean_title(title: str) -> str:
+    """Upstream's title clean-up (the filter already passed)."""
+    return title.replace("&quot;", '"').replace("&amp;", "&").strip(" ").strip('"')
+
+
+def _python_texts(path: Path, kept_rows: np.ndarray, cols: dict[str, pl.Series], fields: dict[str, str],
+                  *, double_unescape: bool = True, twice: bool = False) -> None:
+    """Overwrite (in place) the JSON-encoded review texts of kept rows whose line holds a surrogate
+    escape with Python's own result (json.loads, clean_text, json.dumps)."""
+    for row, rec in surrogate_rows(path).items():
+        k = int(np.searchsorted(kept_rows, row))
+        if k >= len(kept_rows) or kept_rows[k] != row:
+            continue
+        for name, key in fields.items():
+            text = clean_text(rec[key], double_unescape=double_unescape) if key in rec else ""
+            if twice:
+                text = clean_text(text, double_unescape=double_unescape)
+            cols[name].scatter(k, json_string(text))
 
 
 def item_features(meta: dict, title: str, categories_field: str) -> dict[str, str]:
@@ -106,19 +126,27 @@ def prepare_amazon18(reviews: str | Path, meta: str | Path, *, dataset: str, out
     # item.json: the title kept for the asin, the rest from its LAST metadata line (valid or not)
     last_row = metas.with_row_index("row").group_by("asin").agg(pl.col("row").last())
     lookup = pl.DataFrame({"asin": item_asin}).join(last_row, on="asin", how="left", maintain_order="left")
-    lookup = lookup.join(titles.select("asin", "title"), on="asin", how="left", maintain_order="left")
-    records = records_at(meta, set(lookup["row"].to_list()))
-    features = [item_features(records[r], t, options.categories_field)
-                for r, t in zip(lookup["row"].to_list(), lookup["title"].to_list())]
-    descriptions = clean_column(pl.Series([f["description"] for f in features], dtype=pl.String)).to_list()
+    lookup = lookup.join(titles.select("asin", pl.col("row").alias("trow")), on="asin", how="left",
+                         maintain_order="left")
+    rows, trows = lookup["row"].to_list(), lookup["trow"].to_list()
+    records = records_at(meta, set(rows) | set(trows))
+    # the kept title again from Python's json of its line (polars reads a lone surrogate as U+0000)
+    features = [item_features(records[r], clean_title(records[t]["title"]), options.categories_field)
+                for r, t in zip(rows, trows)]
+    raw_desc = [f["description"] for f in features]
+    if all(utf8_ok(d) for d in raw_desc):
+        descriptions = clean_column(pl.Series(raw_desc, dtype=pl.String)).to_list()
+    else:
+        descriptions = [clean_text(d) for d in raw_desc]
     for f, d in zip(features, descriptions):
         f["description"] = d
-    review_cols = {"review": clean_column(ev["reviewText"].gather(kept.rows)),
-                   "summary": clean_column(ev["summary"].gather(kept.rows))}
+    review_cols = {"review": json_strings(clean_column(ev["reviewText"].gather(kept.rows))),
+                   "summary": json_strings(clean_column(ev["summary"].gather(kept.rows)))}
+    _python_texts(reviews, kept.rows, review_cols, {"review": "reviewText", "summary": "summary"})
     stats = write_layout(outputs, folder, dataset, num, users=ev["reviewerID"],
                          items=item_asin, ts_repr=lambda: ev["unixReviewTime"].gather(kept.rows).cast(pl.String),
                          review_cols=review_cols, item_json=records_json(features),
-                         max_history=options.max_history)
+                         max_history=options.max_history, pre_encoded=("review", "summary"))
     stats["start_year"] = kept.start_year
     return stats
 

@@ -21,10 +21,10 @@ import numpy as np
 import polars as pl
 
 from sidcore.dataprep import core
-from sidcore.dataprep.amazon18 import layout_files
+from sidcore.dataprep.amazon18 import _python_texts, layout_files
 from sidcore.dataprep.jsonl import read_columns, records_at
 from sidcore.dataprep.output import Outputs, dump_indented
-from sidcore.dataprep.text import clean_column, clean_text
+from sidcore.dataprep.text import clean_column, clean_text, json_strings
 from sidcore.dataprep.writing import write_layout
 from sidcore.errors import DataError
 
@@ -86,7 +86,7 @@ def prepare_amazon23(reviews: str | Path, meta: str | Path, *, dataset: str, out
     ev = read_columns(reviews, {"user_id": pl.String, "parent_asin": pl.String, "timestamp": pl.Int64,
                                 "title": pl.String, "text": pl.String, "helpful_votes": pl.Int64,
                                 "verified_purchase": pl.Boolean})
-    ev = ev.filter(pl.col("user_id").is_not_null() & pl.col("parent_asin").is_not_null())
+    ev = ev.with_row_index("__row").filter(pl.col("user_id").is_not_null() & pl.col("parent_asin").is_not_null())
     log.info("%s: %d reviews", reviews, len(ev))
     user, _ = core.codes(ev["user_id"])
     item, n_items = core.codes(ev["parent_asin"])
@@ -108,12 +108,14 @@ def prepare_amazon23(reviews: str | Path, meta: str | Path, *, dataset: str, out
     records = records_at(meta, set(rows))
     features = {str(i): item_features(records[r]) for i, r in enumerate(rows)}
     kept_ev = ev[kept.rows]
-    review_cols = {
-        "review": clean_column(clean_column(kept_ev["text"], double_unescape=False), double_unescape=False),
-        "summary": clean_column(clean_column(kept_ev["title"], double_unescape=False), double_unescape=False),
-        "helpful_votes": kept_ev["helpful_votes"].fill_null(0),
-        "verified": kept_ev["verified_purchase"].fill_null(False),
-    }
+    twice = {name: json_strings(clean_column(clean_column(kept_ev[key], double_unescape=False),
+                                             double_unescape=False))
+             for name, key in (("review", "text"), ("summary", "title"))}
+    _python_texts(reviews, ev["__row"].gather(kept.rows).to_numpy(), twice, {"review": "text", "summary": "title"},
+                  double_unescape=False, twice=True)
+    review_cols = {**twice, "helpful_votes": kept_ev["helpful_votes"].fill_null(0),
+                   "verified": kept_ev["verified_purchase"].fill_null(False)}
     return write_layout(outputs, folder, dataset, num, users=ev["user_id"], items=item_asin,
                         ts_repr=lambda: pl.Series(ts[kept.rows]).cast(pl.String), review_cols=review_cols,
-                        item_json=dump_indented(features).encode(), max_history=options.max_history)
+                        item_json=dump_indented(features).encode(), max_history=options.max_history,
+                        pre_encoded=("review", "summary"))

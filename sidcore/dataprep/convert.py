@@ -80,8 +80,20 @@ def _titles(path: Path, items: dict) -> dict[str, str]:
     for key, value in items.items():
         if not isinstance(value, dict):
             raise file_error(path, f"expected an object, got {type(value).__name__}", key=key)
-        out[key] = value.get("title", f"Item_{key}")
+        title = value.get("title", f"Item_{key}")
+        if isinstance(title, str) and not _utf8_ok(title):
+            raise file_error(path, "title holds a lone surrogate (cannot be written as UTF-8, upstream fails too)",
+                             key=key)
+        out[key] = title
     return out
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_inter(path: Path) -> list[tuple[int, list[str]]]:

@@ -10,9 +10,11 @@ physical line numbers, for messages about a row's content.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from sidcore.errors import DataError, file_error
@@ -104,3 +106,26 @@ def records_at(path: Path, rows: set[int]) -> dict[int, dict]:
             if row >= last:
                 break
     return out
+
+
+# a \uD800-\uDFFF escape: polars reads a lone one as U+0000, Python's json keeps the lone surrogate
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def surrogate_rows(path: Path) -> dict[int, dict]:
+    """Python-parsed records of the rows (non-blank-line numbering) whose line holds a surrogate
+    escape; those rows' text fields must come from Python's json, not polars."""
+    data = Path(path).read_bytes()
+    hits = [m.start() for m in _SURROGATE_ESCAPE.finditer(data)]
+    if not hits:
+        return {}
+    blanks = None
+    if re.search(rb"(?:^|\n)[ \t\r\x0b\x0c]*\n", data):
+        blanks = np.array([n for n, ln in enumerate(data.split(b"\n")) if not ln.strip()], dtype=np.int64)
+    rows: set[int] = set()
+    line, prev = 0, 0
+    for pos in hits:
+        line += data.count(b"\n", prev, pos)
+        prev = pos
+        rows.add(line - (int(np.searchsorted(blanks, line)) if blanks is not None else 0))
+    return records_at(path, rows)

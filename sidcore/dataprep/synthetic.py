@@ -18,13 +18,17 @@ PLAIN = ("good", "bad", "cable", "works", "fine", "the", "a", "meter", "glue", "
 QUIRKS = ("good", "bad", "cable", "works", "fine", "the", "a", "meter", "glue", "tape", "\u00e9t\u00e9", "caf\u00e9",
          "na\u00efve", "\u2019s", "\U0001F600", "&amp;", "&quot;ok&quot;", "&amp;quot;x&amp;quot;", "&nbsp;",
          "&#39;", "&lt;b&gt;", "<br />", "<a href=\"x\">link</a>", "5\"", "back\\slash", "tab\there",
-         "line\nbreak", "\x1cfs", "\u00a0nbsp", "&eacute;t&eacute;", "&notit;", "&#x1F600;", "<", ">")
+         "line\nbreak", "\x1cfs", "\u00a0nbsp", "&eacute;t&eacute;", "&notit;", "&#x1F600;", "<", ">",
+          "\ud83d")  # the last: a lone surrogate (JSON "\\ud83d"), as truncated emoji in real dumps
 DAY = 86400
 
 
 def _text(rng: random.Random, lo: int, hi: int, quirk: float = 0.3) -> str:
-    return " ".join(rng.choice(QUIRKS) if rng.random() < quirk else rng.choice(PLAIN)
-                    for _ in range(rng.randint(lo, hi)))
+    words = (rng.choice(QUIRKS) if rng.random() < quirk else rng.choice(PLAIN) for _ in range(rng.randint(lo, hi)))
+    return " ".join(w for w in words if _SURROGATES or w != "\ud83d")
+
+
+_SURROGATES = True
 
 
 def _title(rng: random.Random, n: int) -> object:
@@ -73,11 +77,14 @@ def _meta(rng: random.Random, asin: str, n: int) -> dict:
 
 def write_amazon18(folder: str | Path, *, n_reviews: int, n_users: int | None = None,
                    n_items: int | None = None, seed: int = 0, years: tuple[int, int] = (1994, 2018),
-                   name: str = "Synthetic", quirk: float = 0.3) -> tuple[Path, Path]:
+                   name: str = "Synthetic", quirk: float = 0.3, lone_surrogates: bool = True) -> tuple[Path, Path]:
     """Write ``folder/NAME.json`` (reviews) and ``folder/meta_NAME.json``; return their paths.
 
     `quirk` is the share of review-text words drawn from the quirky ones (entities, tags, non-ASCII,
-    control characters); the rest are plain ASCII words."""
+    control characters; lone surrogates unless `lone_surrogates` is False: upstream's convert_dataset.py
+    cannot write those titles); the rest are plain ASCII words."""
+    global _SURROGATES
+    _SURROGATES = lone_surrogates
     rng = random.Random(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

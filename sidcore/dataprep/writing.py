@@ -41,10 +41,21 @@ def json_values(col: pl.Series) -> pl.Series:
     raise TypeError(f"no JSON rendering for {col.dtype}")
 
 
+def utf8_ok(text: str) -> bool:
+    """False for a str holding a lone surrogate (Python's json reads ``"\\ud83d"`` so; polars cannot
+    hold it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def records_json(records: list[dict]) -> bytes:
     """``json.dump({"0": records[0], "1": ...}, indent=2)``; fast when every value is a string."""
     names = list(records[0]) if records else []
-    if records and all(list(r) == names and all(isinstance(v, str) for v in r.values()) for r in records):
+    if records and all(list(r) == names and all(isinstance(v, str) and utf8_ok(v) for v in r.values())
+                       for r in records):
         keys = '"' + pl.Series(range(len(records))).cast(pl.String) + '"'
         cols = {n: json_strings(pl.Series([r[n] for r in records], dtype=pl.String)) for n in names}
         return indented_records(keys, cols)
@@ -53,11 +64,11 @@ def records_json(records: list[dict]) -> bytes:
 
 def write_layout(outputs: Outputs, folder: Path, dataset: str, num: core.Numbered, *, users: pl.Series,
                  items: pl.Series, ts_repr, review_cols: dict[str, pl.Series] | None,
-                 item_json: bytes, max_history: int = 10) -> dict[str, int]:
+                 item_json: bytes, max_history: int = 10, pre_encoded: tuple[str, ...] = ()) -> dict[str, int]:
     """Stage and publish the folder. `users` is the user column of all events (`num.rows` index it),
     `ts_repr` the review-key time text per kept event (only read with `review_cols`), `items` the raw
     item id of each item number, `review_cols` the review.json value fields per kept event (None: no
-    review.json)."""
+    review.json; the fields named in `pre_encoded` hold JSON text already)."""
     n = len(num.target_order)
     a, b = core.split_bounds(n)
     with outputs:
@@ -75,7 +86,7 @@ def write_layout(outputs: Outputs, folder: Path, dataset: str, num: core.Numbere
                       indented_lists('"' + grouped["u"].cast(pl.String) + '"', grouped["i"]))
         outputs.write(folder / f"{dataset}.item.json", item_json)
         if review_cols is not None:
-            encoded = {k: json_values(v) for k, v in review_cols.items()}
+            encoded = {k: v if k in pre_encoded else json_values(v) for k, v in review_cols.items()}
             outputs.write(folder / f"{dataset}.review.json", _review_json(num, ts_repr(), encoded))
         starts = num.by_user[num.pos == 0]
         outputs.write(folder / f"{dataset}.user2id",

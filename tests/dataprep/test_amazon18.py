@@ -62,6 +62,7 @@ def test_the_fixture_has_every_quirk(raw, tmp_path):
     assert any("</span>" in str(m.get("categories")) for m in metas)
     assert any(m.get("brand", "").startswith("by\n") for m in metas)
     assert any("reviewText" not in r for r in recs) and any("&amp;quot;" in r.get("reviewText", "") for r in recs)
+    assert re.search(r"\\ud83d(?!\\ude)", Path(reviews).read_text())  # lone surrogates (polars reads U+0000)
     # and the outputs show them: a repeated (user, item, time) key, histories that hold ties
     prepare_amazon18(reviews, meta, dataset="S", out=tmp_path, options=Amazon18Options(user_k=3))
     assert any("[" in v["description"] for v in json.loads((tmp_path / "S/S.item.json").read_text()).values())

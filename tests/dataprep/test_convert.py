@@ -23,7 +23,7 @@ STEM = "C_5_2016-10-2018-11"
 def inter(tmp_path_factory):
     """`sid data amazon18` (through the CLI) on a synthetic category, plus a 3-level index.json."""
     root = tmp_path_factory.mktemp("conv")
-    reviews, meta = write_amazon18(root / "raw", n_reviews=8000, seed=7)
+    reviews, meta = write_amazon18(root / "raw", n_reviews=8000, seed=7, lone_surrogates=False)
     cli = build_cli(load_plugins(entry_points=False))
     res = CliRunner().invoke(cli, ["data", "amazon18", "--reviews", str(reviews), "--meta", str(meta),
                                    "--dataset", "S", "--out", str(root / "inter"), "--user-k", "3"],

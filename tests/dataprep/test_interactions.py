@@ -22,7 +22,7 @@ SAME = ("train.inter", "valid.inter", "test.inter", "inter.json", "user2id", "it
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
     root = tmp_path_factory.mktemp("gen")
-    reviews, meta = write_amazon18(root / "raw", n_reviews=8000, seed=11)
+    reviews, meta = write_amazon18(root / "raw", n_reviews=8000, seed=11, lone_surrogates=False)
     prepare_amazon18(reviews, meta, dataset="S", out=root / "a18", )
     ev = pl.read_ndjson(reviews, schema={"reviewerID": pl.String, "asin": pl.String, "unixReviewTime": pl.Int64,
                                          "reviewText": pl.String})
