@@ -108,15 +108,35 @@ def records_at(path: Path, rows: set[int]) -> dict[int, dict]:
     return out
 
 
-# a \uD800-\uDFFF escape: polars reads a lone one as U+0000, Python's json keeps the lone surrogate
+# a \uD800-\uDFFF escape: polars reads a LONE one as U+0000 (pairs are fine), Python's json keeps
+# the lone surrogate
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _is_high(esc: bytes) -> bool:
+    return esc[3:4] in b"89abAB"
+
+
+def _lone(data: bytes, hits: list[int]) -> list[int]:
+    """The escapes of `hits` that are not one half of a high+low pair."""
+    out, paired = [], set()
+    for n, pos in enumerate(hits):
+        if pos in paired:
+            continue
+        esc = data[pos:pos + 6]
+        nxt = hits[n + 1] if n + 1 < len(hits) else -1
+        if _is_high(esc) and nxt == pos + 6 and not _is_high(data[nxt:nxt + 6]):
+            paired.add(nxt)
+            continue
+        out.append(pos)
+    return out
 
 
 def surrogate_rows(path: Path) -> dict[int, dict]:
     """Python-parsed records of the rows (non-blank-line numbering) whose line holds a surrogate
     escape; those rows' text fields must come from Python's json, not polars."""
     data = Path(path).read_bytes()
-    hits = [m.start() for m in _SURROGATE_ESCAPE.finditer(data)]
+    hits = _lone(data, [m.start() for m in _SURROGATE_ESCAPE.finditer(data)])
     if not hits:
         return {}
     blanks = None
