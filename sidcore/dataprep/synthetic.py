@@ -25,10 +25,13 @@ DAY = 86400
 
 def _text(rng: random.Random, lo: int, hi: int, quirk: float = 0.3) -> str:
     words = (rng.choice(QUIRKS) if rng.random() < quirk else rng.choice(PLAIN) for _ in range(rng.randint(lo, hi)))
-    return " ".join(w for w in words if _SURROGATES or w != "\ud83d")
+    return " ".join(w for w in words if getattr(rng, "lone_surrogates", True) or w != "\ud83d")
 
 
-_SURROGATES = True
+class _Rng(random.Random):
+    """The generator's random source, carrying whether lone surrogates may be written."""
+
+    lone_surrogates = True
 
 
 def _title(rng: random.Random, n: int) -> object:
@@ -83,9 +86,8 @@ def write_amazon18(folder: str | Path, *, n_reviews: int, n_users: int | None = 
     `quirk` is the share of review-text words drawn from the quirky ones (entities, tags, non-ASCII,
     control characters; lone surrogates unless `lone_surrogates` is False: upstream's convert_dataset.py
     cannot write those titles); the rest are plain ASCII words."""
-    global _SURROGATES
-    _SURROGATES = lone_surrogates
-    rng = random.Random(seed)
+    rng = _Rng(seed)
+    rng.lone_surrogates = lone_surrogates
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     n_users = n_users or max(4, n_reviews // 8)
