@@ -27,3 +27,18 @@ def test_equals_reference(raw, tmp_path, kw):
     items = json.loads((tmp_path / "sid/S/S.item.json").read_text())
     assert any(v["images"] and v["images"][0] is None for v in items.values())  # hi_res: null kept
     assert any(v["details"] for v in items.values())
+
+
+def test_cli_matches_the_library(raw, tmp_path):
+    from click.testing import CliRunner
+
+    from sidcore.cli import build_cli
+    from sidcore.plugins import load_plugins
+
+    reviews, meta = raw
+    prepare_amazon23(reviews, meta, dataset="S", out=tmp_path / "lib", options=Amazon23Options(user_k=3))
+    res = CliRunner().invoke(build_cli(load_plugins(entry_points=False)),
+                             ["data", "amazon23", "--reviews", str(reviews), "--meta", str(meta), "--dataset", "S",
+                              "--out", str(tmp_path / "cli"), "--user-k", "3"], catch_exceptions=False)
+    assert res.exit_code == 0 and json.loads(res.stdout)["events"] > 300
+    assert_same(tmp_path / "lib", tmp_path / "cli")
