@@ -1,0 +1,151 @@
+"""Reading JSON-lines files column-wise (polars), with one-line errors that name the file and line.
+
+The fast path is ``polars.read_ndjson`` with the few fields a step needs (others are skipped while
+parsing). When polars refuses a file, Python's ``json`` re-reads it line by line to find the first
+bad line, so the error says ``FILE:LINE: ...`` instead of polars' message. Blank lines are skipped
+(upstream's ``json.loads`` would stop on them). `line_numbers` maps the row numbers polars gives to
+physical line numbers, for messages about a row's content.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from sidcore.errors import DataError, file_error
+
+
+def require_file(path: Path) -> None:
+    if not path.is_file():
+        raise file_error(path, "file not found")
+
+
+def iter_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, parsed object) for every non-blank line; `DataError` on the first bad one."""
+    with open(path, encoding="utf-8", errors="strict") as fh:
+        try:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise file_error(path, f"not a JSON line ({exc.msg}, column {exc.colno})", line=lineno) from None
+                if not isinstance(record, dict):
+                    raise file_error(path, f"expected a JSON object, got {type(record).__name__}", line=lineno)
+                yield lineno, record
+        except UnicodeDecodeError:
+            raise file_error(path, "not UTF-8 text") from None
+
+
+def _locate(path: Path, schema: Mapping[str, pl.DataType], required: tuple[str, ...], cause: str) -> DataError:
+    for lineno, record in iter_records(path):
+        for key in required:
+            if key not in record or record[key] is None:
+                return file_error(path, "missing required field", line=lineno, key=key)
+        for key, dtype in schema.items():
+            value = record.get(key)
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            if value is not None and dtype.is_integer() and not is_int:
+                return file_error(path, f"expected an integer, got {value!r:.40}", line=lineno, key=key)
+    return file_error(path, f"cannot read as JSON lines ({cause.splitlines()[0][:200]})")
+
+
+def read_columns(path: str | Path, schema: Mapping[str, pl.DataType], *, required: tuple[str, ...] = ()
+                 ) -> pl.DataFrame:
+    """The `schema` fields of every record of a JSON-lines file, in file order.
+
+    Raises:
+        DataError: missing file, a line that is not a JSON object, a `required` field missing or
+            null, an integer field holding something else.
+    """
+    path = Path(path)
+    require_file(path)
+    try:
+        df = pl.read_ndjson(path, schema=dict(schema))
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise _locate(path, schema, required, str(exc)) from None
+    for key in required:
+        if df[key].null_count():
+            raise _locate(path, schema, required, f"field {key} is missing")
+    return df
+
+
+def line_numbers(path: Path) -> list[int]:
+    """Physical line number of each non-blank line (the rows `read_columns` returns)."""
+    out = []
+    with open(path, "rb") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if line.strip():
+                out.append(lineno)
+    return out
+
+
+def records_at(path: Path, rows: set[int]) -> dict[int, dict]:
+    """Python-parsed records of the given non-blank-line rows (0-based, as `read_columns` counts)."""
+    out: dict[int, dict] = {}
+    row = -1
+    if not rows:
+        return out
+    last = max(rows)
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            row += 1
+            if row in rows:
+                try:
+                    out[row] = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise file_error(path, f"not a JSON line ({exc.msg})", line=lineno) from None
+            if row >= last:
+                break
+    return out
+
+
+# a \uD800-\uDFFF escape: polars reads a LONE one as U+0000 (pairs are fine), Python's json keeps
+# the lone surrogate
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _is_high(esc: bytes) -> bool:
+    return esc[3:4] in b"89abAB"
+
+
+def _lone(data: bytes, hits: list[int]) -> list[int]:
+    """The escapes of `hits` that are not one half of a high+low pair."""
+    out, paired = [], set()
+    for n, pos in enumerate(hits):
+        if pos in paired:
+            continue
+        esc = data[pos:pos + 6]
+        nxt = hits[n + 1] if n + 1 < len(hits) else -1
+        if _is_high(esc) and nxt == pos + 6 and not _is_high(data[nxt:nxt + 6]):
+            paired.add(nxt)
+            continue
+        out.append(pos)
+    return out
+
+
+def surrogate_rows(path: Path) -> dict[int, dict]:
+    """Python-parsed records of the rows (non-blank-line numbering) whose line holds a surrogate
+    escape; those rows' text fields must come from Python's json, not polars."""
+    data = Path(path).read_bytes()
+    hits = _lone(data, [m.start() for m in _SURROGATE_ESCAPE.finditer(data)])
+    if not hits:
+        return {}
+    blanks = None
+    if re.search(rb"(?:^|\n)[ \t\r\x0b\x0c]*\n", data):
+        blanks = np.array([n for n, ln in enumerate(data.split(b"\n")) if not ln.strip()], dtype=np.int64)
+    rows: set[int] = set()
+    line, prev = 0, 0
+    for pos in hits:
+        line += data.count(b"\n", prev, pos)
+        prev = pos
+        rows.add(line - (int(np.searchsorted(blanks, line)) if blanks is not None else 0))
+    return records_at(path, rows)
