@@ -189,9 +189,10 @@ class CheckpointStore(Protocol):
     def restore(self, name: str, *, params_only: bool = False,
                 shardings: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(tree, meta)``; a damaged checkpoint is a one-line `CheckpointError`. With `params_only`
-        the store may skip everything but ``"params"`` (eval, export, an RL start); `shardings`
-        (``{"a/b/c": jax.sharding.Sharding}``) asks a sharded store to place params so, on any mesh;
-        byte stores may ignore both."""
+        the tree holds ``"params"`` only (eval, export, an RL start; a sharded store reads nothing
+        else); `shardings` (``{"a/b/c": jax.sharding.Sharding}``) returns those params as
+        ``jax.Array`` placed so, on any mesh (a sharded store reads only each process's slices);
+        params not named stay numpy."""
 
     def names(self) -> list[str]:
         """Committed, intact checkpoints."""

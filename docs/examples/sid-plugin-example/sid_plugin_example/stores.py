@@ -125,6 +125,8 @@ class NpzDirStore:
         tree = _unflatten(flat, record.get("kinds", {}))
         if params_only and "params" in tree:
             tree = {"params": tree["params"]}
+        if shardings and isinstance(tree.get("params"), Mapping):
+            tree["params"] = _place(tree["params"], shardings)
         return tree, dict(record.get("meta", {}))
 
     def names(self) -> list[str]:
@@ -168,6 +170,23 @@ def _flatten_kinds(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
             continue
         else:
             out[path] = "int" if isinstance(val, int) else "float"
+    return out
+
+
+def _place(params: Mapping[str, Any], shardings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Params named ``"a/b/c"`` in `shardings` become jax.Arrays placed so; the rest stay numpy."""
+    import jax  # only when the kernel asks for placed params
+
+    out: dict[str, Any] = {}
+    for key, val in params.items():
+        path = f"{prefix}{key}"
+        if isinstance(val, Mapping):
+            out[key] = _place(val, shardings, path + "/")
+        elif path in shardings:
+            arr = np.asarray(val)
+            out[key] = jax.make_array_from_callback(arr.shape, shardings[path], lambda idx, a=arr: a[idx])
+        else:
+            out[key] = val
     return out
 
 
