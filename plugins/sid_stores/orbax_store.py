@@ -84,10 +84,17 @@ def _root_of(uri: str) -> Any:
 def is_orbax_dir(path: str | os.PathLike[str]) -> bool:
     """Whether `path` (local dir, ``file://`` or ``gs://``) holds an orbax store: at least one
     ``orbax_<name>.json`` commit record with format ``sid-orbax/1``."""
+    import logging
+
+    quiet = logging.getLogger("gcsfs")  # its "could not determine bucket type" warning is noise here
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         return bool(OrbaxStore(os.fspath(path))._records())
     except (CheckpointError, OSError, ImportError):  # ImportError: gs:// without gcsfs
         return False
+    finally:
+        quiet.setLevel(level)
 
 
 class _Pending:
