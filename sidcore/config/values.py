@@ -22,7 +22,8 @@ from sidcore.errors import ConfigError
 from sidcore.registry import suggest
 
 #: `sidcore.model.config.PRESETS`, by name.
-MODEL_PRESETS = ("tiny", "tiny_qwen3", "qwen2_5_0_5b", "qwen2_5_1_5b", "qwen3_0_6b", "qwen3_1_7b")
+MODEL_PRESETS = ("tiny", "tiny_qwen3", "qwen2_5_0_5b", "qwen2_5_1_5b", "qwen2_5_7b", "qwen3_0_6b", "qwen3_1_7b",
+                 "qwen3_8b")
 #: `Qwen2Config` fields ``model.overrides`` may set, with the YAML types they take (``vocab_size`` is
 #: the tokenizer's, never an override).
 MODEL_OVERRIDES: dict[str, tuple[type, ...]] = {
