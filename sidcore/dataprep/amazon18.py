@@ -21,7 +21,6 @@ from sidcore.dataprep.jsonl import read_columns, records_at, surrogate_rows
 from sidcore.dataprep.output import Outputs
 from sidcore.dataprep.writing import records_json, utf8_ok, write_layout
 from sidcore.dataprep.text import clean_column, clean_text, json_string, json_strings
-from sidcore.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +112,8 @@ def prepare_amazon18(reviews: str | Path, meta: str | Path, *, dataset: str, out
     titled = np.zeros(n_items, dtype=bool)
     has_title = ev["asin"].is_in(titles["asin"].implode()).to_numpy()
     titled[item[has_title]] = True
-    item_k = options.user_k if options.item_k is None else options.item_k
-    kept = core.filter_events(user, item, ts, titled, user_k=options.user_k, item_k=item_k,
-                              start=options.start, end=options.end, min_items=options.min_items)
-    if len(kept.rows) == 0:
-        raise DataError(f"{reviews}: no review is left after the time window and the {options.user_k}-core")
-    num = core.number(kept.rows, user, item, ts)
-    asins = ev["asin"].gather(kept.rows)
-    order = np.argsort(num.iid, kind="stable")
-    first_of_item = order[np.r_[0, np.flatnonzero(np.diff(num.iid[order])) + 1]]
-    item_asin = asins.gather(first_of_item)
+    kept, num, first_of_item = core.keep_and_number(user, item, ts, titled, options, reviews)
+    item_asin = ev["asin"].gather(kept.rows).gather(first_of_item)
     # item.json: the title kept for the asin, the rest from its LAST metadata line (valid or not)
     last_row = metas.with_row_index("row").group_by("asin").agg(pl.col("row").last())
     lookup = pl.DataFrame({"asin": item_asin}).join(last_row, on="asin", how="left", maintain_order="left")

@@ -26,7 +26,6 @@ from sidcore.dataprep.jsonl import read_columns, records_at
 from sidcore.dataprep.output import Outputs, dump_indented
 from sidcore.dataprep.text import clean_column, clean_text, json_strings
 from sidcore.dataprep.writing import write_layout
-from sidcore.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +92,8 @@ def prepare_amazon23(reviews: str | Path, meta: str | Path, *, dataset: str, out
     ts = (ev["timestamp"].fill_null(0) // 1000).to_numpy()
     titled = np.zeros(n_items, dtype=bool)
     titled[item[ev["parent_asin"].is_in(titled_asins["parent_asin"].implode()).to_numpy()]] = True
-    item_k = options.user_k if options.item_k is None else options.item_k
-    kept = core.filter_events(user, item, ts, titled, user_k=options.user_k, item_k=item_k,
-                              start=options.start, end=options.end, min_items=options.min_items)
-    if len(kept.rows) == 0:
-        raise DataError(f"{reviews}: no review is left after the time window and the {options.user_k}-core")
-    num = core.number(kept.rows, user, item, ts)
-    asins = ev["parent_asin"].gather(kept.rows)
-    order = np.argsort(num.iid, kind="stable")
-    item_asin = asins.gather(order[np.r_[0, np.flatnonzero(np.diff(num.iid[order])) + 1]])
+    kept, num, first_of_item = core.keep_and_number(user, item, ts, titled, options, reviews)
+    item_asin = ev["parent_asin"].gather(kept.rows).gather(first_of_item)
     last_row = metas.group_by("parent_asin").agg(pl.col("row").last())
     rows = pl.DataFrame({"parent_asin": item_asin}).join(last_row, on="parent_asin", how="left",
                                                          maintain_order="left")["row"].to_list()

@@ -22,6 +22,8 @@ from __future__ import annotations
 import calendar
 import logging
 
+from typing import Any
+
 import attrs
 import numpy as np
 import polars as pl
@@ -175,3 +177,21 @@ def inter_lines(num: Numbered, targets: np.ndarray, *, max_history: int = 10, cu
                        pl.concat_str(hist, separator=" ", ignore_nulls=True) if hist else pl.lit(""),
                        pl.col("iid").cast(pl.String)], separator="\t").alias("line")
     )["line"]
+
+
+def keep_and_number(user: np.ndarray, item: np.ndarray, ts: np.ndarray, titled: np.ndarray, options: Any,
+                    source: Any) -> tuple[Kept, Numbered, np.ndarray]:
+    """The shared middle of every raw-data command: time window + iterative k-core (`filter_events`
+    with ``options.user_k``/``item_k``/``start``/``end``/``min_items``; ``item_k`` None = ``user_k``,
+    upstream's behaviour), upstream's numbering, and for each item number the kept-row position of
+    its first event (to look its id up). Raises `DataError` naming `source` when nothing is left."""
+    from sidcore.errors import DataError
+
+    item_k = options.user_k if options.item_k is None else options.item_k
+    kept = filter_events(user, item, ts, titled, user_k=options.user_k, item_k=item_k,
+                         start=options.start, end=options.end, min_items=options.min_items)
+    if len(kept.rows) == 0:
+        raise DataError(f"{source}: no review is left after the time window and the {options.user_k}-core")
+    num = number(kept.rows, user, item, ts)
+    order = np.argsort(num.iid, kind="stable")
+    return kept, num, order[np.r_[0, np.flatnonzero(np.diff(num.iid[order])) + 1]]
