@@ -233,7 +233,7 @@ def test_cli_kill_and_resume(tiny_run, recommender, tmp_path):
 def test_from_hf_folder_and_checkpoint_file(tiny_run, loaded, recommender, eval_rows, tmp_path):
     """`--from` an exported HF folder (+ --config) and a checkpoint file answer like the run dir."""
     from conftest import SMOKE
-    from sidcore.run.export import export_run
+    from sidcore.export.hf import export_run
     from sidcore.serve.engine import Recommender
     from sidcore.serve.load import load
 
