@@ -22,7 +22,7 @@ import click
 
 from sidcore.errors import ConfigError, SidError, UsageError
 from sidcore.pipeline.spec import STAGES, PipelineSpec
-from sidcore.pipeline.stages import MissingInput, StagePlan, plan_stage
+from sidcore.pipeline.stages import MissingInput, StagePlan, check_options, plan_stage
 
 __all__ = ["Decision", "run_pipeline", "record_path"]
 
@@ -151,6 +151,7 @@ def run_pipeline(spec: PipelineSpec, group: click.Group, registry: Any, *, dry_r
         if name not in spec.enabled():
             raise UsageError(f"--force-stage {name}: not a stage of {spec.path} (it has: {', '.join(spec.enabled())})")
     selected = _selected(spec, first, last)
+    check_options(spec, group)
     run_dirs: dict[str, Path] = {}
     decisions: list[Decision] = []
     ran: list[str] = []

@@ -27,7 +27,7 @@ import click
 from sidcore.errors import ConfigError
 from sidcore.pipeline.spec import TINY_LOCAL, PipelineSpec
 
-__all__ = ["StagePlan", "MissingInput", "command_flags", "plan_stage", "stage_command"]
+__all__ = ["StagePlan", "MissingInput", "check_options", "command_flags", "plan_stage", "stage_command"]
 
 
 class MissingInput(Exception):
@@ -66,6 +66,20 @@ _RESERVED = {
 }
 
 
+_COMMANDS = {"embed": "index embed", "index": "index build", "convert": "data convert"}
+
+
+def check_options(spec: PipelineSpec, group: click.Group) -> None:
+    """Every stage's YAML ``options`` against its command, before any stage runs."""
+    for stage, path in (("data", ("data", spec.data.source) if spec.data else None), ("embed", ("index", "embed")),
+                        ("index", ("index", "build")), ("convert", ("data", "convert"))):
+        section = getattr(spec, stage)
+        if section is not None and path is not None:
+            command_flags(spec, stage, stage_command(group, path), section.options)
+    if spec.sft is not None or spec.rl is not None or spec.eval is not None:
+        stage_command(group, ("run",))
+
+
 def stage_command(group: click.Group, path: tuple[str, ...]) -> click.Command:
     """The click command ``sid <path...>`` of `group` (one-line error when a plugin is missing)."""
     cmd: Any = group
@@ -91,7 +105,7 @@ def command_flags(spec: PipelineSpec, stage: str, cmd: click.Command, options: d
         param = params.get(name)
         if param is None or name in ("help",):
             known = ", ".join(sorted(n for n in params if n not in _RESERVED.get(stage, ()) | {"help"}))
-            raise ConfigError(f"{where}: not an option of `sid {cmd.name}` (known: {known})")
+            raise ConfigError(f"{where}: not an option of `sid {_COMMANDS.get(stage, cmd.name)}` (known: {known})")
         flag = max(param.opts, key=len)
         if param.is_flag:
             if not isinstance(value, bool):
