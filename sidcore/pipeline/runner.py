@@ -122,7 +122,11 @@ def _invoke(group: click.Group, stage: str, argv: list[str]) -> None:
     except click.ClickException as exc:
         raise ConfigError(f"stage {stage}: sid {' '.join(argv[:2])}: {exc.format_message()}") from None
     except SidError as exc:
-        raise type(exc)(f"stage {stage}: {exc}") from exc
+        try:
+            named = type(exc)(f"stage {stage}: {exc}")
+        except TypeError:  # an error class with its own constructor: keep it as it is
+            raise exc from None
+        raise named from exc
 
 
 def _say(dec: Decision) -> Decision:
@@ -166,6 +170,8 @@ def run_pipeline(spec: PipelineSpec, group: click.Group, registry: Any, *, dry_r
             if name not in selected:
                 decisions.append(_say(Decision(name, "off", "not selected (--from/--until)")))
                 continue
+            if name == "data":
+                raise ConfigError(f"{spec.path}: data.{exc.label}: no such file {exc.path}") from None
             raise ConfigError(f"stage {name}: input {exc.label} {exc.path} is missing: run the stage that writes "
                               "it first" + (" (it is before --from)" if first else "")) from None
         if plan.run_dir is not None and name in ("sft", "rl"):

@@ -104,6 +104,12 @@ def test_bad_keys_through_the_cli_are_one_line_and_write_nothing(tmp_path):
         sid("pipeline", "--config", str(reserved), "--work-dir", str(work)))
     typo = example(tmp_path, **{"embedd": {}})
     assert ": embedd: unknown key" in one_error_line(sid("pipeline", "--config", str(typo), "--work-dir", str(work)))
+    raw = tmp_path / "raw.yaml"
+    raw.write_text("dataset: X\ndata: {reviews: nope.json, meta: nope2.json}\n")
+    assert "raw.yaml: data.reviews: no such file nope.json" in one_error_line(
+        sid("pipeline", "--config", str(raw), "--work-dir", str(work)))
+    line = one_error_line(sid("pipeline", "--config", str(example(tmp_path)), "--work-dir", str(work), "--from", "embed"))
+    assert "stage embed: input items" in line and "(it is before --from)" in line
     assert not work.exists()
 
 
