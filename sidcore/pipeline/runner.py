@@ -24,7 +24,7 @@ from sidcore.errors import ConfigError, SidError, UsageError
 from sidcore.pipeline.spec import STAGES, PipelineSpec
 from sidcore.pipeline.stages import MissingInput, StagePlan, check_options, plan_stage
 
-__all__ = ["Decision", "run_pipeline", "record_path"]
+__all__ = ["Decision", "record_path", "run_pipeline"]
 
 
 @attrs.frozen
@@ -53,7 +53,7 @@ def _write_record(path: Path, plan: StagePlan, state: str) -> None:
            "inputs": {k: {"path": str(p), "sha256": plan.digests.get(k)} for k, p in plan.inputs.items()},
            "options": plan.options, "outputs": [str(p) for p in plan.outputs],
            "run_dir": str(plan.run_dir) if plan.run_dir else None,
-           "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+           "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

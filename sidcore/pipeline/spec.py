@@ -17,7 +17,7 @@ import yaml
 
 from sidcore.errors import ConfigError
 
-__all__ = ["STAGES", "DataSpec", "EmbedSpec", "IndexSpec", "ConvertSpec", "RunSpec", "PipelineSpec", "load_spec"]
+__all__ = ["STAGES", "ConvertSpec", "DataSpec", "EmbedSpec", "IndexSpec", "PipelineSpec", "RunSpec", "load_spec"]
 
 STAGES = ("data", "embed", "index", "convert", "sft", "rl", "eval")
 SOURCES = ("amazon18", "amazon23", "interactions")

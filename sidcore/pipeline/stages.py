@@ -27,7 +27,7 @@ import click
 from sidcore.errors import ConfigError
 from sidcore.pipeline.spec import TINY_LOCAL, PipelineSpec
 
-__all__ = ["StagePlan", "MissingInput", "check_options", "command_flags", "plan_stage", "stage_command"]
+__all__ = ["MissingInput", "StagePlan", "check_options", "command_flags", "plan_stage", "stage_command"]
 
 
 class MissingInput(Exception):

@@ -22,8 +22,8 @@ STAGES = ("data", "embed", "index", "convert", "sft", "rl", "eval")
 
 def sid(*args, cwd=ROOT):
     env = {**os.environ, "SID_STRICT_PLUGINS": "1", "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-m", "sidcore.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=900, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "sidcore.cli", *args], check=False, capture_output=True, text=True,
+                          env=env, timeout=900, cwd=cwd)
 
 
 def example(tmp_path: Path, name: str = "p.yaml", until: str | None = None, **changes) -> Path:
@@ -102,7 +102,7 @@ def test_bad_keys_through_the_cli_are_one_line_and_write_nothing(tmp_path):
     reserved = example(tmp_path, **{"sft/overrides/output_dir": "x"})
     assert "sft.overrides.output_dir: is set by the pipeline" in one_error_line(
         sid("pipeline", "--config", str(reserved), "--work-dir", str(work)))
-    typo = example(tmp_path, **{"embedd": {}})
+    typo = example(tmp_path, embedd={})
     assert ": embedd: unknown key" in one_error_line(sid("pipeline", "--config", str(typo), "--work-dir", str(work)))
     raw = tmp_path / "raw.yaml"
     raw.write_text("dataset: X\ndata: {reviews: nope.json, meta: nope2.json}\n")
