@@ -161,6 +161,9 @@ def run_pipeline(spec: PipelineSpec, group: click.Group, registry: Any, *, dry_r
     ran: list[str] = []
     last_plan: StagePlan | None = None
     for name in spec.enabled():
+        if last is not None and STAGES.index(name) > STAGES.index(last):  # never needed: not even planned
+            decisions.append(_say(Decision(name, "off", "not selected (--until)")))
+            continue
         try:
             plan = plan_stage(spec, name, group, registry, run_dirs)
         except MissingInput as exc:
