@@ -20,8 +20,8 @@ EXAMPLE = ROOT / "configs" / "pipeline" / "example.yaml"
 STAGES = ("data", "embed", "index", "convert", "sft", "rl", "eval")
 
 
-def sid(*args, cwd=ROOT):
-    env = {**os.environ, "SID_STRICT_PLUGINS": "1", "JAX_PLATFORMS": "cpu"}
+def sid(*args, cwd=ROOT, env=None):
+    env = {**os.environ, "SID_STRICT_PLUGINS": "1", "JAX_PLATFORMS": "cpu", **(env or {})}
     return subprocess.run([sys.executable, "-m", "sidcore.cli", *args], check=False, capture_output=True, text=True,
                           env=env, timeout=900, cwd=cwd)
 
@@ -194,3 +194,16 @@ def test_example_end_to_end_then_skips_then_reruns_only_what_changed(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert actions(res.stdout) == {**{s: "skip" for s in STAGES[:-1]}, "eval": "run"}
     assert "n=32 beams=10" in res.stdout
+
+    # sft killed (SIGKILL) at its second checkpoint save: the rerun resumes in the same run folder
+    saving = example(tmp_path, "s.yaml", **{"sft/overrides/train.save_steps": 10})
+    killed = sid("pipeline", "--config", str(saving), "--work-dir", str(work), "--until", "sft",
+                 env={"SID_FAILPOINT": "store.published:2"})
+    assert killed.returncode < 0, killed.stderr[-3000:]
+    rec = json.loads((work / ".pipeline" / "sft.json").read_text())
+    assert rec["state"] == "running" and Path(rec["run_dir"]) != sft_dir
+    resumed = sid("pipeline", "--config", str(saving), "--work-dir", str(work), "--until", "sft")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert actions(resumed.stdout)["sft"] == "run" and "interrupted" in resumed.stdout
+    assert f"--output-dir {rec['run_dir']} " in resumed.stdout and "(step 10)" in resumed.stderr
+    assert json.loads((work / ".pipeline" / "sft.json").read_text())["state"] == "done"
