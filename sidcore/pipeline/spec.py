@@ -207,18 +207,19 @@ def parse_spec(raw: Any, path: Path, *, work_dir: str | None = None) -> Pipeline
     return PipelineSpec(path=path, dataset=dataset, work_dir=work, category=category, **sections)
 
 
+def is_pipeline_file(path: str | Path) -> bool:
+    """Whether a YAML file is a pipeline (a top-level ``dataset`` key, which no run config has)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and "dataset" in raw
+
+
 def load_spec(path: str | Path, *, work_dir: str | None = None) -> PipelineSpec:
-    """Read and check the pipeline YAML at `path`; `work_dir` overrides its ``work_dir``."""
+    """Read and check the pipeline YAML at `path` (duplicate keys refused, as in run configs);
+    `work_dir` overrides its ``work_dir``."""
+    from sidcore.config.loading import read_yaml
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}{line}: {problem}") from None
-    return parse_spec(raw, path, work_dir=work_dir)
+    return parse_spec(read_yaml(path), path, work_dir=work_dir)

@@ -76,7 +76,8 @@ def one_error_line(res) -> str:
     ("dataset: X\nsft: {overrides: {train.max_steps: 1}}\n", ": sft.config: required"),
     ("dataset: X\nsft: {config: nothere.yaml}\n", ": sft.config: no such file"),
     ("dataset: X\nconvert: {options: [1]}\n", ": convert.options: expected a mapping"),
-    ("dataset: X\nembed: {model: [\n", ".yaml:3: expected the node content"),
+    ("dataset: X\nembed: {model: [\n", ".yaml:3: invalid YAML: expected the node content"),
+    ("dataset: X\ndataset: Y\n", "duplicate"),
 ])
 def test_bad_yaml_is_a_one_line_config_error(tmp_path, text, needle):
     path = tmp_path / "p.yaml"
@@ -92,6 +93,14 @@ def test_eval_takes_the_sft_config_and_paths_resolve_against_the_yaml():
     assert spec.enabled() == list(STAGES)
     assert spec.eval.config == spec.sft.config == ROOT / "configs" / "smoke" / "tiny.yaml"
     assert spec.work_dir == Path("runs/pipeline_example") and spec.category == spec.dataset == "Synthetic"
+
+
+def test_config_validate_checks_a_pipeline_yaml_as_one(tmp_path):
+    ok = sid("config", "validate", str(EXAMPLE))
+    assert ok.returncode == 0 and ok.stdout.strip() == f"ok  {EXAMPLE}  (sid pipeline)", ok.stderr
+    bad = example(tmp_path, **{"convert/options/keep_longest": True})
+    assert "convert.options.keep_longest: not an option of `sid data convert`" in one_error_line(
+        sid("config", "validate", str(bad)))
 
 
 def test_bad_keys_through_the_cli_are_one_line_and_write_nothing(tmp_path):
