@@ -45,8 +45,8 @@ def _make_group() -> click.Group:
 
 def build_cli(plugins: Plugins | None = None, *, debug: bool = False) -> click.Group:
     """A fresh ``sid`` group: kernel commands, then each plugin's commands (per plugin, isolated)."""
-    from sidcore.cli import (baseline_cmd, config_cmds, data_cmds, export_cmd, index_cmds, plugin_cmds, report_cmd,
-                             run_cmd, serve_cmds)
+    from sidcore.cli import (baseline_cmd, config_cmds, data_cmds, export_cmd, index_cmds, pipeline_cmd, plugin_cmds,
+                             report_cmd, run_cmd, serve_cmds)
 
     plugins = load_plugins() if plugins is None else plugins
     group = _make_group()
@@ -57,6 +57,7 @@ def build_cli(plugins: Plugins | None = None, *, debug: bool = False) -> click.G
     group.add_command(index_cmds.make_index_group())
     group.add_command(baseline_cmd.make_baseline_group())
     group.add_command(data_cmds.data)
+    group.add_command(pipeline_cmd.pipeline)
     plugins.add_commands(group)
     return group
 

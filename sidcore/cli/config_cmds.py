@@ -47,20 +47,36 @@ def config_validate(state, paths: tuple[str, ...]) -> None:
 
     files = expand_config_paths(paths)
     if len(files) == 1:  # one file: its own one-line error
-        loading.load_config(files[0], state.plugins.registry)
-        click.echo(f"ok  {files[0]}")
+        click.echo(f"ok  {files[0]}{_validate_one(state, files[0])}")
         return
     bad = 0
     for p in files:
         try:
-            loading.load_config(p, state.plugins.registry)
+            kind = _validate_one(state, p)
         except SidError as exc:  # every file is checked, whatever kind of error one has
             bad += 1
             click.echo(f"FAIL {exc}", err=True)
         else:
-            click.echo(f"ok  {p}")
+            click.echo(f"ok  {p}{kind}")
     if bad:
         raise ConfigError(f"{bad} of {len(files)} config file(s) invalid")
+
+
+def _validate_one(state, path: str) -> str:
+    """Check one file: a run config, or a `sid pipeline` YAML (its stages' options against their
+    commands too); returns the suffix printed after ``ok``."""
+    from sidcore.pipeline.spec import is_pipeline_file, load_spec
+
+    if not is_pipeline_file(path):
+        loading.load_config(path, state.plugins.registry)
+        return ""
+    from sidcore.pipeline.stages import check_options
+
+    root = click.get_current_context().find_root().command
+    spec = load_spec(path)
+    if isinstance(root, click.Group):
+        check_options(spec, root)
+    return "  (sid pipeline)"
 
 
 def expand_config_paths(paths: tuple[str, ...] | list[str]) -> list[str]:
