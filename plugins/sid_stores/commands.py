@@ -9,11 +9,11 @@ import click
 def _store(uri: str, kind: str | None = None):
     """The store for `uri`: the named store `kind`, else `orbax` when `uri` holds orbax checkpoints,
     else the one serving the URI's scheme (from the plugins the running ``sid`` loaded)."""
-    from sid_stores.orbax_store import is_orbax_dir
+    from sid_stores.orbax_store import detect_local
     from sidcore.api import store_for
 
     registry = click.get_current_context().obj.plugins.registry
-    if kind is None and is_orbax_dir(uri):
+    if kind is None and detect_local(uri):
         kind = "orbax"
     if kind is None:
         return store_for(uri, registry)

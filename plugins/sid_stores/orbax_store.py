@@ -46,7 +46,7 @@ from sidcore.api import CheckpointError
 from sidcore.api import failpoint
 from sidcore.api import uri_scheme
 
-__all__ = ["FORMAT", "OrbaxStore", "build", "is_orbax_dir"]
+__all__ = ["FORMAT", "OrbaxStore", "build", "detect_local", "is_orbax_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def _name_of_record(filename: str) -> str | None:
 
 def _root_of(uri: str) -> Any:
     """A path object for the store root: `pathlib.Path` locally, `etils.epath.Path` for gs://."""
+    uri = uri.removeprefix("orbax+")  # orbax+gs://b/p: orbax checkpoints on GCS, named as such
     if uri_scheme(uri) == "gs":
         from etils import epath
 
@@ -84,17 +85,17 @@ def _root_of(uri: str) -> Any:
 def is_orbax_dir(path: str | os.PathLike[str]) -> bool:
     """Whether `path` (local dir, ``file://`` or ``gs://``) holds an orbax store: at least one
     ``orbax_<name>.json`` commit record with format ``sid-orbax/1``."""
-    import logging
-
-    quiet = logging.getLogger("gcsfs")  # its "could not determine bucket type" warning is noise here
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
     try:
         return bool(OrbaxStore(os.fspath(path))._records())
     except (CheckpointError, OSError, ImportError):  # ImportError: gs:// without gcsfs
         return False
-    finally:
-        quiet.setLevel(level)
+
+
+def detect_local(uri: str) -> bool:
+    """The store's ``detect`` hook for the kernel: local folders only, so resolving a ``gs://`` URI
+    never lists a bucket (no network for a dry run); orbax checkpoints on GCS are named
+    ``orbax+gs://bucket/prefix`` (the scheme this store registers)."""
+    return uri_scheme(str(uri)) == "file" and is_orbax_dir(uri)
 
 
 class _Pending:
@@ -395,7 +396,7 @@ class OrbaxStore:
 
 def build(cfg: OrbaxConfig, *, uri: str) -> OrbaxStore:
     """Factory of the `orbax` store; `uri` is a local directory, ``file://...`` or ``gs://bucket/prefix``."""
-    scheme = uri_scheme(str(uri)) if uri else ""
+    scheme = uri_scheme(str(uri).removeprefix("orbax+")) if uri else ""
     if scheme not in ("file", "gs"):
         raise CheckpointError(f"store 'orbax' needs a local directory or gs://bucket/prefix, got {uri!r}")
     if scheme == "gs":

@@ -63,10 +63,14 @@ def test_orbax_conformance(tmp_path, async_save):
     check_store(lambda: _store(root, async_save=async_save), uncommit=uncommit, corrupt=corrupt)
 
 
-def test_registered_by_name_not_scheme():
+def test_registered_by_name_and_orbax_gs_scheme(tmp_path):
     registry = load_plugins(entry_points=False, extra=[("stores", sid_stores)]).registry
     spec = registry.get("store", "orbax")
-    assert spec.schemes == () and registry.schemes() == {"file": "msgpack", "gs": "gcs"}
+    assert spec.schemes == ("orbax+gs",)
+    assert registry.schemes() == {"file": "msgpack", "gs": "gcs", "orbax+gs": "orbax"}
+    assert registry.store_for_uri("orbax+gs://b/run").name == "orbax"
+    assert registry.store_for_uri("gs://b/run").name == "gcs"  # resolving gs:// never lists a bucket
+    assert registry.store_for_uri(str(tmp_path)).name == "msgpack"  # an empty local folder: by scheme
     store = spec.build(spec.config(), uri="file:///tmp/x")
     assert isinstance(store, OrbaxStore) and store.sharded and store.root == Path("/tmp/x")
     with pytest.raises(CheckpointError, match="local directory or gs://"):
