@@ -28,7 +28,7 @@ ABS_PATH_RE = r"^/[A-Za-z0-9._/-]*$"
 ENV_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 PYTHON_RE = r"^3\.[0-9]+$"
 EXTRA_RE = r"^[a-z0-9][a-z0-9_-]*$"
-STORE_URI_RE = r"^((gs|file)://[^\s'\"\\;&|`$]*|/[^\s'\"\\;&|`$]*)?$"
+STORE_URI_RE = r"^((gs|file|orbax\+gs)://[^\s'\"\\;&|`$]*|/[^\s'\"\\;&|`$]*)?$"
 
 
 def _matches(pattern: str) -> Any:
