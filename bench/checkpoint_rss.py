@@ -16,7 +16,10 @@ Every mode runs in a fresh subprocess (XLA_FLAGS must be set before jax is impor
 "device" memory is host memory, so RSS before already holds the state. Not a test: numbers depend
 on the machine and its load.
 
-    python bench/checkpoint_rss.py --gb 1.0 [--modes msgpack,orbax,orbax2] [--dir /tmp/ckpt_rss]
+    python bench/checkpoint_rss.py --gb 1.0 [--modes msgpack,orbax,orbax2] [--dir /tmp]
+
+Checkpoints go to a fresh scratch folder the bench creates inside ``--dir`` and removes at the end;
+nothing else in ``--dir`` is touched.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,7 +66,7 @@ def child(args: argparse.Namespace) -> None:
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     before = _status_kb("VmRSS") / 1024
     t0 = time.perf_counter()
-    out = Path(args.dir) / args.mode
+    out = Path(args.dir)  # this mode's own folder inside the run's scratch folder
     if args.mode == "msgpack":
         from sid_stores.config import MsgpackConfig
         from sid_stores.msgpack_store import MsgpackStore
@@ -96,29 +100,38 @@ def _port() -> int:
 def run(args: argparse.Namespace) -> None:
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]))
-    for mode in args.modes.split(","):
-        shutil.rmtree(Path(args.dir) / mode.rstrip("2"), ignore_errors=True)
-        nproc = 2 if mode == "orbax2" else 1
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={8 // nproc}"
-        base = [sys.executable, __file__, "--child", "--gb", str(args.gb), "--dir", args.dir,
-                "--mode", mode.rstrip("2"), "--processes", str(nproc), "--coordinator", f"127.0.0.1:{_port()}"]
-        procs = [subprocess.Popen(base + ["--pid", str(i)], env=env, stdout=subprocess.PIPE, text=True)
-                 for i in range(nproc)]
-        for p in procs:
-            out, _ = p.communicate()
-            if p.returncode != 0:
-                raise SystemExit(f"{mode}: child failed with exit code {p.returncode}")
-            row = json.loads(out.strip().splitlines()[-1])
-            row["mode"] = mode
-            print(json.dumps(row), flush=True)
-    shutil.rmtree(args.dir, ignore_errors=True)
+    parent = Path(args.dir)
+    parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="sid_checkpoint_rss.", dir=parent))  # ours alone
+    try:
+        for mode in args.modes.split(","):
+            _run_mode(args, env, mode, work / mode)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_mode(args: argparse.Namespace, env: dict[str, str], mode: str, folder: Path) -> None:
+    nproc = 2 if mode == "orbax2" else 1
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={8 // nproc}"
+    base = [sys.executable, __file__, "--child", "--gb", str(args.gb), "--dir", str(folder),
+            "--mode", mode.rstrip("2"), "--processes", str(nproc), "--coordinator", f"127.0.0.1:{_port()}"]
+    procs = [subprocess.Popen(base + ["--pid", str(i)], env=env, stdout=subprocess.PIPE, text=True)
+             for i in range(nproc)]
+    for p in procs:
+        out, _ = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"{mode}: child failed with exit code {p.returncode}")
+        row = json.loads(out.strip().splitlines()[-1])
+        row["mode"] = mode
+        print(json.dumps(row), flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--gb", type=float, default=1.0, help="size of the state in GiB")
     p.add_argument("--modes", default="msgpack,orbax,orbax2")
-    p.add_argument("--dir", default="/tmp/sid_checkpoint_rss")
+    p.add_argument("--dir", default=tempfile.gettempdir(),
+                   help="where the bench makes its own scratch folder (removed at the end; nothing else touched)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
     p.add_argument("--processes", type=int, default=1, help=argparse.SUPPRESS)
