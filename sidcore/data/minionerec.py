@@ -244,7 +244,8 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file whose top level is an object; duplicate keys, bad JSON or text are one-line `DataError` s."""
     _require_file(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_object)
@@ -267,7 +268,7 @@ def read_index(path: str | Path) -> dict[str, tuple[str, ...]]:
         DataError: when an entry is not a non-empty list of SID tokens like ``"<a_12>"``.
     """
     path = Path(path)
-    data = _read_json_object(path)
+    data = read_json_object(path)
     out: dict[str, tuple[str, ...]] = {}
     for key, value in data.items():
         if (
@@ -287,7 +288,7 @@ def read_index(path: str | Path) -> dict[str, tuple[str, ...]]:
 def read_items(path: str | Path) -> dict[str, ItemMeta]:
     """Read item.json: item id -> `ItemMeta` (keys title, description, brand, categories; strings)."""
     path = Path(path)
-    data = _read_json_object(path)
+    data = read_json_object(path)
     out: dict[str, ItemMeta] = {}
     for key, value in data.items():
         if not isinstance(value, dict) or not all(isinstance(value.get(k), str) for k in ITEM_KEYS):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import random
 import re
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import attrs
 
+from sidcore.data.minionerec import read_json_object
 from sidcore.dataprep.jsonl import require_file
 from sidcore.dataprep.output import Outputs
 from sidcore.errors import DataError, file_error
@@ -51,19 +51,6 @@ class ConvertOptions:
     max_test_samples: int | None = None
     seed: int = 42
     fix_info_titles: bool = False  # upstream writes TAB / line breaks inside titles raw into the info file
-
-
-def _json_object(path: Path) -> dict:
-    require_file(path)
-    try:
-        data = json.loads(path.read_bytes())
-    except json.JSONDecodeError as exc:
-        raise file_error(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
-    except UnicodeDecodeError:
-        raise file_error(path, "not UTF-8 text") from None
-    if not isinstance(data, dict):
-        raise file_error(path, f"expected a JSON object at top level, got {type(data).__name__}")
-    return data
 
 
 def _sids(path: Path, index: dict) -> dict[str, str]:
@@ -157,8 +144,8 @@ def convert(inter_dir: str | Path, *, dataset: str, index: str | Path, out: str 
         raise DataError(f"{inter_dir}: no {dataset}.{{train,valid,test}}.inter file")
     outputs = Outputs(targets.values(), overwrite=overwrite)
     index_raw, item_raw = _read_bytes(index), _read_bytes(item_path)
-    sids = _sids(index, _json_object(index))
-    items = _json_object(item_path)
+    sids = _sids(index, read_json_object(index))
+    items = read_json_object(item_path)
     titles = _titles(item_path, items)
     fix = _info_safe if options.fix_info_titles else (lambda t: t)
     info = "".join(f"{sids[k]}\t{fix(titles[k])}\t{k}\n" for k in items if k in sids)

@@ -96,10 +96,10 @@ def read_item_texts(path: str | os.PathLike[str], features: Sequence[str] = FEAT
         DataError: unreadable file, a key that is not a non-negative integer, ids that are not
             exactly ``0 .. n-1``, or an entry that is not a JSON object.
     """
-    from sidcore.data.minionerec import _read_json_object
+    from sidcore.data.minionerec import read_json_object
 
     path = Path(path)
-    data = _read_json_object(path)
+    data = read_json_object(path)
     if not data:
         raise file_error(path, "no items")
     by_id: dict[int, str] = {}
