@@ -23,11 +23,12 @@ names arrays by their path joined with ``.``) are refused with a `CheckpointErro
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sidcore.api import CheckpointError
+from sidcore.api import CheckpointError, uri_scheme
 
 PARAMS, STATE = "params", "state"
 _PLAIN = (bool, int, float, str, type(None))
@@ -194,3 +195,18 @@ def parse_record(raw: bytes, fmt: str, *, where: str) -> dict[str, Any]:
             or not isinstance(record.get("layout"), dict) or not isinstance(record.get("items"), list)):
         raise CheckpointError(f"{where}: not a {fmt} checkpoint record")
     return record
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def root_of(uri: str) -> Any:
+    """A path object for the store root: `pathlib.Path` locally, `etils.epath.Path` for gs://."""
+    uri = uri.removeprefix("orbax+")  # orbax+gs://b/p: orbax checkpoints on GCS, named as such
+    if uri_scheme(uri) == "gs":
+        from etils import epath
+
+        return epath.Path(uri.rstrip("/"))
+    return Path(uri.removeprefix("file://")).expanduser()

@@ -31,6 +31,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -41,10 +42,9 @@ from typing import Any
 from sid_stores import _orbax_layout as layout_codec
 from sid_stores._base import check_name, name_sort_key
 from sid_stores.config import OrbaxConfig
-from sidcore.api import atomic_write
-from sidcore.api import CheckpointError
-from sidcore.api import failpoint
-from sidcore.api import uri_scheme
+from sid_stores._orbax_layout import one_line as _one_line
+from sid_stores._orbax_layout import root_of as _root_of
+from sidcore.api import CheckpointError, atomic_write, failpoint, uri_scheme
 
 __all__ = ["FORMAT", "OrbaxStore", "build", "detect_local", "is_orbax_dir"]
 
@@ -53,13 +53,10 @@ log = logging.getLogger(__name__)
 FORMAT = "sid-orbax/1"
 RECORD_PREFIX = "orbax_"
 RECORD_SUFFIX = ".json"
+# orbax_<name>.<8 hex session><4 digit count>, or Orbax's temporary form of it (a killed save)
+_OWN_FOLDER = re.compile(r"^orbax_[a-z][a-z0-9_]*\.[0-9a-f]{8}\d{4}(\.orbax-checkpoint-tmp.*)?$")
 _ORBAX_DONE = "_CHECKPOINT_METADATA"  # orbax writes it when a checkpoint folder is complete
 _IN_FLIGHT: set[str] = set()  # folders being written by any store instance of this process
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _name_of_record(filename: str) -> str | None:
@@ -70,16 +67,6 @@ def _name_of_record(filename: str) -> str | None:
         except CheckpointError:
             return None
     return None
-
-
-def _root_of(uri: str) -> Any:
-    """A path object for the store root: `pathlib.Path` locally, `etils.epath.Path` for gs://."""
-    uri = uri.removeprefix("orbax+")  # orbax+gs://b/p: orbax checkpoints on GCS, named as such
-    if uri_scheme(uri) == "gs":
-        from etils import epath
-
-        return epath.Path(uri.rstrip("/"))
-    return Path(uri.removeprefix("file://")).expanduser()
 
 
 def is_orbax_dir(path: str | os.PathLike[str]) -> bool:
@@ -232,9 +219,8 @@ class OrbaxStore:
         except (FileNotFoundError, NotADirectoryError):
             return
         busy = {Path(f).name for f in _IN_FLIGHT if str(Path(f).parent) == str(self.root)}
-        for entry in entries:
-            if entry.startswith(RECORD_PREFIX) and not entry.endswith(RECORD_SUFFIX) and entry not in keep \
-                    and entry.split(".orbax-checkpoint-tmp")[0] not in busy:
+        for entry in entries:  # only folders of the shape this store names them; never anything else
+            if _OWN_FOLDER.match(entry) and entry not in keep and entry.split(".orbax-checkpoint-tmp")[0] not in busy:
                 log.info("%s: removing orphaned orbax folder", self.root / entry)
                 self._rmtree(entry)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -124,13 +125,18 @@ def test_orphans_removed_by_next_save_and_damage_reported(tmp_path):
     store.wait()
     (root / "orbax_last.deadbeef0001.orbax-checkpoint-tmp").mkdir()  # a killed save
     (root / "orbax_step9.0badf00d0001").mkdir()
+    for mine in ("orbax_mine", "orbax_notes.d", "orbax_last.copy"):  # the user's, named alike: kept
+        (root / mine).mkdir()
+        (root / mine / "keep.txt").write_text("mine")
     again = _store(root)
     again.save("step1", sample_tree(0), {})
     again.wait()
+    for mine in ("orbax_mine", "orbax_notes.d", "orbax_last.copy"):
+        assert (root / mine / "keep.txt").read_text() == "mine"
+        shutil.rmtree(root / mine)
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(
         [_folder(root, "best").name, _folder(root, "step1").name])
     (root / "orbax_step7.json").write_text("{not json")
-    import shutil
     shutil.rmtree(_folder(root, "step1"))
     bad = again.damaged()
     assert set(bad) == {"step7", "step1"} and "orbax_step7.json" in bad["step7"]
