@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from sidcore.api import CheckpointError, uri_scheme
+from sidcore.api import CheckpointError, local_path, uri_scheme
 
 PARAMS, STATE = "params", "state"
 _PLAIN = (bool, int, float, str, type(None))
@@ -209,4 +209,4 @@ def root_of(uri: str) -> Any:
         from etils import epath
 
         return epath.Path(uri.rstrip("/"))
-    return Path(uri.removeprefix("file://")).expanduser()
+    return Path(local_path(uri)).expanduser()

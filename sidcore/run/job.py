@@ -75,13 +75,13 @@ def run_in_process(cfg: RunConfig, plugins: Plugins) -> dict[str, Any]:
 
 def _locked_dirs(cfg: RunConfig) -> list[Path]:
     """The run directory, plus a local ``checkpoint_uri`` directory when it is another folder."""
-    from sidcore.registry import uri_scheme
+    from sidcore.registry import local_path, uri_scheme
     from sidcore.run.assemble import store_uri
 
     dirs = [Path(cfg.output_dir)]
     uri = store_uri(cfg)
     if uri_scheme(uri) == "file":
-        local = Path(uri.removeprefix("file://"))
+        local = Path(local_path(uri))
         if local.resolve() != dirs[0].resolve():
             dirs.append(local)
     return dirs

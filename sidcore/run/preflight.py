@@ -18,7 +18,7 @@ import attrs
 from sidcore.config.schema import RunConfig
 from sidcore.errors import ConfigError, DataError
 from sidcore.plugins import Plugins
-from sidcore.registry import uri_scheme
+from sidcore.registry import local_path, uri_scheme
 
 
 @attrs.frozen
@@ -101,7 +101,7 @@ def _identity(cfg: RunConfig, plugins: Plugins, uri: str) -> str:
     from sidcore.run.identity import run_settings, stage_of
     from sidcore.train.checkpointing import own_resume
 
-    if uri_scheme(uri) == "file" and not Path(uri.removeprefix("file://")).is_dir():
+    if uri_scheme(uri) == "file" and not Path(local_path(uri)).is_dir():
         return "fresh run (no checkpoint folder yet)"
     check_own_store(uri, cfg.store.name, plugins.registry)
     spec = plugins.registry.get("store", cfg.store.name)

@@ -136,12 +136,6 @@ def own_resume(store: Any, *, resume_fallback: bool, stage: str, settings: Mappi
     return resumed
 
 
-def save(store: Any, name: str, tree: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-    """Process 0 writes (the caller gathered `tree` on every process)."""
-    if store is not None and jax.process_index() == 0:
-        store.save(name, tree, meta)
-
-
 def save_state(store: Any, name: str, params: Any, opt_state: Any, meta: Mapping[str, Any],
                extra: Mapping[str, Any] | None = None) -> None:
     """Save a training state the way the store takes it (`CheckpointStore.sharded`).
@@ -165,7 +159,8 @@ def save_state(store: Any, name: str, params: Any, opt_state: Any, meta: Mapping
         return
     tree = ckpt_state.to_tree(params, opt_state)
     tree.update({k: flatten_params(ckpt_state.host(v)) for k, v in (extra or {}).items()})
-    save(store, name, tree, meta)
+    if jax.process_index() == 0:
+        store.save(name, tree, meta)
 
 
 def finish(store: Any) -> None:

@@ -97,7 +97,7 @@ class NpzDirStore:
         np.savez(buf, **flat)
         data = buf.getvalue()
         self._publish(self.root / f"{name}.npz", data)
-        record = {"sha256": hashlib.sha256(data).hexdigest(), "kinds": kinds, "meta": dict(meta)}
+        record = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "kinds": kinds, "meta": dict(meta)}
         self._publish(self.root / f"{name}.json", json.dumps(record).encode())  # last: the commit marker
 
     def wait(self) -> None:
@@ -130,7 +130,17 @@ class NpzDirStore:
         return tree, dict(record.get("meta", {}))
 
     def names(self) -> list[str]:
-        return sorted(n for n in self._committed() if n not in self.damaged())
+        """Committed checkpoints whose payload has the recorded size (cheap: no hashing; `restore`
+        verifies the sha256, `damaged` reports mismatches)."""
+        out = []
+        for name in self._committed():
+            try:
+                record = json.loads((self.root / f"{name}.json").read_text())
+                if (self.root / f"{name}.npz").stat().st_size == record.get("size"):
+                    out.append(name)
+            except (OSError, ValueError):
+                continue
+        return sorted(out)
 
     def _committed(self) -> list[str]:
         if not self.root.is_dir():
