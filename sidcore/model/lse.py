@@ -6,11 +6,15 @@ scanning the vocabulary in chunks with an online max/sum merge, so no ``[N, V]``
 Why a custom VJP: differentiating the scan lets JAX keep every chunk's logits as residuals and
 replay the online merge backwards, which on CPU took ~10x the forward (the RL update's largest
 cost, docs/rl.md). The gradient has a closed form, ``d lse / d z = softmax(z)``, so the backward
-pass recomputes each chunk's logits once and emits both products in the same scan::
+pass recomputes each chunk's logits once, vocab-major, and emits both products in the same scan::
 
-    p = exp(z_chunk - lse) * g          # [N, C]
-    dh += p @ w_chunk                    # [N, H]
-    dw_chunk = p^T @ h                   # [C, H]
+    p = exp(z_chunk - lse) * g          # [C, N]
+    dh += p^T @ w_chunk                  # [N, H]
+    dw_chunk = p @ h                     # [C, H]
+
+The scan runs over the whole chunks only, so their ``dw`` rows stack into the gradient in order;
+the rows left over form one static-size chunk after it (about 1.5x faster on CPU than overlapping
+the last chunk and assembling ``dw`` with updates into zeros, which re-wrote the [V, H] array).
 
 Same math as the autodiff of the forward (rounding aside); rows ``>= real_vocab`` get zero gradient.
 """
@@ -75,23 +79,31 @@ def _fwd(h, w, real_vocab, chunk, cd):
 
 def _bwd(real_vocab, chunk, cd, res, g):
     h, w, lse = res
-    c, n_chunks = _chunking(real_vocab, chunk)
+    c = min(int(chunk), int(real_vocab))
+    n_full, tail = divmod(int(real_vocab), c)
     hc = h.astype(cd)
     g = g.astype(_F32)
 
-    def body(dh, i):
-        z, wc, keep = _chunk_logits(hc, w, i, real_vocab, c, cd)
-        p = jnp.where(keep[None, :], jnp.exp(z - lse[:, None]), 0.0) * g[:, None]  # [N, C]
-        pc = p.astype(cd)
-        dh = dh + jnp.einsum("nc,ch->nh", pc, wc, preferred_element_type=_F32)
-        return dh, jnp.einsum("nc,nh->ch", pc, hc, preferred_element_type=_F32)  # [C, H]
+    def grads(wc):
+        # Vocab-major [C, N]: dw_chunk = p @ h is a plain matmul writing [C, H] rows in place.
+        wc = wc.astype(cd)
+        z = jnp.einsum("ch,nh->cn", wc, hc, preferred_element_type=_F32)
+        p = (jnp.exp(z - lse[None, :]) * g[None, :]).astype(cd)  # [C, N]
+        return (jnp.einsum("cn,ch->nh", p, wc, preferred_element_type=_F32),
+                jnp.einsum("cn,nh->ch", p, hc, preferred_element_type=_F32))
 
-    dh, dws = jax.lax.scan(body, jnp.zeros(h.shape, _F32), jnp.arange(n_chunks))  # dws [n, C, H]
-    hd = w.shape[1]
-    head = dws[:-1].reshape((n_chunks - 1) * c, hd)  # chunks 0 .. n-2 tile [0, (n-1) c)
-    dw = jnp.zeros(w.shape, _F32)
-    dw = jax.lax.dynamic_update_slice_in_dim(dw, head, 0, axis=0)
-    dw = dw.at[real_vocab - c:real_vocab].add(dws[-1])  # the last chunk (its overlap rows are 0)
+    def body(carry, i):
+        dh, dw = carry
+        d_h, d_w = grads(jax.lax.dynamic_slice_in_dim(w, i * c, c, axis=0))
+        return (dh + d_h, jax.lax.dynamic_update_slice_in_dim(dw, d_w, i * c, axis=0)), None
+
+    # dw is the loop's own [V, H] buffer, written chunk by chunk in place (rows >= real_vocab stay 0).
+    init = (jnp.zeros(h.shape, _F32), jnp.zeros(w.shape, _F32))
+    (dh, dw), _ = jax.lax.scan(body, init, jnp.arange(n_full))
+    if tail:  # the rows left over, as one static-size chunk after the scan
+        d_h, d_w = grads(w[n_full * c:real_vocab])
+        dh = dh + d_h
+        dw = jax.lax.dynamic_update_slice_in_dim(dw, d_w, n_full * c, axis=0)
     return dh.astype(h.dtype), dw.astype(w.dtype)
 
 

@@ -98,9 +98,17 @@ def group_token_logps(model: Any, batch: Batch, real_vocab: int, *, num_generati
     q = t_len - 1
     lp = h.shape[1] - g * q
     last = jnp.take_along_axis(h, (batch["lengths"] - 1)[:, None, None], axis=1)[:, 0]  # [B, H]
-    first = _logp_rows(model, last, comp[:, :, 0], real_vocab, fused)  # [B, G]: one normaliser per prompt
     if q == 0:
-        return first.reshape(b * g, 1)
+        return _logp_rows(model, last, comp[:, :, 0], real_vocab, fused).reshape(b * g, 1)
     hc = h[:, lp:].reshape(b * g * q, h.shape[-1])  # [N*q, H]: the state after completion token t
-    rest = _logp_rows(model, hc, comp[:, :, 1:].reshape(b * g * q, 1), real_vocab, fused)  # [N*q, 1]
+    rest_tok = comp[:, :, 1:].reshape(b * g * q, 1)
+    if not (fused and hasattr(model, "logsumexp")):
+        first = _logp_rows(model, last, comp[:, :, 0], real_vocab, fused)  # [B, G]
+        rest = _logp_rows(model, hc, rest_tok, real_vocab, fused)  # [N*q, 1]
+    else:
+        # One normaliser pass over the B prompt rows (one per prompt, shared by its G completions)
+        # and the N*q completion rows together: a single vocabulary scan and a single [V, H] gradient.
+        lse = model.logsumexp(jnp.concatenate([last, hc], axis=0), real_vocab)  # [B + N*q]
+        first = model.logits_at(last, comp[:, :, 0]) - lse[:b, None]  # [B, G]
+        rest = model.logits_at(hc, rest_tok) - lse[b:, None]  # [N*q, 1]
     return jnp.concatenate([first.reshape(b * g, 1), rest.reshape(b * g, q)], axis=1)
