@@ -12,9 +12,10 @@ pass recomputes each chunk's logits once, vocab-major, and emits both products i
     dh += p^T @ w_chunk                  # [N, H]
     dw_chunk = p @ h                     # [C, H]
 
-The scan runs over the whole chunks only, so their ``dw`` rows stack into the gradient in order;
-the rows left over form one static-size chunk after it (about 1.5x faster on CPU than overlapping
-the last chunk and assembling ``dw`` with updates into zeros, which re-wrote the [V, H] array).
+Both passes scan the whole chunks only; the rows left over form one static-size chunk after the
+scan (no overlapping, masked last chunk). The backward writes each chunk's ``dw`` rows in place
+into one ``[V, H]`` buffer carried by the loop (on CPU about 1.3x faster than stacking the chunks
+and assembling ``dw`` afterwards, which wrote the [V, H] array twice).
 
 Same math as the autodiff of the forward (rounding aside); rows ``>= real_vocab`` get zero gradient.
 """
@@ -32,36 +33,31 @@ __all__ = ["chunked_logsumexp"]
 _F32 = jnp.float32
 
 
-def _chunking(real_vocab: int, chunk: int) -> tuple[int, int]:
+def _split(real_vocab: int, chunk: int) -> tuple[int, int, int]:
+    """``(C, whole chunks, tail rows)``: the scan runs over ``[0, n C)``, the tail after it."""
     c = min(int(chunk), int(real_vocab))
-    return c, -(-int(real_vocab) // c)
-
-
-def _chunk_logits(hc: jax.Array, w: jax.Array, i: jax.Array, real_vocab: int, c: int, cd: Any
-                  ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Logits ``[N, C]`` of chunk ``i`` (the last chunk overlaps the previous one: overlap -> ``keep``
-    False), the chunk's weight rows ``[C, H]`` and ``keep [C]``."""
-    start = jnp.minimum(i * c, real_vocab - c)
-    wc = jax.lax.dynamic_slice_in_dim(w, start, c, axis=0).astype(cd)  # [C, H]
-    z = jnp.einsum("nh,ch->nc", hc, wc, preferred_element_type=_F32)  # [N, C]
-    keep = start + jnp.arange(c) >= i * c  # [C]
-    return z, wc, keep
+    n, tail = divmod(int(real_vocab), c)
+    return c, n, tail
 
 
 def _forward(h: jax.Array, w: jax.Array, real_vocab: int, chunk: int, cd: Any) -> jax.Array:
-    c, n_chunks = _chunking(real_vocab, chunk)
+    c, n_full, tail = _split(real_vocab, chunk)
     hc = h.astype(cd)
 
-    def body(carry, i):
-        m, total = carry  # [N], [N]
-        z, _, keep = _chunk_logits(hc, w, i, real_vocab, c, cd)
-        z = jnp.where(keep[None, :], z, -jnp.inf)
+    def merge(carry, wc):
+        m, total = carry  # [N], [N]: running max and sum of exp(z - max)
+        z = jnp.einsum("nh,ch->nc", hc, wc.astype(cd), preferred_element_type=_F32)  # [N, C]
         m_new = jnp.maximum(m, z.max(axis=-1))
-        total = total * jnp.exp(m - m_new) + jnp.exp(z - m_new[:, None]).sum(axis=-1)
-        return (m_new, total), None
+        return m_new, total * jnp.exp(m - m_new) + jnp.exp(z - m_new[:, None]).sum(axis=-1)
+
+    def body(carry, i):
+        return merge(carry, jax.lax.dynamic_slice_in_dim(w, i * c, c, axis=0)), None
 
     init = (jnp.full(h.shape[:1], -jnp.inf, _F32), jnp.zeros(h.shape[:1], _F32))
-    (m, total), _ = jax.lax.scan(body, init, jnp.arange(n_chunks))
+    carry, _ = jax.lax.scan(body, init, jnp.arange(n_full))
+    if tail:
+        carry = merge(carry, w[n_full * c:real_vocab])
+    m, total = carry
     return m + jnp.log(total)
 
 
@@ -79,8 +75,7 @@ def _fwd(h, w, real_vocab, chunk, cd):
 
 def _bwd(real_vocab, chunk, cd, res, g):
     h, w, lse = res
-    c = min(int(chunk), int(real_vocab))
-    n_full, tail = divmod(int(real_vocab), c)
+    c, n_full, tail = _split(real_vocab, chunk)
     hc = h.astype(cd)
     g = g.astype(_F32)
 

@@ -20,7 +20,7 @@ from sidcore.errors import ConfigError
 from sidcore.interfaces import Reward, RewardGroup
 from sidcore.rl.advantages import compute_advantages, zero_advantage_fraction
 from sidcore.rl.config import RLConfig
-from sidcore.rl.group_forward import group_batch, group_token_logps
+from sidcore.rl.group_forward import distinct_rows, group_batch, group_token_logps
 from sidcore.rl.groups import catalog_paths, diversity_metrics, dynamic_pool_size, select_groups, target_paths
 from sidcore.rl.loss import completion_batch, completion_mask, make_loss_fn, token_logps
 from sidcore.rl.rewards import score_groups
@@ -94,6 +94,8 @@ def make_update_fn(merge: Callable[[Any], Any], tx: optax.GradientTransformation
 
     ``tokens [B, G, T]``, ``advantages [B, G]``; ``ref_params`` None when ``beta == 0``; ``old_logp``
     ``[B * G, T]`` or None for the single-iteration (stop-gradient) ratio. With
+    ``rows``: ``(rows [B, U], row_of [B, R])`` from `distinct_rows` (shared-prefix layout only): the
+    normalisers run on each prompt's distinct prefixes only (same values). With
     ``rl.gradient_accumulation_steps = k > 1`` the B prompts run as k micro-batches of B / k under
     ``lax.scan`` (one micro-batch's activations live at a time), each loss weighted by its share
     (`_weights`), the gradients summed, then one optimizer update. ``apply=False``: loss and metrics
@@ -107,11 +109,13 @@ def make_update_fn(merge: Callable[[Any], Any], tx: optax.GradientTransformation
                            fused=cfg.fused_logprobs, logps=logps)
     k = int(cfg.gradient_accumulation_steps)
 
-    def one(params, ref_params, input_ids, lengths, tokens, advantages, old_logp, weight):
+    def one(params, ref_params, input_ids, lengths, tokens, advantages, old_logp, weight, rows=None):
         batch = build(input_ids, lengths, tokens)
         batch["advantages"] = advantages.reshape(-1)
         if old_logp is not None:
             batch["old_logp"] = old_logp
+        if rows is not None:
+            batch["rows"], batch["row_of"] = rows
 
         def scaled(p):
             value, aux = loss_fn(p, batch, ref_params)
@@ -123,21 +127,22 @@ def make_update_fn(merge: Callable[[Any], Any], tx: optax.GradientTransformation
         (value, aux), grads = jax.value_and_grad(scaled, has_aux=True)(params)
         return value, aux, grads
 
-    def update(params, opt_state, ref_params, input_ids, lengths, tokens, advantages, old_logp=None):
+    def update(params, opt_state, ref_params, input_ids, lengths, tokens, advantages, old_logp=None, rows=None):
         if k == 1:
-            loss, aux, grads = one(params, ref_params, input_ids, lengths, tokens, advantages, old_logp, 1.0)
+            loss, aux, grads = one(params, ref_params, input_ids, lengths, tokens, advantages, old_logp, 1.0, rows)
             kl_seq, clip_frac = aux["kl_seq"], aux["clip_frac"]
         else:
             b, g, t = tokens.shape
             w = _weights(cfg, tokens, eos_id, k)
             old = None if old_logp is None else _micro(old_logp.reshape(b, g, t), k)
-            xs = (_micro(input_ids, k), _micro(lengths, k), _micro(tokens, k), _micro(advantages, k), old, w)
+            rj = None if rows is None else (_micro(rows[0], k), _micro(rows[1], k))
+            xs = (_micro(input_ids, k), _micro(lengths, k), _micro(tokens, k), _micro(advantages, k), old, w, rj)
             zero = None if not apply else jax.tree.map(jnp.zeros_like, params)
 
             def body(acc, x):
-                ids, lens, toks, adv, o, wj = x
+                ids, lens, toks, adv, o, wj, rj = x
                 o = None if o is None else o.reshape(-1, t)
-                value, aux, grads = one(params, ref_params, ids, lens, toks, adv, o, wj)
+                value, aux, grads = one(params, ref_params, ids, lens, toks, adv, o, wj, rj)
                 acc = acc if grads is None else jax.tree.map(jnp.add, acc, grads)
                 return acc, (value, aux["kl_seq"].reshape(-1, g), aux["clip_frac"] * wj)
 
@@ -201,10 +206,19 @@ class RLStep:
         build, logps = make_batch_fns(cfg, real_vocab=real_vocab, pad_id=self.pad_id, eos_id=self.eos_id,
                                       shared_prefix=shared_prefix)
 
-        def old_logp(params, input_ids, lengths, tokens):
-            return logps(merge(params), build(input_ids, lengths, tokens))
+        def old_logp(params, input_ids, lengths, tokens, rows=None):
+            batch = build(input_ids, lengths, tokens)
+            if rows is not None:
+                batch["rows"], batch["row_of"] = rows
+            return logps(merge(params), batch)
 
         self.old_logp = jax.jit(old_logp)
+
+    def distinct(self, host_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """`distinct_rows` of this step's completions (shared-prefix layout with T >= 2), else None."""
+        if not self.shared_prefix or host_tokens.shape[-1] < 2:
+            return None
+        return distinct_rows(host_tokens)
 
     def groups(self, sids: np.ndarray, scores: np.ndarray, examples: Sequence[Any]) -> list[RewardGroup]:
         return [RewardGroup(sample_id=int(e.sample_id), target_sid=e.target_sid, completions=tuple(sids[i].tolist()),
@@ -246,16 +260,17 @@ class RLStep:
         adv = compute_advantages(total, cfg.advantage, eps=cfg.advantage_eps, ddof=cfg.advantage_ddof)
         t2 = time.perf_counter()
         adv_dev = np.asarray(adv)  # identical on every process (all of them score the gathered rollouts)
+        rows = self.distinct(host_tokens)
         old = None
         if cfg.num_iterations > 1 and train:
-            old = self.old_logp(params, input_ids, lengths, tokens)
+            old = self.old_logp(params, input_ids, lengths, tokens, rows)
         metrics: dict[str, Any] = {}
         if train:
             for _ in range(cfg.num_iterations):
                 params, opt_state, metrics = self.update(params, opt_state, ref_params, input_ids, lengths, tokens,
-                                                         adv_dev, old)
+                                                         adv_dev, old, rows)
         else:
-            metrics = self.eval_loss(params, ref_params, input_ids, lengths, tokens, adv_dev)
+            metrics = self.eval_loss(params, ref_params, input_ids, lengths, tokens, adv_dev, None, rows)
         metrics = {k: np.asarray(v) for k, v in to_host(metrics).items()}
         t3 = time.perf_counter()
         info = {
