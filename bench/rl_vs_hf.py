@@ -10,32 +10,43 @@ HF loop per step: ``generate(num_beams=G, num_return_sequences=G, length_penalty
 MiniOneRec-style trie processor (Python dict over hashed prefixes, full-vocab log-softmax + -1e6
 mask), string rewards, torch advantages, ``compute_loss`` (policy forward with grad + reference
 forward), backward, AdamW step. sid: `sidcore.rl.trainer.train_rl` (update on one shared-prefix row
-per prompt; ``--full-rows``: G full rows per prompt, upstream's layout); the first step (compilation)
-is excluded from its rate. The load average before/after goes into the result (the dev machine is
-shared). Not a test.
+per prompt; ``--full-rows``: G full rows per prompt, upstream's layout); the first step of each sid
+round (compilation) is excluded from its rate.
 
-    .venv/bin/python bench/rl_vs_hf.py [--prompts 4] [--generations 16] [--steps 6] [--hf-steps 3]
-                                       [--full-rows] [--skip-hf] [--out PATH]
+Method (`bench/method.py`): ``--rounds`` alternating rounds (sid ``--steps`` steps, then HF
+``--hf-steps`` steps, again ...), min and median step time per side over all rounds, idle check
+before and the CPU other processes used. The FLOP bound of the update: its vocabulary passes
+(policy forward, the backward's recomputed logits, dh and dW, the reference forward: 5 x
+``rows x V x H x 2``, rows = `rl/normaliser_rows`) at the measured fp32 matmul peak. Not a test.
+
+    .venv/bin/python bench/rl_vs_hf.py [--prompts 4] [--generations 16] [--steps 8] [--hf-steps 3]
+                                       [--rounds 3] [--full-rows] [--skip-hf] [--out PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import sys
+
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from method import Method, add_method_args, summarize  # noqa: E402
 
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--generations", type=int, default=16)
-    p.add_argument("--steps", type=int, default=6, help="sid steps (the first, compiling, is not timed)")
-    p.add_argument("--hf-steps", type=int, default=3)
+    p.add_argument("--steps", type=int, default=8, help="sid steps per round (the first, compiling, is not timed)")
+    p.add_argument("--hf-steps", type=int, default=3, help="HF steps per round")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
@@ -43,6 +54,7 @@ def parse() -> argparse.Namespace:
                    "(rl.shared_prefix=false, upstream's layout) instead of one shared-prefix row per prompt")
     p.add_argument("--skip-hf", action="store_true")
     p.add_argument("--out", type=str, default="")
+    add_method_args(p)
     return p.parse_args()
 
 
@@ -69,7 +81,7 @@ def main() -> None:
     add_sid_tokens(tok, index)
     catalog = build_catalog(paths["info"], paths["index"], tok)
     b, g = a.prompts, a.generations
-    n_ex = b * max(a.steps, a.hf_steps)
+    n_ex = b * max(a.steps, a.hf_steps) * 2
     examples = build_rl_examples(tok, tasks=["sid_history"], train_rows=read_csv(paths["valid"])[:n_ex], index=index,
                                  items=read_items(paths["items"]), seed=0)
     eos = tok.eos_token_id
@@ -86,17 +98,19 @@ def main() -> None:
     dspec = registry.get("decoder", "trie")
     decoder = dspec.build(dspec.config(), catalog=catalog, eos_id=eos)
     rewards = {n: registry.get("reward", n).build(registry.get("reward", n).config()) for n in ("rule", "ranking")}
-    model, _ = load_hf(tmp)
-
-    load_before = os.getloadavg()
+    method = Method.from_args(a)
     cfg = RLConfig(num_generations=g, batch_size=b * g, max_steps=a.steps, lr_schedule="constant", warmup_ratio=0.0,
                    shared_prefix=not a.full_rows)
-    _, trainer = train_rl(cfg, bundle=ModelBundle(model=model, model_config=None, tokenizer=tok, token_extension=None,
-                                                  real_vocab=len(tok), vocab_resize={}, mesh=make_mesh("auto")), store=None, decoder=decoder,
-                          rewards=rewards, examples=examples, catalog=catalog, seed=0)
-    sid_times = [h["rl/step_time_sec"] for h in trainer.history[1:]]
-    sid_rollout = float(np.median([h["rl/rollout_time_sec"] for h in trainer.history[1:]]))
-    sid_update = float(np.median([h["rl/update_time_sec"] for h in trainer.history[1:]]))
+    sid_hist: list[dict] = []
+
+    def sid_round() -> list[float]:
+        model, _ = load_hf(tmp)  # fresh weights each round (the trainer donates its parameter buffers)
+        bundle = ModelBundle(model=model, model_config=None, tokenizer=tok, token_extension=None, real_vocab=len(tok),
+                             vocab_resize={}, mesh=make_mesh("auto"))
+        _, trainer = train_rl(cfg, bundle=bundle, store=None, decoder=decoder, rewards=rewards, examples=examples,
+                              catalog=catalog, seed=0)
+        sid_hist.extend(trainer.history[1:])  # the first step compiles
+        return [h["rl/step_time_sec"] for h in trainer.history[1:]]
 
     # ---------------------------------------------------------------- HF / PyTorch (upstream's loop)
     from sidcore.testing.hf_trie import allowed_table, upstream_trie_processor
@@ -108,9 +122,12 @@ def main() -> None:
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-5, weight_decay=0.0)
     disc = 1.0 / np.log2(np.arange(g) + 2.0)
     disc = -disc / disc.sum()
-    hf_times = []
-    for s in range(0 if a.skip_hf else a.hf_steps):
-        t0 = time.perf_counter()
+    processor = upstream_trie_processor(tok, catalog.sids, eos, allowed)
+    cursor = [0]
+
+    def hf_step() -> None:
+        s = cursor[0] % a.hf_steps
+        cursor[0] += 1
         batch = examples[s * b:(s + 1) * b]
         lp = max(len(e.input_ids) for e in batch)
         ids = torch.tensor([[eos] * (lp - len(e.input_ids)) + e.input_ids for e in batch])
@@ -119,7 +136,7 @@ def main() -> None:
                                             do_sample=False, early_stopping=True, pad_token_id=eos, eos_token_id=eos)
         with torch.no_grad():
             out = policy.generate(input_ids=ids, attention_mask=am, generation_config=gen,
-                                  logits_processor=transformers.LogitsProcessorList([upstream_trie_processor(tok, catalog.sids, eos, allowed)]))
+                                  logits_processor=transformers.LogitsProcessorList([processor]))
         comp = out[:, lp:]
         texts = tok.batch_decode(comp, skip_special_tokens=True)
         r = np.zeros((b, g))
@@ -150,17 +167,43 @@ def main() -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 0.3)
         opt.step()
-        hf_times.append(time.perf_counter() - t0)
 
-    sid_sps = 1.0 / float(np.median(sid_times))
-    hf_sps = 1.0 / float(np.median(hf_times)) if hf_times else float("nan")
+    def hf_round() -> list[float]:
+        times = []
+        for _ in range(a.hf_steps):
+            t0 = time.perf_counter()
+            hf_step()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    if not a.skip_hf:
+        hf_step()  # warm-up, untimed (torch's first generate/backward initialise lazily), as sid's compile step
+    sides = {"sid": sid_round} if a.skip_hf else {"sid": sid_round, "hf": hf_round}
+    with method.session():
+        times = method.alternate(sides)
+    summary = summarize(times, reference="hf", subject="sid")
+    peak = common.matmul_peak_flops()
+    rows = float(np.median([h["rl/normaliser_rows"] for h in sid_hist]))
+    vocab_flops = 5 * rows * len(tok) * a.hidden * 2
+    update = float(np.median([h["rl/update_time_sec"] for h in sid_hist]))
     res = {"prompts_per_step": b, "G": g, "completions_per_step": b * g, "hidden": a.hidden, "layers": a.layers,
            "vocab": len(tok), "catalog": len(catalog.sids), "threads": a.threads, "shared_prefix": not a.full_rows,
-           "load_before": load_before, "load_after": os.getloadavg(),
-           "sid_steps_per_sec": sid_sps, "sid_rollout_sec": sid_rollout, "sid_update_sec": sid_update,
-           "hf_steps_per_sec": hf_sps, "speedup": sid_sps / hf_sps,
-           "sid_step_times": sid_times, "hf_step_times": hf_times}
+           "method": method.record, **summary,
+           "sid_rollout_sec": float(np.median([h["rl/rollout_time_sec"] for h in sid_hist])),
+           "sid_update_sec": update,
+           "sid_reward_sec": float(np.median([h["rl/reward_time_sec"] for h in sid_hist])),
+           "normaliser_rows": rows, "matmul_peak_gflops": peak / 1e9,
+           "update_vocab_gflop": vocab_flops / 1e9, "update_flop_bound_sec": vocab_flops / peak,
+           "update_over_bound": update / (vocab_flops / peak)}
     print(json.dumps(res, indent=1))
+    shutil.rmtree(tmp, ignore_errors=True)  # the HF folder this run wrote into its own mkdtemp
+    sid, hf = summary["sides"]["sid"], summary["sides"].get("hf")
+    print(f"sid step: min {sid['min']:.3f} s, median {sid['median']:.3f} s (rollout {res['sid_rollout_sec']:.3f}, "
+          f"update {update:.3f} = {res['update_over_bound']:.2f}x its FLOP bound {res['update_flop_bound_sec']:.3f} s "
+          f"at {peak / 1e9:.0f} GFLOP/s)")
+    if hf:
+        print(f"hf step:  min {hf['min']:.3f} s, median {hf['median']:.3f} s -> sid is {summary['ratio_median']:.1f}x "
+              f"(medians), {summary['ratio_min']:.1f}x (mins); {'idle' if method.record['idle'] else 'LOADED'}")
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1))
 

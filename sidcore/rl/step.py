@@ -214,6 +214,13 @@ class RLStep:
 
         self.old_logp = jax.jit(old_logp)
 
+    def normaliser_rows(self, shape: tuple[int, ...], rows: Any) -> int:
+        """Vocabulary normalisers one forward pass of the update computes (the step's FLOP count)."""
+        b, g, t = shape
+        if rows is not None:
+            return int(rows[0].size)
+        return b + b * g * (t - 1) if self.shared_prefix else b * g * t
+
     def distinct(self, host_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """`distinct_rows` of this step's completions (shared-prefix layout with T >= 2), else None."""
         if not self.shared_prefix or host_tokens.shape[-1] < 2:
@@ -278,5 +285,6 @@ class RLStep:
             "zero_adv_frac": zero_advantage_fraction(total),
             "diversity": diversity_metrics(sids, host_tokens, eos_id=self.eos_id, pad_id=self.pad_id),
             "rollout_time": t1 - t0, "reward_time": t2 - t1, "update_time": t3 - t2,
+            "normaliser_rows": self.normaliser_rows(host_tokens.shape, rows),
         }
         return params, opt_state, info
