@@ -222,3 +222,32 @@ def table(rows: list[list[Any]], header: list[str]) -> str:
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
                       *(line(r) for r in cells[1:])])
+
+
+def method_rounds(args: argparse.Namespace, flag: str = "--rounds") -> None:
+    """Raise ``args.rounds`` to bench/method.py's minimum of 3, saying so.
+
+    The commands recorded in docs/benchmarks.md (``--rounds 2``, ``--runs 2``) must keep running;
+    they now measure 3 alternating rounds. ``args.rounds_asked`` keeps what was asked."""
+    args.rounds_asked = args.rounds
+    if args.rounds < 3:
+        print(f"{flag} {args.rounds} raised to 3: bench/method.py needs at least 3 alternating rounds for a ratio",
+              flush=True)
+        args.rounds = 3
+
+
+def method_summary(times: dict[str, list[float]], reference: str, subject: str, unit: str = "s") -> dict[str, Any]:
+    """`method.summarize` plus its printed lines: min / median per side, ``reference / subject`` ratios."""
+    from method import summarize
+
+    s = summarize(times, reference=reference, subject=subject)
+    s["reference"], s["subject"], s["unit"] = reference, subject, unit
+    for name in (reference, subject):
+        if name in s["sides"]:
+            v = s["sides"][name]
+            print(f"  {name}: min {v['min']:.4g} {unit}, median {v['median']:.4g} {unit} ({v['n']} samples)",
+                  flush=True)
+    if "ratio_min" in s:
+        print(f"  ratio {reference} / {subject}: {s['ratio_min']:.2f}x of the mins, {s['ratio_median']:.2f}x of "
+              "the medians", flush=True)
+    return s

@@ -5,13 +5,20 @@ test prompts (eval prompt of reference-spec §2.4 via `sidcore.data.tasks.build_
 50 beams, 50 returned sequences, length penalty 0. sid runs through `sidcore.eval.evaluator.Evaluator`
 (prefill buckets, batches of ``eval.batch_size``) with the ``trie`` decoder and with ``pure_beam``
 (HF semantics, ``max_new_tokens`` = the trie path length; and the fixed-length variant). The first
-``Evaluator.predict`` includes compilation; ``--rounds`` further passes over the same prompts, interleaved
-across decoders, do not (the fastest is kept). HF runs
+``Evaluator.predict`` includes compilation; the ``--rounds`` (at least 3) further passes over the same
+prompts do not. HF runs
 ``generate(num_beams=50, num_return_sequences=50, length_penalty=0.0, max_new_tokens=5)`` with a
 MiniOneRec-style processor (Python dict: generated prefix -> allowed next tokens) on ``--hf-prompts``
-prompts. The overlap of the two systems' 50 SIDs per prompt is printed as a sanity check. Not a test.
+prompts. The overlap of the two systems' 50 SIDs per prompt is printed as a sanity check.
 
-    .venv/bin/python bench/eval_vs_hf.py [--prompts 64] [--hf-prompts 16]
+Measurement (bench/method.py): after every decoder's cold pass, each round runs one warm pass of
+every sid decoder and one HF pass, in that order, for ``--rounds`` rounds (``--rounds 2`` in older
+commands is raised to 3). Samples are seconds per prompt (sid and HF decode different numbers of
+prompts); "excl. compile" prompts/s is the best pass (``pps_warm``), ``pps_warm_median`` the median,
+"vs HF" the ratio of the mins and of the medians. The load gate runs before anything is built; the
+JSON's ``method`` holds the loads, the other processes' CPU and the idle mark. Not a test.
+
+    .venv/bin/python bench/eval_vs_hf.py [--prompts 64] [--hf-prompts 16] [--rounds 3] [--allow-loaded]
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from method import Method, add_method_args  # noqa: E402
 
 
 def parse() -> argparse.Namespace:
@@ -37,11 +45,11 @@ def parse() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=8, help="sid eval.batch_size")
     p.add_argument("--beams", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=2, help="interleaved warm passes per sid decoder (best kept)")
     p.add_argument("--decoders", default="trie,pure_beam,pure_beam fixed_length",
                    help="comma-separated subset of: trie, pure_beam, pure_beam fixed_length")
     p.add_argument("--skip-hf", action="store_true")
     p.add_argument("--json", type=Path)
+    add_method_args(p)
     return p.parse_args()
 
 
@@ -58,15 +66,20 @@ def sid_cold(cfg: Any, bundle: Any, decoder: Any, catalog: Any, prompts: list[An
                 "warm_runs": []}
 
 
-def sid_warm(ev: Any, res: dict[str, Any], params: Any, n: int) -> None:
-    """One more pass (nothing compiles); the best pass is reported."""
+def sid_warm(ev: Any, res: dict[str, Any], params: Any, n: int) -> float:
+    """One more pass (nothing compiles): its seconds per prompt. The best pass is reported."""
+    import statistics
+
     t0 = time.perf_counter()
     preds, _ = ev.predict(params)
     res["warm_runs"].append(time.perf_counter() - t0)
     assert preds == res["preds"] and ev.compiles == res["compiles"]
     res["warm_s"] = min(res["warm_runs"])
+    res["warm_median_s"] = statistics.median(res["warm_runs"])
     res["pps_warm"] = n / res["warm_s"]
+    res["pps_warm_median"] = n / res["warm_median_s"]
     res["compile_s"] = res["cold_s"] - res["warm_s"]
+    return res["warm_runs"][-1] / n
 
 
 def hf_eval(hf: Any, tok: Any, catalog: Any, prompts: list[Any], beams: int, batch: int, threads: int,
@@ -131,8 +144,44 @@ def hf_eval(hf: Any, tok: Any, catalog: Any, prompts: list[Any], beams: int, bat
 
 def main() -> None:
     args = parse()
+    common.method_rounds(args)
+    method = Method.from_args(args)
     cfg = common.load_cfg(args, [f"eval.batch_size={args.batch}", f"eval.num_beams={args.beams}"])
     print(f"machine: {common.machine_line()}")
+    with method.session():  # the load gate before anything is built; others' CPU over the whole run
+        out = measure(args, cfg, method)
+    print(f"machine after: {common.machine_line()}")
+    res, hf, summary = out["sid"], out["hf"], out["summary"]
+    rows = []
+    tw = res["trie"]["warm_s"]
+    for name, r in res.items():
+        sm = summary.get(name, {})
+        rows.append([f"sid {name}", f"{r['pps_warm']:.2f}", f"{r['pps_warm_median']:.2f}", f"{r['pps_cold']:.2f}",
+                     r["compiles"], f"{r['compile_s']:.1f}", f"{sm.get('ratio_min', float('nan')):.1f}x",
+                     f"{sm.get('ratio_median', float('nan')):.1f}x", f"{tw / r['warm_s']:.3f}"])
+    if hf:
+        rows.append(["hf generate + trie processor", f"{hf['pps']:.3f}", f"{hf['pps_median']:.3f}", "-", "-", "-",
+                     "1.0x", "1.0x", "-"])
+    print(common.table(rows, ["system", "prompts/s (excl. compile, best)", "prompts/s (median)",
+                              "prompts/s (incl. compile)", "compiles", "compile s", "vs HF (excl., mins)",
+                              "vs HF (medians)", "trie time / this time"]))
+    rec = method.record
+    print(f"method: {args.rounds} alternating rounds of {' / '.join(out['order'])}; load before "
+          f"{rec['load_before'][0]:.2f}, others {rec['others_cores']:.2f} cores -> "
+          f"{'idle' if rec['idle'] else 'LOADED'}")
+    if args.json:
+        for r in res.values():
+            r.pop("preds")
+        if hf:
+            hf.pop("preds")
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "sid": res, "hf": hf,
+                                         "summary": summary, "method": rec}, indent=2))
+
+
+def measure(args: argparse.Namespace, cfg: Any, method: Method) -> dict[str, Any]:
+    """Build, compile (cold passes) and export, then alternate the warm passes (`Method.alternate`)."""
+    import statistics
+
     import numpy as np
     from flax import nnx
 
@@ -166,49 +215,49 @@ def main() -> None:
     evs: dict[str, Any] = {}
     for name, dec in decoders.items():
         evs[name], res[name] = sid_cold(cfg, bundle, dec, catalog, prompts, params)
-    for _ in range(args.rounds):  # interleaved, so a load change hits every decoder alike
-        for name in decoders:
-            sid_warm(evs[name], res[name], params, len(prompts))
-    for name, r in res.items():
-        print(f"  sid {name}: {r['pps_warm']:.2f} prompts/s warm, {r['pps_cold']:.2f} cold, "
-              f"{r['compiles']} compiles; warm passes {[round(x, 1) for x in r['warm_runs']]} s", flush=True)
-    hf = None
+    sides = {name: (lambda name=name: sid_warm(evs[name], res[name], params, len(prompts))) for name in decoders}
+    hf: dict[str, Any] | None = None
     if not args.skip_hf:
         with tempfile.TemporaryDirectory() as tmp:
             model = common.export_to_hf(bundle, Path(tmp) / "hf")
-        hf = hf_eval(model, tok, catalog, prompts[: args.hf_prompts], args.beams, args.hf_batch, args.threads,
-                     args.dtype)
+        hf_prompts = prompts[: args.hf_prompts]
+        hf_runs: list[float] = []
+
+        def hf_side() -> float:
+            nonlocal hf
+            hf = hf_eval(model, tok, catalog, hf_prompts, args.beams, args.hf_batch, args.threads, args.dtype)
+            hf_runs.append(hf["seconds"])
+            return hf["seconds"] / len(hf_prompts)
+
+        sides["hf"] = hf_side
+    print("seconds per prompt, alternating:")
+    times = method.alternate(sides)
+    if hf is not None:
         del model
+        hf.update({"seconds": min(hf_runs), "seconds_median": statistics.median(hf_runs), "seconds_all": hf_runs,
+                   "pps": len(hf_prompts) / min(hf_runs), "pps_median": len(hf_prompts) / statistics.median(hf_runs)})
         same_sets = sum(set(a) == set(b) for a, b in zip(hf["preds"], res["trie"]["preds"]))
         same_lists = sum(a == b for a, b in zip(hf["preds"], res["trie"]["preds"]))
         hf["same_sets"], hf["same_lists"] = same_sets, same_lists
-        print(f"  hf trie: {hf['pps']:.3f} prompts/s; same 50-SID set as sid trie on {same_sets}/"
-              f"{len(hf['preds'])} prompts, same order on {same_lists}", flush=True)
+    for name, r in res.items():
+        print(f"  sid {name}: {r['pps_warm']:.2f} prompts/s warm (best; median {r['pps_warm_median']:.2f}), "
+              f"{r['pps_cold']:.2f} cold, {r['compiles']} compiles; warm passes "
+              f"{[round(x, 1) for x in r['warm_runs']]} s", flush=True)
+    if hf is not None:
+        print(f"  hf trie: {hf['pps']:.3f} prompts/s (best; median {hf['pps_median']:.3f}); same 50-SID set as sid "
+              f"trie on {hf['same_sets']}/{len(hf['preds'])} prompts, same order on {hf['same_lists']}", flush=True)
+    summary = {}
+    for name in decoders:
+        if hf is not None:
+            print(f"sid {name} vs hf (seconds per prompt):")
+            summary[name] = common.method_summary(times, reference="hf", subject=name, unit="s/prompt")
     peak = common.matmul_peak_flops(dtype=args.dtype)
     h, L, V = mc.hidden_size, mc.num_hidden_layers, bundle.real_vocab
     per_tok = 2 * L * (2 * h * h + 2 * h * (mc.num_key_value_heads * mc.resolved_head_dim) + 3 * h * mc.intermediate_size)
     useful = sum(per_tok * n + 2 * h * V + path_len * args.beams * (per_tok + 2 * h * V) for n in lens)
     print(f"measured {args.dtype} matmul peak {peak / 1e9:.1f} GFLOP/s; sid trie (warm) at "
           f"{100 * useful / res['trie']['warm_s'] / peak:.1f}% of it (linears + LM head FLOPs)")
-    rows = []
-    tw = res["trie"]["warm_s"]
-    for name, r in res.items():
-        rows.append([f"sid {name}", f"{r['pps_warm']:.2f}", f"{r['pps_cold']:.2f}", r["compiles"],
-                     f"{r['compile_s']:.1f}", f"{(hf and r['pps_warm'] / hf['pps']) or float('nan'):.1f}x",
-                     f"{tw / r['warm_s']:.3f}"])
-    if hf:
-        rows.append(["hf generate + trie processor", f"{hf['pps']:.3f}", "-", "-", "-", "1.0x", "-"])
-    print(common.table(rows, ["system", "prompts/s (excl. compile)", "prompts/s (incl. compile)", "compiles",
-                              "compile s", "vs HF (excl.)", "trie time / this time"]))
-    print(f"machine after: {common.machine_line()}")
-    if args.json:
-        for r in res.values():
-            r.pop("preds")
-        if hf:
-            hf.pop("preds")
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "sid": res, "hf": hf},
-                                        indent=2))
-
+    return {"sid": res, "hf": hf, "summary": summary, "order": list(sides)}
 
 if __name__ == "__main__":
     main()

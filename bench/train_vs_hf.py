@@ -7,9 +7,18 @@ AdamW. sid runs `sidcore.train.step.make_train_step` on batches from
 train loop does them; ``pack_dense``: the same examples greedily packed into the fewest rows of
 ``max_len`` — a bench-only variant showing what packing could give); HF pads each batch to its
 longest example (dynamic padding). Compile time (AOT ``lower().compile()`` of every distinct shape) is
-reported apart from the timed steps. Not a test.
+reported apart from the timed steps.
+
+Measurement (bench/method.py): after compiling and ``--warmup`` steps, the systems alternate for
+``--rounds`` rounds (each sid policy, then HF, then again ...), each round a block of the same
+``--steps`` timed steps per system (models and compiled programs stay warm; every round trains on,
+from where the last one stopped). Reported per system: the median block (``seconds``, ``tokens_per_sec``,
+``step_ms``) and the best (``seconds_min``, ``tokens_per_sec_best``); "vs HF" is the ratio of the
+medians and of the mins. The load gate runs before anything is built; the JSON's ``method`` holds
+the loads, the other processes' CPU and the idle mark. Not a test.
 
     .venv/bin/python bench/train_vs_hf.py [--steps 20] [--policies buckets,pack] [--compact-vocab]
+        [--rounds 3] [--max-load 1.5] [--wait-idle 180] [--allow-loaded]
 """
 
 from __future__ import annotations
@@ -24,13 +33,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from method import Method, add_method_args  # noqa: E402
 
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_model_args(p)
     p.add_argument("--batch", type=int, default=16, help="examples per optimizer step")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per system")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per system and round")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing (after compiling)")
     p.add_argument("--policies", default="buckets,pack,pack_dense")
     p.add_argument("--all-tasks", action="store_true", help="the three default tasks instead of sid_next_item")
@@ -40,6 +50,7 @@ def parse() -> argparse.Namespace:
                         "per_device_train_batch_size); 0: the whole step at once")
     p.add_argument("--skip-hf", action="store_true")
     p.add_argument("--json", type=Path, help="also write the results here")
+    add_method_args(p)
     return p.parse_args()
 
 
@@ -63,113 +74,171 @@ def dense_pack(examples: list[Any], seq_len: int, pad_id: int) -> dict[str, Any]
     return B.step_batch([packed], pad_id=pad_id)
 
 
-def run_sid(bundle: Any, cfg: Any, steps_examples: list[list[Any]], policy: str, warmup: int) -> dict[str, Any]:
-    import attrs
-    import jax
+class SidSide:
+    """One sid policy: compiled and warmed up on construction; `block()` times the ``--steps`` steps once."""
 
-    from sidcore.train import batches as B
+    def __init__(self, bundle: Any, cfg: Any, steps_examples: list[list[Any]], policy: str, warmup: int) -> None:
+        import attrs
+        import jax
 
-    pad_id = int(bundle.tokenizer.pad_token_id)
-    data_cfg = attrs.evolve(cfg.data, pad_policy="pack" if policy == "pack_dense" else policy)
-    if policy == "pack_dense":
-        host = [dense_pack(ex, data_cfg.max_len, pad_id) for ex in steps_examples]
-    else:
-        host = [B.collate_step(ex, micro_rows=len(ex), n_micro=1, data_cfg=data_cfg, pad_id=pad_id)
-                for ex in steps_examples]
-    params, opt_state, step = common.sid_train_step(bundle)
-    compiled: dict[tuple, Any] = {}
-    t_compile = 0.0
-    for hb in host:
-        key = _key(hb)
-        if key not in compiled:
-            t0 = time.perf_counter()
-            compiled[key] = step.lower(params, opt_state, hb).compile()
-            t_compile += time.perf_counter() - t0
-    dev = [jax.device_put(hb) for hb in host]
-    for hb in dev[:warmup]:
-        params, opt_state, m = compiled[_key(hb)](params, opt_state, hb)
-        float(m["loss"])
-    timed = dev[warmup:]
-    losses = []
-    t0 = time.perf_counter()
-    for hb in timed:
-        params, opt_state, m = compiled[_key(hb)](params, opt_state, hb)
-        losses.append(float(m["loss"]))
-    wall = time.perf_counter() - t0
-    real = sum(int((h["segment_ids"] > 0).sum()) for h in host[warmup:])
-    slots = sum(int(h["segment_ids"].size) for h in host[warmup:])
-    return {"policy": policy, "seconds": wall, "real_tokens": real, "token_slots": slots,
-            "tokens_per_sec": real / wall, "step_ms": 1000 * wall / len(timed), "compile_s": t_compile,
-            "shapes": len(compiled), "first_loss": losses[0], "last_loss": losses[-1],
-            "shape_list": sorted({str(tuple(h["input_ids"].shape)) for h in host})}
+        from sidcore.train import batches as B
+
+        pad_id = int(bundle.tokenizer.pad_token_id)
+        data_cfg = attrs.evolve(cfg.data, pad_policy="pack" if policy == "pack_dense" else policy)
+        if policy == "pack_dense":
+            host = [dense_pack(ex, data_cfg.max_len, pad_id) for ex in steps_examples]
+        else:
+            host = [B.collate_step(ex, micro_rows=len(ex), n_micro=1, data_cfg=data_cfg, pad_id=pad_id)
+                    for ex in steps_examples]
+        self.policy, self.host, self.warmup = policy, host, warmup
+        self.params, self.opt_state, step = common.sid_train_step(bundle)
+        self.compiled: dict[tuple, Any] = {}
+        self.compile_s = 0.0
+        for hb in host:
+            key = _key(hb)
+            if key not in self.compiled:
+                t0 = time.perf_counter()
+                self.compiled[key] = step.lower(self.params, self.opt_state, hb).compile()
+                self.compile_s += time.perf_counter() - t0
+        dev = [jax.device_put(hb) for hb in host]
+        for hb in dev[:warmup]:
+            self.params, self.opt_state, m = self.compiled[_key(hb)](self.params, self.opt_state, hb)
+            float(m["loss"])
+        self.timed = dev[warmup:]
+        self.losses: list[float] = []
+
+    def block(self) -> float:
+        t0 = time.perf_counter()
+        for hb in self.timed:
+            self.params, self.opt_state, m = self.compiled[_key(hb)](self.params, self.opt_state, hb)
+            self.losses.append(float(m["loss"]))
+        return time.perf_counter() - t0
+
+    def result(self, times: list[float]) -> dict[str, Any]:
+        host = self.host[self.warmup :]
+        real = sum(int((h["segment_ids"] > 0).sum()) for h in host)
+        slots = sum(int(h["segment_ids"].size) for h in host)
+        return {"policy": self.policy, **block_stats(times, real, len(self.timed)), "token_slots": slots,
+                "compile_s": self.compile_s, "shapes": len(self.compiled), "first_loss": self.losses[0],
+                "last_loss": self.losses[-1],
+                "shape_list": sorted({str(tuple(h["input_ids"].shape)) for h in self.host})}
+
+
+def block_stats(times: list[float], real: int, steps: int) -> dict[str, Any]:
+    """Per-block figures of one system: the median block and the best one (every block: the same steps)."""
+    import statistics
+
+    med, best = statistics.median(times), min(times)
+    return {"seconds": med, "seconds_min": best, "seconds_all": list(times), "real_tokens": real,
+            "tokens_per_sec": real / med, "tokens_per_sec_best": real / best, "step_ms": 1000 * med / steps,
+            "step_ms_min": 1000 * best / steps}
 
 
 def _key(hb: dict[str, Any]) -> tuple:
     return tuple((k, tuple(hb[k].shape)) for k in sorted(hb))
 
 
-def run_hf(hf: Any, steps_examples: list[list[Any]], pad_id: int, warmup: int, threads: int,
-           dtype: str = "float32", micro: int = 0) -> dict[str, Any]:
-    import contextlib
+class HfSide:
+    """The HF PyTorch loop, warmed up on construction; `block()` times the ``--steps`` steps once."""
 
-    import torch
+    def __init__(self, hf: Any, steps_examples: list[list[Any]], pad_id: int, warmup: int, threads: int,
+                 dtype: str = "float32", micro: int = 0) -> None:
+        import contextlib
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    hf.train()
-    dev = common.torch_device()
-    opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-    # Mixed precision like sid's compute_dtype: fp32 master weights, bf16 matmuls.
-    amp = (torch.autocast(device_type=dev, dtype=torch.bfloat16) if dtype == "bfloat16"
-           else contextlib.nullcontext())
+        import torch
 
-    def batch(exs: list[Any]) -> tuple[torch.Tensor, ...]:
-        n = max(len(e.input_ids) for e in exs)
-        ids = torch.full((len(exs), n), pad_id, dtype=torch.long)
-        lab = torch.full((len(exs), n), -100, dtype=torch.long)
-        mask = torch.zeros((len(exs), n), dtype=torch.long)
-        for r, e in enumerate(exs):
-            ids[r, : len(e.input_ids)] = torch.tensor(e.input_ids)
-            lab[r, : len(e.labels)] = torch.tensor(e.labels)
-            mask[r, : len(e.input_ids)] = 1
-        return ids.to(dev), mask.to(dev), lab.to(dev)
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        hf.train()
+        dev = common.torch_device()
+        self.hf = hf
+        self.opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+        # Mixed precision like sid's compute_dtype: fp32 master weights, bf16 matmuls.
+        self.amp = (lambda: torch.autocast(device_type=dev, dtype=torch.bfloat16)) if dtype == "bfloat16" \
+            else contextlib.nullcontext
 
-    micro = micro or max(len(ex) for ex in steps_examples)
-    # each step: micro-batches, each padded to its own longest example
-    host = [[batch(ex[i : i + micro]) for i in range(0, len(ex), micro)] for ex in steps_examples]
+        def batch(exs: list[Any]) -> tuple[torch.Tensor, ...]:
+            n = max(len(e.input_ids) for e in exs)
+            ids = torch.full((len(exs), n), pad_id, dtype=torch.long)
+            lab = torch.full((len(exs), n), -100, dtype=torch.long)
+            mask = torch.zeros((len(exs), n), dtype=torch.long)
+            for r, e in enumerate(exs):
+                ids[r, : len(e.input_ids)] = torch.tensor(e.input_ids)
+                lab[r, : len(e.labels)] = torch.tensor(e.labels)
+                mask[r, : len(e.input_ids)] = 1
+            return ids.to(dev), mask.to(dev), lab.to(dev)
 
-    def one(micros) -> float:
+        micro = micro or max(len(ex) for ex in steps_examples)
+        # each step: micro-batches, each padded to its own longest example
+        host = [[batch(ex[i : i + micro]) for i in range(0, len(ex), micro)] for ex in steps_examples]
+        for b in host[:warmup]:
+            self.one(b)
+        self.timed = host[warmup:]
+        self.losses: list[float] = []
+
+    def one(self, micros: Any) -> float:
         total = 0.0
         for ids, mask, lab in micros:
-            with amp:
-                out = hf(input_ids=ids, attention_mask=mask, labels=lab)
+            with self.amp():
+                out = self.hf(input_ids=ids, attention_mask=mask, labels=lab)
             (out.loss / len(micros)).backward()
             total += float(out.loss.detach()) / len(micros)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
         return total
 
-    for b in host[:warmup]:
-        one(b)
-    losses = []
-    common.torch_sync()
-    t0 = time.perf_counter()
-    for b in host[warmup:]:
-        losses.append(one(b))
-    common.torch_sync()
-    wall = time.perf_counter() - t0
-    real = sum(int(m.sum()) for step in host[warmup:] for _, m, _ in step)
-    slots = sum(int(m.numel()) for step in host[warmup:] for _, m, _ in step)
-    return {"policy": "hf dynamic", "seconds": wall, "real_tokens": real, "token_slots": slots,
-            "tokens_per_sec": real / wall, "step_ms": 1000 * wall / len(host[warmup:]),
-            "first_loss": losses[0], "last_loss": losses[-1]}
+    def block(self) -> float:
+        common.torch_sync()
+        t0 = time.perf_counter()
+        for b in self.timed:
+            self.losses.append(self.one(b))
+        common.torch_sync()
+        return time.perf_counter() - t0
+
+    def result(self, times: list[float]) -> dict[str, Any]:
+        real = sum(int(m.sum()) for step in self.timed for _, m, _ in step)
+        slots = sum(int(m.numel()) for step in self.timed for _, m, _ in step)
+        return {"policy": "hf dynamic", **block_stats(times, real, len(self.timed)), "token_slots": slots,
+                "first_loss": self.losses[0], "last_loss": self.losses[-1]}
 
 
 def main() -> None:
     args = parse()
+    common.method_rounds(args)
+    method = Method.from_args(args)
     extra = [] if not args.all_tasks else ["tasks.sid_item_alignment=true", "tasks.fusion_seq_rec=true"]
     cfg = common.load_cfg(args, extra)
     print(f"machine: {common.machine_line()}")
+    with method.session():  # the load gate before anything is built; others' CPU over the whole run
+        out = measure(args, cfg, method)
+    print(f"machine after: {common.machine_line()}")
+    out["method"] = method.record
+    sides = out.pop("_sides")
+    results, hf_res, sheet = out["sid"], out["hf"], out["datasheet_peak_flops"]
+    rows = []
+    for r in results + ([hf_res] if hf_res else []):
+        s = out["summary"].get(r["policy"], {"ratio_min": 1.0, "ratio_median": 1.0} if r is hf_res else {})
+        rows.append([("sid " if r is not hf_res else "") + r["policy"], round(r["tokens_per_sec"]),
+                     round(r["tokens_per_sec_best"]), f"{r['real_tokens'] / r['token_slots']:.2f}",
+                     f"{r['step_ms']:.0f}", f"{s.get('ratio_median', float('nan')):.2f}x",
+                     f"{s.get('ratio_min', float('nan')):.2f}x", f"{100 * r['flops_frac']:.1f}%",
+                     f"{100 * r['mfu_datasheet']:.1f}%" if sheet else "-",
+                     f"{r.get('compile_s', 0):.1f} ({r.get('shapes', '-')})",
+                     f"{r['first_loss']:.3f} -> {r['last_loss']:.3f}"])
+    print(common.table(rows, ["system", "real tok/s (median)", "best tok/s", "real frac", "ms/step (median)",
+                              "vs HF (medians)", "vs HF (mins)", "of measured matmul peak (median)",
+                              "MFU (datasheet)", "compile s (shapes)", "loss first -> last"]))
+    rec = method.record
+    print(f"method: {args.rounds} alternating rounds of {' / '.join(sides)}, {args.steps} steps each; load before "
+          f"{rec['load_before'][0]:.2f}, others {rec['others_cores']:.2f} cores -> "
+          f"{'idle' if rec['idle'] else 'LOADED'}")
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "machine": common.machine_line(),
+                                         **out}, indent=2, default=str))
+
+
+def measure(args: argparse.Namespace, cfg: Any, method: Method) -> dict[str, Any]:
+    """Build, compile and warm up every system, then alternate them (`Method.alternate`)."""
     import jax
     import numpy as np
     from flax import nnx
@@ -193,52 +262,47 @@ def main() -> None:
     vocab = bundle.real_vocab
     timed = [e for ex in steps_examples[args.warmup :] for e in ex]
     useful = sum(flops_per_example(len(e.input_ids), sum(1 for x in e.labels if x != -100), mc, vocab)
-                 for e in timed)
+                 for e in timed)  # of one block
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(bundle.model)))
     print(f"model: vocab {vocab}, hidden {mc.hidden_size}, inter {mc.intermediate_size}, layers "
           f"{mc.num_hidden_layers}, heads {mc.num_attention_heads}/{mc.num_key_value_heads}, params {n_params/1e6:.2f}M")
     lens = [len(e.input_ids) for e in timed]
     print(f"data: {len(examples)} examples ({cfg.data.data_dir}); timed {len(timed)} examples, "
           f"mean {np.mean(lens):.0f} / max {max(lens)} tokens; batch {args.batch}; "
-          f"{args.steps} timed steps after {args.warmup} warm-up")
+          f"{args.steps} timed steps per round after {args.warmup} warm-up, {args.rounds} rounds")
     peak = common.matmul_peak_flops(dtype=args.dtype)
     sheet = common.datasheet_peak(args.dtype)
     print(f"measured {args.dtype} matmul peak (jitted square matmul loop): {peak/1e9:.1f} GFLOP/s"
           + (f"; datasheet dense peak {sheet/1e12:.0f} TFLOP/s" if sheet else ""))
 
-    results = []
+    sides: dict[str, Any] = {}
     for pol in args.policies.split(","):
-        r = run_sid(bundle, cfg, steps_examples, pol, args.warmup)
-        r["flops_frac"] = useful / r["seconds"] / peak
-        results.append(r)
-        print(f"  sid {pol}: {r['tokens_per_sec']:.0f} tok/s, compile {r['compile_s']:.1f}s ({r['shapes']} shapes)",
-              flush=True)
-    hf_res = None
+        sides[pol] = SidSide(bundle, cfg, steps_examples, pol, args.warmup)
+        print(f"  sid {pol}: compile {sides[pol].compile_s:.1f}s ({len(sides[pol].compiled)} shapes)", flush=True)
     if not args.skip_hf:
         with tempfile.TemporaryDirectory() as tmp:
             hf = common.export_to_hf(bundle, Path(tmp) / "hf")
-        hf_res = run_hf(hf, steps_examples, int(bundle.tokenizer.pad_token_id), args.warmup, args.threads,
-                        args.dtype, args.hf_micro)
-        del hf
-        hf_res["flops_frac"] = useful / hf_res["seconds"] / peak
-        print(f"  hf: {hf_res['tokens_per_sec']:.0f} tok/s", flush=True)
-    rows = []
-    for r in results + ([hf_res] if hf_res else []):
+        sides["hf"] = HfSide(hf, steps_examples, int(bundle.tokenizer.pad_token_id), args.warmup, args.threads,
+                             args.dtype, args.hf_micro)
+    times = method.alternate({name: side.block for name, side in sides.items()})
+    summary = {}
+    for name in sides:
+        if name != "hf":
+            print(f"sid {name} vs hf (block seconds of {args.steps} steps):")
+            summary[name] = common.method_summary(times, reference="hf", subject=name)
+    results, hf_res = [], None
+    for name, side in sides.items():
+        r = side.result(times[name])
+        r["flops_frac"] = useful / r["seconds"] / peak
+        r["flops_frac_best"] = useful / r["seconds_min"] / peak
         r["mfu_datasheet"] = useful / r["seconds"] / sheet if sheet else None
-        ratio = r["tokens_per_sec"] / hf_res["tokens_per_sec"] if hf_res else float("nan")
-        rows.append([("sid " if r is not hf_res else "") + r["policy"], round(r["tokens_per_sec"]),
-                     f"{r['real_tokens'] / r['token_slots']:.2f}", f"{r['step_ms']:.0f}", f"{ratio:.2f}x",
-                     f"{100 * r['flops_frac']:.1f}%",
-                     f"{100 * r['mfu_datasheet']:.1f}%" if sheet else "-",
-                     f"{r.get('compile_s', 0):.1f} ({r.get('shapes', '-')})",
-                     f"{r['first_loss']:.3f} -> {r['last_loss']:.3f}"])
-    print(common.table(rows, ["system", "real tok/s", "real frac", "ms/step", "vs HF", "of measured matmul peak",
-                              "MFU (datasheet)", "compile s (shapes)", "loss first -> last"]))
-    print(f"machine after: {common.machine_line()}")
-    if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "peak_flops": peak,
-                                         "datasheet_peak_flops": sheet, "machine": common.machine_line(),
-                                         "useful_flops": useful, "sid": results, "hf": hf_res}, indent=2, default=str))
+        if name == "hf":
+            hf_res = r
+        else:
+            results.append(r)
+    del sides
+    return {"peak_flops": peak, "datasheet_peak_flops": sheet, "useful_flops": useful, "sid": results,
+            "hf": hf_res, "summary": summary, "_sides": list(times)}
 
 
 class _PadOnly:

@@ -14,7 +14,13 @@ Scenarios:
 
 sid cache modes (``--modes``): ``cold`` = an empty ``jax.compile_cache`` folder per run, ``warm`` =
 one folder filled by an untimed priming run, ``off`` = ``jax.compile_cache=off``. Runs are interleaved
-(HF, then each sid mode) so a load swing hits every system alike. Not a test.
+(HF, then each sid mode) so a load swing hits every system alike.
+
+Measurement (bench/method.py): ``--runs`` is the number of alternating rounds (default 3, at least
+3; ``--rounds`` is the same flag, and an older ``--runs 2`` is raised to 3). The load gate runs
+before the set-up; the other processes' CPU (children included in this run's own) is recorded over
+the whole run. Reported per system: min, median, every run, and the ratios to HF of the mins and of
+the medians; the JSON's ``method`` holds the loads and the idle mark. Not a test.
 
     .venv/bin/python bench/whole_process.py --data-dir ../shared/data/minionerec/Amazon \\
         --hidden 256 --layers 4 --prompts 64 --runs 3 --work /tmp/wp/shape
@@ -35,6 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from method import Method, add_method_args  # noqa: E402
 
 DEFAULT_CFG = common.ROOT / "configs" / "default.yaml"
 
@@ -47,12 +54,14 @@ def parse() -> argparse.Namespace:
     p.add_argument("--prompts", type=int, default=64, help="test rows (data.sample_test), both scenarios")
     p.add_argument("--beams", type=int, default=50)
     p.add_argument("--batch", type=int, default=8, help="eval.batch_size (HF batches the same)")
-    p.add_argument("--runs", type=int, default=3)
     p.add_argument("--modes", default="cold,warm", help="comma-separated sid cache modes: cold, warm, off")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the HF child")
     p.add_argument("--skip-hf", action="store_true")
     p.add_argument("--json", type=Path)
     p.add_argument("--hf-child", nargs=3, metavar=("CONFIG", "OVERRIDES_JSON", "OUT"), help=argparse.SUPPRESS)
+    add_method_args(p)
+    p.add_argument("--runs", type=int, dest="rounds", default=3,
+                   help="alternating rounds, each a fresh process per system (the same as --rounds)")
     return p.parse_args()
 
 
@@ -138,10 +147,11 @@ def hf_run(config: Path, overrides: list[str], model_dir: Path, out: Path, threa
     return wall, json.loads(out.read_text())
 
 
-def summary_row(name: str, walls: list[float], hf_med: float | None) -> list[Any]:
+def summary_row(name: str, walls: list[float], hf: list[float]) -> list[Any]:
     med = statistics.median(walls)
-    ratio = f"{hf_med / med:.1f}x" if hf_med else "-"
-    return [name, f"{min(walls):.1f}", f"{med:.1f}", " / ".join(f"{w:.1f}" for w in walls), ratio]
+    ratio = f"{statistics.median(hf) / med:.1f}x" if hf else "-"
+    ratio_min = f"{min(hf) / min(walls):.1f}x" if hf else "-"
+    return [name, f"{min(walls):.1f}", f"{med:.1f}", " / ".join(f"{w:.1f}" for w in walls), ratio, ratio_min]
 
 
 def main() -> None:
@@ -149,38 +159,61 @@ def main() -> None:
     if args.hf_child:
         config, overrides, out = args.hf_child
         return hf_child(config, json.loads(overrides), out)
+    common.method_rounds(args, "--runs")
+    method = Method.from_args(args)
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {common.machine_line()}", flush=True)
+    with method.session():  # the load gate before the set-up; others' CPU over the whole run
+        walls, preds = measure(args, method)
+    modes = [m for m in walls if m != "hf"]
+    summary = {}
+    for m in modes:
+        if walls["hf"]:
+            print(f"sid {m} vs hf (whole-process seconds):")
+            summary[m] = common.method_summary({"hf": walls["hf"], m: walls[m]}, reference="hf", subject=m)
+    rows = [summary_row(f"sid run --run-mode eval (cache {m})", walls[m], walls["hf"]) for m in modes]
+    if walls["hf"]:
+        rows.append(summary_row("hf generate + trie processor (script)", walls["hf"], walls["hf"]))
+        same = {m: sum(a == b for a, b in zip(preds["hf"], preds[m])) for m in modes}
+        print(f"same {args.beams}-SID list as HF: " + ", ".join(f"{m} {n}/{len(preds['hf'])}" for m, n in same.items()))
+    print(common.table(rows, ["system (fresh process)", "min s", "median s", "runs s", "vs HF (median)",
+                              "vs HF (min)"]))
+    rec = method.record
+    print(f"method: {args.rounds} alternating rounds; load before {rec['load_before'][0]:.2f}, others "
+          f"{rec['others_cores']:.2f} cores -> {'idle' if rec['idle'] else 'LOADED'}")
+    print(f"machine after: {common.machine_line()}")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "walls": walls,
+                                         "summary": summary, "method": rec}, indent=2))
+
+
+def measure(args: argparse.Namespace, method: Method) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Set up (model folder, warm cache), then HF and each sid mode alternately, a fresh process each."""
     config, overrides, model_dir = (setup_shape if args.scenario == "shape" else setup_default)(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    walls: dict[str, list[float]] = {m: [] for m in ["hf", *modes]}
     preds: dict[str, Any] = {}
     if "warm" in modes:  # prime the warm cache (untimed)
         sid_run(config, overrides, args.work / "sid-prime", str(args.work / "cache-warm"))
-    for i in range(args.runs):
-        if not args.skip_hf:
-            wall, hf = hf_run(config, overrides, model_dir, args.work / f"hf-{i}.json", args.threads)
-            walls["hf"].append(wall)
-            preds["hf"] = hf["preds"]
-            print(f"run {i}: hf {wall:.1f} s (decode {hf['decode_s']:.1f} s)", flush=True)
-        for m in modes:
-            cache = {"cold": str(args.work / f"cache-cold-{i}"), "warm": str(args.work / "cache-warm"),
-                     "off": "off"}[m]
-            wall, preds[m] = sid_run(config, overrides, args.work / f"sid-{m}-{i}", cache)
-            walls[m].append(wall)
-            print(f"run {i}: sid {m} {wall:.1f} s", flush=True)
-    hf_med = statistics.median(walls["hf"]) if walls["hf"] else None
-    rows = [summary_row(f"sid run --run-mode eval (cache {m})", walls[m], hf_med) for m in modes]
-    if hf_med:
-        rows.append(summary_row("hf generate + trie processor (script)", walls["hf"], hf_med))
-        same = {m: sum(a == b for a, b in zip(preds["hf"], preds[m])) for m in modes}
-        print(f"same {args.beams}-SID list as HF: " + ", ".join(f"{m} {n}/{len(preds['hf'])}" for m, n in same.items()))
-    print(common.table(rows, ["system (fresh process)", "min s", "median s", "runs s", "vs HF (median)"]))
-    print(f"machine after: {common.machine_line()}")
-    if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "walls": walls},
-                                        indent=2))
+    count: dict[str, int] = {}
 
+    def hf_side() -> float:
+        i = count["hf"] = count.get("hf", -1) + 1
+        wall, hf = hf_run(config, overrides, model_dir, args.work / f"hf-{i}.json", args.threads)
+        preds["hf"] = hf["preds"]
+        print(f"run {i}: hf {wall:.1f} s (decode {hf['decode_s']:.1f} s)", flush=True)
+        return wall
+
+    def sid_side(m: str) -> float:
+        i = count[m] = count.get(m, -1) + 1
+        cache = {"cold": str(args.work / f"cache-cold-{i}"), "warm": str(args.work / "cache-warm"), "off": "off"}[m]
+        wall, preds[m] = sid_run(config, overrides, args.work / f"sid-{m}-{i}", cache)
+        return wall
+
+    sides = {} if args.skip_hf else {"hf": hf_side}
+    sides.update({f"sid {m}": (lambda m=m: sid_side(m)) for m in modes})
+    times = method.alternate(sides)
+    walls = {"hf": times.get("hf", []), **{m: times[f"sid {m}"] for m in modes}}
+    return walls, preds
 
 if __name__ == "__main__":
     main()
