@@ -16,8 +16,9 @@ round (compilation) is excluded from its rate.
 Method (`bench/method.py`): ``--rounds`` alternating rounds (sid ``--steps`` steps, then HF
 ``--hf-steps`` steps, again ...), min and median step time per side over all rounds, idle check
 before and the CPU other processes used. The FLOP bound of the update: its vocabulary passes
-(policy forward, the backward's recomputed logits, dh and dW, the reference forward: 5 x
-``rows x V x H x 2``, rows = `rl/normaliser_rows`) at the measured fp32 matmul peak. Not a test.
+(the backward's recomputed logits, dh and dW, the reference forward, and the policy forward unless
+the rollout's log-probs are reused: `rl/vocab_passes` x ``rows x V x H x 2``, rows =
+`rl/normaliser_rows`) at the measured fp32 matmul peak. Not a test.
 
     .venv/bin/python bench/rl_vs_hf.py [--prompts 4] [--generations 16] [--steps 8] [--hf-steps 3]
                                        [--rounds 3] [--full-rows] [--skip-hf] [--out PATH]
@@ -184,7 +185,8 @@ def main() -> None:
     summary = summarize(times, reference="hf", subject="sid")
     peak = common.matmul_peak_flops()
     rows = float(np.median([h["rl/normaliser_rows"] for h in sid_hist]))
-    vocab_flops = 5 * rows * len(tok) * a.hidden * 2
+    passes = float(np.median([h["rl/vocab_passes"] for h in sid_hist]))
+    vocab_flops = passes * rows * len(tok) * a.hidden * 2
     update = float(np.median([h["rl/update_time_sec"] for h in sid_hist]))
     res = {"prompts_per_step": b, "G": g, "completions_per_step": b * g, "hidden": a.hidden, "layers": a.layers,
            "vocab": len(tok), "catalog": len(catalog.sids), "threads": a.threads, "shared_prefix": not a.full_rows,
@@ -192,7 +194,7 @@ def main() -> None:
            "sid_rollout_sec": float(np.median([h["rl/rollout_time_sec"] for h in sid_hist])),
            "sid_update_sec": update,
            "sid_reward_sec": float(np.median([h["rl/reward_time_sec"] for h in sid_hist])),
-           "normaliser_rows": rows, "matmul_peak_gflops": peak / 1e9,
+           "normaliser_rows": rows, "vocab_passes": passes, "matmul_peak_gflops": peak / 1e9,
            "update_vocab_gflop": vocab_flops / 1e9, "update_flop_bound_sec": vocab_flops / peak,
            "update_over_bound": update / (vocab_flops / peak)}
     print(json.dumps(res, indent=1))

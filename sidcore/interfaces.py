@@ -116,6 +116,10 @@ class Decoder(Protocol):
     ``emits_sids`` (optional, default False): True when every returned beam is a catalog path of
     SID level tokens, so the kernel joins the level tokens into the prediction string; otherwise
     the kernel decodes the generated text the way upstream does.
+
+    ``decode_token_logps(model, input_ids, lengths, *, num_beams)`` (optional): ``decode`` plus the
+    per-token full-vocabulary log-probs ``[B, K, T]`` of every beam, or None when it cannot give
+    them; the RL update then reuses them instead of recomputing the policy's vocabulary pass.
     """
 
     emits_sids: bool

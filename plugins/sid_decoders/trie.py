@@ -49,6 +49,20 @@ class TrieDecoder:
         Raises:
             ConfigError: ``num_beams`` exceeds the catalog size, or catalog ids exceed the vocabulary.
         """
+        return self._search(model, input_ids, lengths, num_beams=num_beams, token_logps=False)
+
+    def decode_token_logps(
+        self, model: DecodeModel, input_ids: jax.Array, lengths: jax.Array, *, num_beams: int
+    ) -> tuple[jax.Array, jax.Array, jax.Array] | None:
+        """`decode` plus each path's per-token full-vocabulary log-probs ``[B, K, T]`` (the terms of
+        its score). The RL update reuses them as the policy's log-probs of its own rollout; only
+        for a uniform-depth catalog (every path has ``T`` real tokens), else None."""
+        if not self.trie.uniform_depth:
+            return None
+        return self._search(model, input_ids, lengths, num_beams=num_beams, token_logps=True)
+
+    def _search(self, model: DecodeModel, input_ids: jax.Array, lengths: jax.Array, *, num_beams: int,
+                token_logps: bool) -> tuple[jax.Array, ...]:
         k = int(num_beams)
         if k < 1 or k > self.trie.num_items:
             raise ConfigError(
@@ -64,6 +78,7 @@ class TrieDecoder:
             policies=[trie_policy(level) for level in self.trie.levels],
             cache_len=input_ids.shape[1] + self.max_new_tokens(),
             fused=self.fused_scoring,
+            token_logps=token_logps,
         )
 
 

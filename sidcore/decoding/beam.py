@@ -130,7 +130,8 @@ def level_beam_search(
     policies: Sequence[Policy],
     cache_len: int,
     fused: bool = False,
-) -> tuple[jax.Array, jax.Array]:
+    token_logps: bool = False,
+) -> tuple[jax.Array, ...]:
     """Run ``len(policies)`` beam levels after a single prefill.
 
     Args:
@@ -142,10 +143,12 @@ def level_beam_search(
         cache_len: KV-cache length passed to ``prefill`` (>= ``Lp`` + number of levels).
         fused: score candidates through the model's fused API (``prefill_hidden``/``step_hidden``/
             ``log_normalizer``/``log_probs_at``) when it has one; only for gather-only policies.
+        token_logps: also return each kept path's per-token log-probs ``[B, K, T]`` (the terms of
+            its score), followed through the beam reordering like the tokens.
 
     Returns:
         ``(tokens [B, K, T] int32, scores [B, K] float32)``, best first; scores are sums of the
-        ``T`` full-vocabulary log-probs (length penalty 0).
+        ``T`` full-vocabulary log-probs (length penalty 0). With ``token_logps`` a third array.
     """
     k = int(num_beams)
     b = input_ids.shape[0]
@@ -164,6 +167,7 @@ def level_beam_search(
     scores = jnp.where(jnp.arange(k) == 0, 0.0, NEG_INF) * jnp.ones((b, 1), jnp.float32)  # [B, K]
     nodes = jnp.zeros((b, k), jnp.int32)  # [B, K] trie node (root)
     seqs = jnp.full((b, k, t_len), -1, jnp.int32)  # [B, K, T]
+    seq_lp = jnp.zeros((b, k, t_len), jnp.float32)  # [B, K, T] per-token log-probs of the kept paths
     row_base = (jnp.arange(b, dtype=jnp.int32) * k)[:, None]  # [B, 1]
     for t, policy in enumerate(policies):
         tokens, lp, nxt = policy(scores_now, nodes)  # [B, K, M] each
@@ -175,6 +179,9 @@ def level_beam_search(
         nodes = jnp.take_along_axis(nxt.reshape(b, k * m), idx, axis=1)
         nodes = jnp.where(jnp.isfinite(scores), nodes, -1)
         seqs = jnp.take_along_axis(seqs, parent[..., None], axis=1).at[:, :, t].set(chosen)
+        if token_logps:
+            chosen_lp = jnp.take_along_axis(lp.reshape(b, k * m), idx, axis=1)  # [B, K]
+            seq_lp = jnp.take_along_axis(seq_lp, parent[..., None], axis=1).at[:, :, t].set(chosen_lp)
         if t + 1 < t_len:
             if t:  # at level 0 every row of a prompt holds the same (prefill) cache
                 cache = gather_rows(cache, (row_base + parent).reshape(-1))
@@ -184,7 +191,7 @@ def level_beam_search(
             else:
                 logits, cache = model.step(chosen.reshape(-1), cache)  # [B*K, V]
                 scores_now = DenseScores(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(b, k, -1))
-    return seqs, scores
+    return (seqs, scores, seq_lp) if token_logps else (seqs, scores)
 
 
 def check_vocab(max_token_id: int, vocab_size: int, what: str) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["chunked_logsumexp"]
+__all__ = ["chunked_logsumexp", "logsumexp_given"]
 
 _F32 = jnp.float32
 
@@ -75,6 +75,11 @@ def _fwd(h, w, real_vocab, chunk, cd):
 
 def _bwd(real_vocab, chunk, cd, res, g):
     h, w, lse = res
+    return _grads(h, w, lse, g, real_vocab, chunk, cd)
+
+
+def _grads(h, w, lse, g, real_vocab, chunk, cd):
+    """``(dh, dw)`` of ``sum(g * lse)`` given the normalisers ``lse``: one recomputing scan."""
     c, n_full, tail = _split(real_vocab, chunk)
     hc = h.astype(cd)
     g = g.astype(_F32)
@@ -103,3 +108,26 @@ def _bwd(real_vocab, chunk, cd, res, g):
 
 
 chunked_logsumexp.defvjp(_fwd, _bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def logsumexp_given(h: jax.Array, w: jax.Array, lse: jax.Array, real_vocab: int, chunk: int = 8192,
+                    compute_dtype: Any = _F32) -> jax.Array:
+    """`chunked_logsumexp` whose value is already known: returns ``lse [N]`` (no vocabulary pass) and
+    differentiates like the log-sum-exp of ``h @ w[:real_vocab].T`` at that value (``lse`` itself
+    gets no gradient). For log-probs computed earlier at the same parameters (an RL rollout's)."""
+    del h, w, real_vocab, chunk, compute_dtype
+    return lse
+
+
+def _given_fwd(h, w, lse, real_vocab, chunk, cd):
+    return lse, (h, w, lse)
+
+
+def _given_bwd(real_vocab, chunk, cd, res, g):
+    h, w, lse = res
+    dh, dw = _grads(h, w, lse, g, real_vocab, chunk, cd)
+    return dh, dw, jnp.zeros_like(lse)
+
+
+logsumexp_given.defvjp(_given_fwd, _given_bwd)

@@ -29,7 +29,7 @@ from flax import nnx
 
 from sidcore.model.attention import Qwen2Attention
 from sidcore.model.config import Qwen2Config
-from sidcore.model.lse import chunked_logsumexp
+from sidcore.model.lse import chunked_logsumexp, logsumexp_given
 from sidcore.model.layers import (
     _INIT,
     RMSNorm,
@@ -209,6 +209,13 @@ class Qwen2ForCausalLM(nnx.Module):
         """
         with jax.named_scope("lm_head"):
             return self._logsumexp(h, real_vocab, chunk)
+
+    def logsumexp_given(self, h: jax.Array, lse: jax.Array, real_vocab: int, chunk: int = 8192) -> jax.Array:
+        """`logsumexp` whose value ``lse [N]`` is known (no vocabulary pass forward); its gradient is
+        the log-sum-exp's at that value (`sidcore.model.lse.logsumexp_given`)."""
+        with jax.named_scope("lm_head"):
+            return logsumexp_given(h, self._vocab_rows(), jax.lax.stop_gradient(lse), real_vocab, chunk,
+                                   self.compute_dtype)
 
     def _logsumexp(self, h: jax.Array, real_vocab: int, chunk: int) -> jax.Array:
         return chunked_logsumexp(h, self._vocab_rows(), real_vocab, chunk, self.compute_dtype)

@@ -26,6 +26,13 @@ prompt's distinct prefixes, padded to a bucket so shapes stay static; with it
 `group_token_logps` runs the vocabulary normaliser (the update's dominant cost: forward, backward
 and the reference pass) on those rows only and reads every row's value from its representative.
 Same function of the parameters, so the same loss and gradients up to float rounding (tested).
+
+Known log-probs: the rollout that produced the completions already computed each token's
+full-vocabulary log-prob at the same parameters (the beam scores are their sums). With
+``batch["rollout_logp"] [N, T]`` the normaliser of every row is ``logit(next token) - logp``,
+taken as a constant, and only the backward scans the vocabulary
+(`sidcore.model.lse.logsumexp_given`): one vocabulary pass fewer per step, the same values up to
+the rounding difference between the decode and teacher-forced paths (tested).
 """
 
 from __future__ import annotations
@@ -155,19 +162,33 @@ def group_token_logps(model: Any, batch: Batch, real_vocab: int, *, num_generati
     if not (fused and hasattr(model, "logsumexp")):
         first = _logp_rows(model, last, comp[:, :, 0], real_vocab, fused)  # [B, G]
         rest = _logp_rows(model, hc, rest_tok, real_vocab, fused)  # [N*q, 1]
+        return jnp.concatenate([first.reshape(b * g, 1), rest.reshape(b * g, q)], axis=1)
+    # One normaliser pass over each prompt's R = 1 + G*q rows together (its last prompt state, shared
+    # by the G completions' first tokens, then the completion states): one vocabulary scan, one [V, H]
+    # gradient. With `rows`, only each prompt's distinct prefixes are scanned.
+    local = jnp.concatenate([last[:, None], hc.reshape(b, g * q, -1)], axis=1)  # [B, R, H]
+    rep = local if "rows" not in batch else jnp.take_along_axis(local, batch["rows"][..., None], axis=1)
+    flat = rep.reshape(-1, rep.shape[-1])  # [B * U, H]
+    given = batch.get("rollout_logp")
+    if given is not None and hasattr(model, "logsumexp_given"):
+        # The rollout computed these log-probs at these parameters: lse = z(token) - logp, no forward pass.
+        next_tok = jnp.concatenate([comp[:, :1, 0], comp[:, :, 1:].reshape(b, g * q)], axis=1)  # [B, R]
+        given = given.reshape(b, g, t_len)
+        next_lp = jnp.concatenate([given[:, :1, 0], given[:, :, 1:].reshape(b, g * q)], axis=1)  # [B, R]
+        lse_known = model.logits_at(local.reshape(-1, local.shape[-1]), next_tok.reshape(-1, 1))[:, 0]
+        lse_known = lse_known.reshape(b, -1) - next_lp  # [B, R]
+        if "rows" in batch:
+            lse_known = jnp.take_along_axis(lse_known, batch["rows"], axis=1)
+        lse_rep = model.logsumexp_given(flat, lse_known.reshape(-1), real_vocab)
     else:
-        # One normaliser pass over the B prompt rows (one per prompt, shared by its G completions)
-        # and the N*q completion rows together: a single vocabulary scan and a single [V, H] gradient.
-        if "rows" in batch:  # distinct (prompt, prefix) rows only; every row reads its representative
-            local = jnp.concatenate([last[:, None], hc.reshape(b, g * q, -1)], axis=1)  # [B, R, H]
-            rep = jnp.take_along_axis(local, batch["rows"][..., None], axis=1)  # [B, U, H]
-            lse_rep = model.logsumexp(rep.reshape(-1, rep.shape[-1]), real_vocab).reshape(rep.shape[:2])
-            lse_local = jnp.take_along_axis(lse_rep, batch["row_of"], axis=1)  # [B, R]
-            local = jnp.take_along_axis(rep, batch["row_of"][..., None], axis=1)  # [B, R, H]
-            last, hc = local[:, 0], local[:, 1:].reshape(b * g * q, -1)
-            lse = jnp.concatenate([lse_local[:, 0], lse_local[:, 1:].reshape(-1)])  # [B + N*q]
-        else:
-            lse = model.logsumexp(jnp.concatenate([last, hc], axis=0), real_vocab)  # [B + N*q]
-        first = model.logits_at(last, comp[:, :, 0]) - lse[:b, None]  # [B, G]
-        rest = model.logits_at(hc, rest_tok) - lse[b:, None]  # [N*q, 1]
+        lse_rep = model.logsumexp(flat, real_vocab)
+    lse_rep = lse_rep.reshape(rep.shape[:2])  # [B, U]
+    if "rows" in batch:  # every row reads its representative's state and normaliser
+        lse_local = jnp.take_along_axis(lse_rep, batch["row_of"], axis=1)  # [B, R]
+        local = jnp.take_along_axis(rep, batch["row_of"][..., None], axis=1)
+    else:
+        lse_local = lse_rep
+    last, hc = local[:, 0], local[:, 1:].reshape(b * g * q, -1)
+    first = model.logits_at(last, comp[:, :, 0]) - lse_local[:, :1]  # [B, G]
+    rest = model.logits_at(hc, rest_tok) - lse_local[:, 1:].reshape(-1, 1)  # [N*q, 1]
     return jnp.concatenate([first.reshape(b * g, 1), rest.reshape(b * g, q)], axis=1)

@@ -183,7 +183,9 @@ def make_loss_fn(
         logp = logps(merge(params), batch)
         ref_logp = None
         if beta and ref_params is not None:
-            ref_logp = jax.lax.stop_gradient(logps(merge(ref_params), batch))
+            # the rollout's log-probs are the policy's, never the reference's: its pass runs in full
+            ref_batch = {k: v for k, v in batch.items() if k != "rollout_logp"}
+            ref_logp = jax.lax.stop_gradient(logps(merge(ref_params), ref_batch))
         value, aux = grpo_loss(logp, batch["advantages"], batch["mask"], ref_logp=ref_logp,
                                old_logp=batch.get("old_logp"), beta=beta, epsilon=epsilon,
                                epsilon_high=epsilon_high, aggregation=aggregation)

@@ -96,11 +96,13 @@ class TrieSampler:
         return jnp.take_along_axis(seq, order[..., None], axis=1), jnp.take_along_axis(total, order, axis=1)
 
 
-def make_rollout_fn(merge: Callable[[Any], Any], *, real_vocab: int, decoder: Any, num_generations: int
-                    ) -> Callable[..., tuple[jax.Array, jax.Array]]:
+def make_rollout_fn(merge: Callable[[Any], Any], *, real_vocab: int, decoder: Any, num_generations: int,
+                    token_logps: bool = False) -> Callable[..., tuple[jax.Array, ...]]:
     """``rollout(params, input_ids [B, Lp], lengths [B], rng) -> (tokens [B, G, T], scores [B, G])``.
 
     ``decoder``: a `sidcore.interfaces.Decoder` (the ``trie`` decoder: beams) or a `TrieSampler`.
+    ``token_logps``: return a third value, the beams' per-token log-probs ``[B, G, T]`` from the
+    decoder's ``decode_token_logps`` (None when the decoder cannot give them).
     """
     from sidcore.decoding.adapter import LMDecodeModel
 
@@ -111,6 +113,11 @@ def make_rollout_fn(merge: Callable[[Any], Any], *, real_vocab: int, decoder: An
         model = LMDecodeModel(merge(params), real_vocab)
         if sampling:
             return decoder.decode(model, input_ids, lengths, num_beams=g, rng=rng)
+        if token_logps:
+            got = decoder.decode_token_logps(model, input_ids, lengths, num_beams=g)
+            if got is not None:
+                return got
+            return (*decoder.decode(model, input_ids, lengths, num_beams=g), None)
         return decoder.decode(model, input_ids, lengths, num_beams=g)
 
     return rollout

@@ -95,7 +95,9 @@ def make_update_fn(merge: Callable[[Any], Any], tx: optax.GradientTransformation
     ``tokens [B, G, T]``, ``advantages [B, G]``; ``ref_params`` None when ``beta == 0``; ``old_logp``
     ``[B * G, T]`` or None for the single-iteration (stop-gradient) ratio. With
     ``rows``: ``(rows [B, U], row_of [B, R])`` from `distinct_rows` (shared-prefix layout only): the
-    normalisers run on each prompt's distinct prefixes only (same values). With
+    normalisers run on each prompt's distinct prefixes only (same values). ``rollout_logp [B, G, T]``:
+    the rollout's per-token log-probs at these same parameters (shared-prefix layout, single
+    iteration): the policy's vocabulary forward pass is skipped (same values). With
     ``rl.gradient_accumulation_steps = k > 1`` the B prompts run as k micro-batches of B / k under
     ``lax.scan`` (one micro-batch's activations live at a time), each loss weighted by its share
     (`_weights`), the gradients summed, then one optimizer update. ``apply=False``: loss and metrics
@@ -109,8 +111,11 @@ def make_update_fn(merge: Callable[[Any], Any], tx: optax.GradientTransformation
                            fused=cfg.fused_logprobs, logps=logps)
     k = int(cfg.gradient_accumulation_steps)
 
-    def one(params, ref_params, input_ids, lengths, tokens, advantages, old_logp, weight, rows=None):
+    def one(params, ref_params, input_ids, lengths, tokens, advantages, old_logp, weight, rows=None,
+            rollout_logp=None):
         batch = build(input_ids, lengths, tokens)
+        if rollout_logp is not None:
+            batch["rollout_logp"] = rollout_logp.reshape(-1, tokens.shape[-1])
         batch["advantages"] = advantages.reshape(-1)
         if old_logp is not None:
             batch["old_logp"] = old_logp
@@ -127,22 +132,25 @@ def make_update_fn(merge: Callable[[Any], Any], tx: optax.GradientTransformation
         (value, aux), grads = jax.value_and_grad(scaled, has_aux=True)(params)
         return value, aux, grads
 
-    def update(params, opt_state, ref_params, input_ids, lengths, tokens, advantages, old_logp=None, rows=None):
+    def update(params, opt_state, ref_params, input_ids, lengths, tokens, advantages, old_logp=None, rows=None,
+               rollout_logp=None):
         if k == 1:
-            loss, aux, grads = one(params, ref_params, input_ids, lengths, tokens, advantages, old_logp, 1.0, rows)
+            loss, aux, grads = one(params, ref_params, input_ids, lengths, tokens, advantages, old_logp, 1.0, rows,
+                                   rollout_logp)
             kl_seq, clip_frac = aux["kl_seq"], aux["clip_frac"]
         else:
             b, g, t = tokens.shape
             w = _weights(cfg, tokens, eos_id, k)
             old = None if old_logp is None else _micro(old_logp.reshape(b, g, t), k)
             rj = None if rows is None else (_micro(rows[0], k), _micro(rows[1], k))
-            xs = (_micro(input_ids, k), _micro(lengths, k), _micro(tokens, k), _micro(advantages, k), old, w, rj)
+            lj = None if rollout_logp is None else _micro(rollout_logp, k)
+            xs = (_micro(input_ids, k), _micro(lengths, k), _micro(tokens, k), _micro(advantages, k), old, w, rj, lj)
             zero = None if not apply else jax.tree.map(jnp.zeros_like, params)
 
             def body(acc, x):
-                ids, lens, toks, adv, o, wj, rj = x
+                ids, lens, toks, adv, o, wj, rj, lj = x
                 o = None if o is None else o.reshape(-1, t)
-                value, aux, grads = one(params, ref_params, ids, lens, toks, adv, o, wj, rj)
+                value, aux, grads = one(params, ref_params, ids, lens, toks, adv, o, wj, rj, lj)
                 acc = acc if grads is None else jax.tree.map(jnp.add, acc, grads)
                 return acc, (value, aux["kl_seq"].reshape(-1, g), aux["clip_frac"] * wj)
 
@@ -160,16 +168,20 @@ def make_update_fn(merge: Callable[[Any], Any], tx: optax.GradientTransformation
     return update
 
 
-def _regroup(tokens: jax.Array, scores: jax.Array, select: Any, gt: Any) -> tuple[jax.Array, jax.Array]:
+def _regroup(tokens: jax.Array, scores: jax.Array, select: Any, gt: Any, token_lp: Any = None
+             ) -> tuple[jax.Array, jax.Array, Any]:
     """Keep the ``select [B, G]`` samples (dynamic_sampling) and write ``gt [B, T]`` over the last
-    completion of each group (add_gt; its score becomes NaN: it was not generated)."""
+    completion of each group (add_gt; its score becomes NaN: it was not generated). ``token_lp``
+    (per-token log-probs, never given with add_gt) follows the selection."""
     if select is not None:
         tokens = jnp.take_along_axis(tokens, select[..., None], axis=1)
         scores = jnp.take_along_axis(scores, select, axis=1)
+        if token_lp is not None:
+            token_lp = jnp.take_along_axis(token_lp, select[..., None], axis=1)
     if gt is not None:
         tokens = tokens.at[:, -1].set(gt.astype(tokens.dtype))
         scores = scores.at[:, -1].set(jnp.nan)
-    return tokens, scores
+    return tokens, scores, token_lp
 
 
 class RLStep:
@@ -193,11 +205,15 @@ class RLStep:
             if catalog is None:
                 raise ConfigError("rl.add_gt needs the catalog (its target token paths)")
             self.paths = catalog_paths(catalog, self.eos_id)
+        self.shared_prefix = bool(shared_prefix)
+        # The policy's log-probs of its own rollout come from the decoder when it can give them and
+        # the update runs at the rollout's parameters (one iteration) on completions it generated.
+        self.reuse_logps = (self.shared_prefix and cfg.fused_logprobs and cfg.num_iterations == 1
+                            and not cfg.add_gt and callable(getattr(decoder, "decode_token_logps", None)))
         self.rollout = jax.jit(make_rollout_fn(merge, real_vocab=real_vocab, decoder=decoder,
-                                               num_generations=self.pool))
+                                               num_generations=self.pool, token_logps=self.reuse_logps))
         self.regroup = jax.jit(_regroup)
         out_sh = None if param_shardings is None else (param_shardings, opt_shardings, None)
-        self.shared_prefix = bool(shared_prefix)
         kw = dict(real_vocab=real_vocab, pad_id=self.pad_id, eos_id=self.eos_id, shared_prefix=self.shared_prefix)
         self.update = jax.jit(make_update_fn(merge, tx, cfg, **kw), donate_argnums=(0, 1), out_shardings=out_sh)
         loss_only = make_update_fn(merge, tx, cfg, apply=False, **kw)
@@ -233,10 +249,15 @@ class RLStep:
                             history_items=tuple(getattr(e, "history_items", ()))) for i, e in enumerate(examples)]
 
     def rollout_groups(self, params: Any, input_ids: Any, lengths: Any, examples: Sequence[Any], rng: jax.Array,
-                       to_host: Callable[[Any], Any]) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
-        """Rollout -> (optional) dynamic selection and add_gt -> ``(tokens dev, host tokens, sids, scores)``."""
+                       to_host: Callable[[Any], Any]) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, Any]:
+        """Rollout -> (optional) dynamic selection and add_gt -> ``(tokens dev, host tokens, sids, scores,
+        per-token log-probs dev or None)``."""
         cfg = self.cfg
-        tokens, scores = self.rollout(params, input_ids, lengths, rng)
+        token_lp = None
+        if self.reuse_logps:
+            tokens, scores, token_lp = self.rollout(params, input_ids, lengths, rng)
+        else:
+            tokens, scores = self.rollout(params, input_ids, lengths, rng)
         select = gt = None
         if cfg.dynamic_sampling:
             pool = sids_from_tokens(np.asarray(to_host(tokens)), self.level_strings, self.depth)  # [B, G']
@@ -244,12 +265,12 @@ class RLStep:
         if self.paths is not None:
             gt = target_paths(self.paths, [e.target_sid for e in examples], int(tokens.shape[-1]))
         if select is not None or gt is not None:
-            tokens, scores = self.regroup(tokens, scores, select, gt)
+            tokens, scores, token_lp = self.regroup(tokens, scores, select, gt, token_lp)
         host_tokens, host_scores = (np.asarray(x) for x in to_host((tokens, scores)))
         if cfg.rollout == "beam" and cfg.temperature != 1.0:
             host_scores = host_scores / np.float32(cfg.temperature)  # upstream's warper: scores / T, same beams
         sids = sids_from_tokens(host_tokens, self.level_strings, self.depth)  # [B, G]
-        return tokens, host_tokens, sids, host_scores
+        return tokens, host_tokens, sids, host_scores, token_lp
 
     def __call__(self, params: Any, opt_state: Any, ref_params: Any, input_ids: Any, lengths: Any,
                  examples: Sequence[Any], rng: jax.Array, to_host: Callable[[Any], Any] = jax.device_get,
@@ -260,8 +281,8 @@ class RLStep:
         """
         cfg = self.cfg
         t0 = time.perf_counter()
-        tokens, host_tokens, sids, host_scores = self.rollout_groups(params, input_ids, lengths, examples, rng,
-                                                                     to_host)
+        tokens, host_tokens, sids, host_scores, token_lp = self.rollout_groups(params, input_ids, lengths, examples,
+                                                                               rng, to_host)
         t1 = time.perf_counter()
         total, per = score_groups(self.rewards, self.weights, self.groups(sids, host_scores, examples))
         adv = compute_advantages(total, cfg.advantage, eps=cfg.advantage_eps, ddof=cfg.advantage_ddof)
@@ -275,9 +296,9 @@ class RLStep:
         if train:
             for _ in range(cfg.num_iterations):
                 params, opt_state, metrics = self.update(params, opt_state, ref_params, input_ids, lengths, tokens,
-                                                         adv_dev, old, rows)
+                                                         adv_dev, old, rows, token_lp)
         else:
-            metrics = self.eval_loss(params, ref_params, input_ids, lengths, tokens, adv_dev, None, rows)
+            metrics = self.eval_loss(params, ref_params, input_ids, lengths, tokens, adv_dev, None, rows, token_lp)
         metrics = {k: np.asarray(v) for k, v in to_host(metrics).items()}
         t3 = time.perf_counter()
         info = {
@@ -286,5 +307,8 @@ class RLStep:
             "diversity": diversity_metrics(sids, host_tokens, eos_id=self.eos_id, pad_id=self.pad_id),
             "rollout_time": t1 - t0, "reward_time": t2 - t1, "update_time": t3 - t2,
             "normaliser_rows": self.normaliser_rows(host_tokens.shape, rows),
+            # vocabulary passes over those rows: policy forward (unless the rollout's log-probs are
+            # reused), the backward's recomputed logits, dh and dW, and the reference forward (beta > 0)
+            "vocab_passes": (0 if token_lp is not None else 1) + 3 + (1 if cfg.beta and ref_params is not None else 0),
         }
         return params, opt_state, info

@@ -99,6 +99,7 @@ def step_values(info: Mapping[str, Any], examples: Sequence[Any], *, lr: float, 
         "rl/reward_time_sec": float(info["reward_time"]),
         "rl/update_time_sec": float(info["update_time"]),
         "rl/normaliser_rows": float(info.get("normaliser_rows", 0)),
+        "rl/vocab_passes": float(info.get("vocab_passes", 0)),
         "rl/step_time_sec": float(step_time),
         "rl/completions_per_sec": float(total.size / step_time) if step_time > 0 else 0.0,
     }

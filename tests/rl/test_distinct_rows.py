@@ -1,6 +1,7 @@
 """Normalisers on distinct prefixes only (`distinct_rows`): the index table by hand, and the same
 log-probs, loss, gradients and optimizer update as computing every row, with and without gradient
-accumulation.
+accumulation. The same for the rollout's known log-probs (``rollout_logp``: no policy vocabulary
+pass), and proof that the given values are the ones used.
 
 The data share prefixes the way beams of one prompt do (equal first tokens, equal two-token
 prefixes), and also carry an early EOS and ``-1`` padding, which must stay distinct rows where their
@@ -124,5 +125,51 @@ def test_update_equal_with_distinct_rows(accumulate):
     d0 = [np.asarray(a) - np.asarray(x) for a, x in zip(jax.tree.leaves(p0), jax.tree.leaves(params))]
     scale = max(float(np.abs(x).max()) for x in d0)
     assert scale > 1e-4  # the step moved the parameters
+    for a, c in zip(d1, d0):
+        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("accumulate,distinct", [(1, False), (1, True), (2, True)])
+def test_update_equal_with_rollout_logps(accumulate, distinct):
+    merge, params = _model(0)
+    _, ref = _model(1)
+    b, g, t = 4, 4, 5
+    lens = np.array([7, 4, 6, 5], np.int32)
+    ids = np.full((b, 8), PAD, np.int32)
+    for i, n in enumerate(lens):
+        ids[i, :n] = np.arange(30 + 10 * i, 30 + 10 * i + n)
+    comp = _beam_like(b, g, t, 4)
+    comp[1, 3, 3:] = 77  # the rollout path this reuse serves has no padding
+    adv = np.random.default_rng(5).normal(size=(b, g)).astype(np.float32)
+    batch = group_batch(jnp.asarray(ids), jnp.asarray(lens), jnp.asarray(comp), pad_id=PAD, eos_id=EOS)
+    # the policy's own log-probs of the completions, as a rollout at these parameters reports them
+    known = np.asarray(group_token_logps(merge(params), batch, REAL, num_generations=g)).reshape(b, g, t)
+    rows = distinct_rows(comp) if distinct else None
+
+    shifted = known.copy()
+    shifted[2, 1, 3] += 0.5
+    got = group_token_logps(merge(params), dict(batch, rollout_logp=jnp.asarray(shifted).reshape(b * g, t),
+                                                **({} if rows is None else {"rows": rows[0], "row_of": rows[1]})),
+                            REAL, num_generations=g)
+    diff = np.asarray(got).reshape(b, g, t) - known
+    # the value comes from the given log-probs: token 3 of completion (2, 1) reads its shifted value (its
+    # normaliser, of the unique prefix before it, is derived from it); every other position is unchanged
+    assert abs(diff[2, 1, 3] - 0.5) < 1e-4
+    diff[2, 1, 3] = 0.0
+    assert float(np.abs(diff).max()) < 1e-4
+
+    cfg = RLConfig(num_generations=g, batch_size=b * g, beta=0.04, gradient_accumulation_steps=accumulate)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(1.0))
+    update = jax.jit(make_update_fn(merge, tx, cfg, real_vocab=REAL, pad_id=PAD, eos_id=EOS, shared_prefix=True))
+    args = (ref, jnp.asarray(ids), jnp.asarray(lens), jnp.asarray(comp), jnp.asarray(adv))
+    p0, _, m0 = update(params, tx.init(params), *args)
+    p1, _, m1 = update(params, tx.init(params), *args, None, rows, jnp.asarray(known))
+    _close(m1["loss"], m0["loss"])
+    _close(m1["grad_norm"], m0["grad_norm"])
+    _close(m1["kl_seq"], m0["kl_seq"], rtol=1e-4)
+    d1 = [np.asarray(a) - np.asarray(x) for a, x in zip(jax.tree.leaves(p1), jax.tree.leaves(params))]
+    d0 = [np.asarray(a) - np.asarray(x) for a, x in zip(jax.tree.leaves(p0), jax.tree.leaves(params))]
+    scale = max(float(np.abs(x).max()) for x in d0)
+    assert scale > 1e-4
     for a, c in zip(d1, d0):
         np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5 * scale)

@@ -143,6 +143,18 @@ def test_beam_rollout_matches_hf_generate_and_teacher_forced_logps(tok, sources,
     batch = completion_batch(jnp.asarray(ids), jnp.asarray(lengths), tokens, pad_id=eos, eos_id=eos)
     seq = jax.jit(lambda p, b: token_logps(merge(p), b, len(tok)))(params, batch).sum(-1)
     np.testing.assert_allclose(np.asarray(seq).reshape(len(ex), G), np.asarray(scores), rtol=1e-5, atol=1e-4)
+    # the decoder's per-token log-probs (what the RL update reuses): same beams, each token's
+    # teacher-forced log-prob, summing to the score
+    with_lp = jax.jit(make_rollout_fn(merge, real_vocab=len(tok), decoder=decoder, num_generations=G,
+                                      token_logps=True))
+    tokens2, scores2, token_lp = with_lp(params, ids, lengths, jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(np.asarray(tokens2), np.asarray(tokens))
+    np.testing.assert_array_equal(np.asarray(scores2), np.asarray(scores))
+    np.testing.assert_allclose(np.asarray(token_lp).sum(-1), np.asarray(scores), rtol=1e-6, atol=1e-5)
+    per_tok = jax.jit(lambda p, b: token_logps(merge(p), b, len(tok)))(params, batch)
+    np.testing.assert_allclose(np.asarray(token_lp).reshape(per_tok.shape), np.asarray(per_tok), rtol=1e-5,
+                               atol=1e-4)
+    assert float(np.abs(np.asarray(token_lp)).min()) > 0.0  # every position is a real, scored token
 
     sampler = TrieSampler(trie=SidTrie.from_catalog(catalog, eos_id=eos))
     sample = jax.jit(make_rollout_fn(merge, real_vocab=len(tok), decoder=sampler, num_generations=G))
