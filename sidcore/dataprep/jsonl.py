@@ -113,6 +113,10 @@ def records_at(path: Path, rows: set[int]) -> dict[int, dict]:
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
+_BLANK_FIRST = re.compile(rb"[ \t\r\x0b\x0c]*\n")
+_BLANK_LINE = re.compile(rb"\n[ \t\r\x0b\x0c]*\n")
+
+
 def _is_high(esc: bytes) -> bool:
     return esc[3:4] in b"89abAB"
 
@@ -140,7 +144,9 @@ def surrogate_rows(path: Path) -> dict[int, dict]:
     if not hits:
         return {}
     blanks = None
-    if re.search(rb"(?:^|\n)[ \t\r\x0b\x0c]*\n", data):
+    # blank (whitespace-only) lines shift the row numbering; a pattern starting with a literal
+    # newline is scanned fast (an anchored alternation like (?:^|\n) made this 25x slower)
+    if _BLANK_FIRST.match(data) or _BLANK_LINE.search(data):
         blanks = np.array([n for n, ln in enumerate(data.split(b"\n")) if not ln.strip()], dtype=np.int64)
     rows: set[int] = set()
     line, prev = 0, 0

@@ -1,0 +1,36 @@
+"""`surrogate_rows` finds the rows (numbered over non-blank lines, as the polars reader numbers them)
+whose line holds a LONE surrogate escape, with blank and whitespace-only lines anywhere, including
+the first line; escape pairs are not lone."""
+
+from __future__ import annotations
+
+import json
+
+from sidcore.dataprep.jsonl import surrogate_rows
+
+
+def _line(text_escape: str, n: int) -> str:
+    return '{"n": %d, "t": "a%sb"}' % (n, text_escape)
+
+
+def test_rows_counted_over_non_blank_lines(tmp_path):
+    lines = [
+        "   ",  # whitespace-only first line
+        _line("", 0),
+        "",
+        _line("\\ud83d", 1),  # lone high surrogate: row 1
+        " \t",
+        _line("\\ud83d\\ude00", 2),  # a pair: polars reads it right
+        _line("\\ude00", 3),  # lone low: row 3
+    ]
+    path = tmp_path / "x.json"
+    path.write_text("\n".join(lines) + "\n")
+    got = surrogate_rows(path)
+    assert sorted(got) == [1, 3]
+    assert got[1] == json.loads(lines[3]) and got[3]["n"] == 3
+
+
+def test_no_blank_lines(tmp_path):
+    path = tmp_path / "y.json"
+    path.write_text("\n".join([_line("", 0), _line("\\udc00", 1)]) + "\n")
+    assert sorted(surrogate_rows(path)) == [1]
