@@ -9,7 +9,12 @@ one user per request, 50 beams, top 10. Reported per level: requests/s, p50/p95/
 mean users per decoder call (from /metrics). Next to it: one warm decoder call for one user (the
 floor of a request's latency), and the naive path -- transformers ``generate`` with a MiniOneRec-style
 trie processor, one request at a time, same weights (exported) and prompts. The model is
-configs/default.yaml's (random init: speed does not depend on the weights). Not a test.
+configs/default.yaml's (random init: speed does not depend on the weights).
+
+Method (`bench/method.py`): the naive path and each concurrency level are the sides of ``--rounds``
+alternating rounds (naive, c1, c8, ... , naive, c1, ...); requests/s per level is the median (and
+min) over the rounds, latencies are pooled over the rounds, "vs naive" is the ratio of the medians
+(and of the mins) of seconds per request. Not a test.
 
     .venv/bin/python bench/serve_load.py [--concurrency 1,8,32,128] [--requests 256] [--seconds 30]
 """
@@ -31,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from method import Method, add_method_args, summarize  # noqa: E402
 
 
 def parse() -> argparse.Namespace:
@@ -47,6 +53,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--naive-requests", type=int, default=8, help="requests through HF generate (0: skip)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the naive path")
     p.add_argument("--json", type=Path)
+    add_method_args(p)
     return p.parse_args()
 
 
@@ -116,7 +123,8 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, int(round(q / 100 * len(xs))) - 1))]
 
 
-def serve_levels(rec: Any, bodies: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+def start_server(rec: Any, args: argparse.Namespace) -> tuple[Any, str, int, dict[str, Any]]:
+    """The real server on a free loopback port, on a thread; returns after /readyz (shapes compiled)."""
     import httpx
     import uvicorn
 
@@ -142,28 +150,39 @@ def serve_levels(rec: Any, bodies: list[dict[str, Any]], args: argparse.Namespac
         time.sleep(0.2)
     ready = httpx.get(base + "/readyz").json()
     print(f"ready after {time.perf_counter() - t0:.1f}s: {len(ready['shapes'])} shapes compiled", flush=True)
+    return server, base, port, ready
+
+
+def run_level(base: str, port: int, bodies: list[dict[str, Any]], conc: int, args: argparse.Namespace
+              ) -> dict[str, Any]:
+    """One closed-loop load level from a separate process: its wall, latencies and mean batch."""
+    import httpx
+
     ctx = mp.get_context("spawn")
-    rows = []
-    for conc in [int(c) for c in args.concurrency.split(",")]:
-        m0 = httpx.get(base + "/metrics").text
-        q = ctx.Queue()
-        proc = ctx.Process(target=_client, args=(port, bodies, conc, args.requests, args.seconds, q))
-        proc.start()
-        res = q.get()
-        proc.join()
-        m1 = httpx.get(base + "/metrics").text
-        calls = _metric(m1, "sid_batch_users_count") - _metric(m0, "sid_batch_users_count")
-        users = _metric(m1, "sid_batch_users_sum") - _metric(m0, "sid_batch_users_sum")
-        lat = res["latencies"]
-        row = {"concurrency": conc, "requests": len(lat), "codes": res["codes"], "rps": len(lat) / res["wall"],
-               "p50_ms": 1e3 * pct(lat, 50), "p95_ms": 1e3 * pct(lat, 95), "p99_ms": 1e3 * pct(lat, 99),
-               "mean_batch": users / max(calls, 1)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    after = httpx.get(base + "/readyz").json()
-    assert after["compiles"] == ready["compiles"], "the server compiled while serving"
-    server.should_exit = True
-    return rows
+    m0 = httpx.get(base + "/metrics").text
+    q = ctx.Queue()
+    proc = ctx.Process(target=_client, args=(port, bodies, conc, args.requests, args.seconds, q))
+    proc.start()
+    res = q.get()
+    proc.join()
+    m1 = httpx.get(base + "/metrics").text
+    return {"wall": res["wall"], "latencies": res["latencies"], "codes": res["codes"],
+            "calls": _metric(m1, "sid_batch_users_count") - _metric(m0, "sid_batch_users_count"),
+            "users": _metric(m1, "sid_batch_users_sum") - _metric(m0, "sid_batch_users_sum")}
+
+
+def level_row(conc: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One concurrency level over all rounds: requests/s per round (min/median), pooled latencies."""
+    lat = [x for r in runs for x in r["latencies"]]
+    rps = [len(r["latencies"]) / r["wall"] for r in runs]
+    codes: dict[str, int] = {}
+    for r in runs:
+        for k, v in r["codes"].items():
+            codes[k] = codes.get(k, 0) + v
+    return {"concurrency": conc, "requests": len(lat), "codes": codes, "rps": statistics.median(rps),
+            "rps_min": min(rps), "rps_all": rps, "p50_ms": 1e3 * pct(lat, 50), "p95_ms": 1e3 * pct(lat, 95),
+            "p99_ms": 1e3 * pct(lat, 99),
+            "mean_batch": sum(r["users"] for r in runs) / max(sum(r["calls"] for r in runs), 1)}
 
 
 def one_call_ms(rec: Any, bodies: list[dict[str, Any]], repeats: int = 10) -> float:
@@ -180,33 +199,64 @@ def one_call_ms(rec: Any, bodies: list[dict[str, Any]], repeats: int = 10) -> fl
 
 def main() -> None:
     args = parse()
+    method = Method.from_args(args)
     print(f"machine: {common.machine_line()}", flush=True)
-    rec, bodies, prompts = build(args)
-    one = one_call_ms(rec, bodies)
-    print(f"one decoder call (1 user, {args.beams} beams, warm): {one:.1f} ms", flush=True)
-    rows = serve_levels(rec, bodies, args)
-    naive = None
-    if args.naive_requests:
-        import eval_vs_hf
+    levels = [int(c) for c in args.concurrency.split(",")]
+    with method.session():
+        rec, bodies, prompts = build(args)
+        one = one_call_ms(rec, bodies)
+        print(f"one decoder call (1 user, {args.beams} beams, warm): {one:.1f} ms", flush=True)
+        server, base, port, ready = start_server(rec, args)
+        sides: dict[str, Any] = {}
+        runs: dict[int, list[dict[str, Any]]] = {c: [] for c in levels}
+        if args.naive_requests:
+            import eval_vs_hf
 
-        with tempfile.TemporaryDirectory() as d:
-            hf = common.export_to_hf(rec.loaded.bundle, Path(d))
-        res = eval_vs_hf.hf_eval(hf, rec.tokenizer, rec.catalog, prompts[: args.naive_requests], args.beams, 1,
-                                 args.threads)
-        naive = {"requests": args.naive_requests, "rps": res["pps"], "ms_per_request": 1e3 / res["pps"]}
-        print(f"naive (HF generate + trie processor, one at a time): {json.dumps(naive)}", flush=True)
-    print(f"machine after: {common.machine_line()}")
-    print("\n| concurrency | requests | req/s | p50 ms | p95 ms | p99 ms | mean batch | vs naive |")
+            with tempfile.TemporaryDirectory() as d:
+                hf = common.export_to_hf(rec.loaded.bundle, Path(d))
+            naive_prompts = prompts[: args.naive_requests]
+            eval_vs_hf.hf_eval(hf, rec.tokenizer, rec.catalog, naive_prompts[:1], args.beams, 1, args.threads)  # warm
+
+            def naive() -> float:  # seconds per request, one at a time
+                res = eval_vs_hf.hf_eval(hf, rec.tokenizer, rec.catalog, naive_prompts, args.beams, 1, args.threads)
+                return 1.0 / res["pps"]
+
+            sides["naive"] = naive
+        for conc in levels:
+            def level(conc: int = conc) -> float:  # seconds per request at this concurrency
+                r = run_level(base, port, bodies, conc, args)
+                runs[conc].append(r)
+                return r["wall"] / max(len(r["latencies"]), 1)
+
+            sides[f"c{conc}"] = level
+        times = method.alternate(sides)
+        import httpx
+
+        after = httpx.get(base + "/readyz").json()
+        assert after["compiles"] == ready["compiles"], "the server compiled while serving"
+        server.should_exit = True
+    rows = [level_row(c, runs[c]) for c in levels]
+    naive_t = times.get("naive", [])
+    naive_res = None
+    if naive_t:
+        naive_res = {"requests": args.naive_requests, "rps": 1.0 / statistics.median(naive_t),
+                     "rps_max": 1.0 / min(naive_t), "ms_per_request": 1e3 * statistics.median(naive_t)}
+    summaries = {f"c{c}": summarize(times, reference="naive", subject=f"c{c}") for c in levels} if naive_t else {}
+    print("\n| concurrency | requests | req/s median (min) of rounds | p50 ms | p95 ms | p99 ms | mean batch | "
+          "vs naive (medians / mins) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        vs = f"{r['rps'] / naive['rps']:.1f}x" if naive else "-"
-        print(f"| {r['concurrency']} | {r['requests']} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
-              f"{r['p99_ms']:.0f} | {r['mean_batch']:.1f} | {vs} |")
-    if naive:
-        print(f"| naive, 1 at a time | {naive['requests']} | {naive['rps']:.2f} | {naive['ms_per_request']:.0f} | "
-              "- | - | 1 | 1.0x |")
+        sm = summaries.get(f"c{r['concurrency']}", {})
+        vs = f"{sm['ratio_median']:.1f}x / {sm['ratio_min']:.1f}x" if sm else "-"
+        print(f"| {r['concurrency']} | {r['requests']} | {r['rps']:.1f} ({r['rps_min']:.1f}) | {r['p50_ms']:.0f} | "
+              f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['mean_batch']:.1f} | {vs} |")
+    if naive_res:
+        print(f"| naive, 1 at a time | {args.naive_requests} x {len(naive_t)} rounds | {naive_res['rps']:.2f} | "
+              f"{naive_res['ms_per_request']:.0f} | - | - | 1 | 1.0x |")
+    print(f"p99 at concurrency {rows[0]['concurrency']} / one decoder call: {rows[0]['p99_ms'] / one:.2f}x")
     if args.json:
-        args.json.write_text(json.dumps({"one_call_ms": one, "levels": rows, "naive": naive}, indent=1))
+        args.json.write_text(json.dumps({"one_call_ms": one, "levels": rows, "naive": naive_res,
+                                         "summaries": summaries, "method": method.record}, indent=1))
 
 
 if __name__ == "__main__":
