@@ -148,10 +148,19 @@ def surrogate_rows(path: Path) -> dict[int, dict]:
     # newline is scanned fast (an anchored alternation like (?:^|\n) made this 25x slower)
     if _BLANK_FIRST.match(data) or _BLANK_LINE.search(data):
         blanks = np.array([n for n, ln in enumerate(data.split(b"\n")) if not ln.strip()], dtype=np.int64)
-    rows: set[int] = set()
+    out: dict[int, dict] = {}
     line, prev = 0, 0
-    for pos in hits:
+    for pos in hits:  # parse each hit's line straight from the bytes already read (no second pass)
         line += data.count(b"\n", prev, pos)
         prev = pos
-        rows.add(line - (int(np.searchsorted(blanks, line)) if blanks is not None else 0))
-    return records_at(path, rows)
+        row = line - (int(np.searchsorted(blanks, line)) if blanks is not None else 0)
+        if row in out:
+            continue
+        start, end = data.rfind(b"\n", 0, pos) + 1, data.find(b"\n", pos)
+        try:
+            out[row] = json.loads(data[start:end if end >= 0 else len(data)])
+        except json.JSONDecodeError as exc:
+            raise file_error(path, f"not a JSON line ({exc.msg})", line=line + 1) from None
+        except UnicodeDecodeError:
+            raise file_error(path, "not UTF-8 text", line=line + 1) from None
+    return out

@@ -34,3 +34,15 @@ def test_no_blank_lines(tmp_path):
     path = tmp_path / "y.json"
     path.write_text("\n".join([_line("", 0), _line("\\udc00", 1)]) + "\n")
     assert sorted(surrogate_rows(path)) == [1]
+
+
+def test_broken_line_named_by_physical_line(tmp_path):
+    import pytest
+
+    from sidcore.errors import SidError
+
+    path = tmp_path / "z.json"
+    path.write_text("\n".join([_line("", 0), "", '{"n": 1, "t": "a\\ud83d"']) + "\n")  # unterminated object
+    with pytest.raises(SidError) as err:
+        surrogate_rows(path)
+    assert "z.json:3: not a JSON line" in str(err.value)
