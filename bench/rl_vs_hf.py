@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import sys
 
@@ -59,8 +60,9 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
-def main() -> None:
-    a = parse()
+def setup(a: argparse.Namespace) -> dict:
+    """The shared set-up: tokenizer + SID tokens, catalog, RL examples, the tiny random Qwen2 saved as
+    an HF folder (``tmp``), the trie decoder and the rule + ranking rewards."""
     import torch
     import transformers
 
@@ -69,20 +71,14 @@ def main() -> None:
     from sidcore.data.minionerec import bundled_data_dir, read_csv, read_index, read_items, split_paths
     from sidcore.data.rl_tasks import build_rl_examples
     from sidcore.data.tokenizer import add_sid_tokens, load_tokenizer
-    from sidcore.model import load_hf
-    from sidcore.model.sharding import make_mesh
     from sidcore.plugins import load_plugins
-    from sidcore.rl.config import RLConfig
-    from sidcore.rl.trainer import train_rl
-    from sidcore.model.bundle import ModelBundle
 
     paths = split_paths(bundled_data_dir(), "Industrial_and_Scientific")
     tok = load_tokenizer("bundled", padding_side="right")
     index = read_index(paths["index"])
     add_sid_tokens(tok, index)
     catalog = build_catalog(paths["info"], paths["index"], tok)
-    b, g = a.prompts, a.generations
-    n_ex = b * max(a.steps, a.hf_steps) * 2
+    n_ex = a.prompts * max(a.steps, a.hf_steps) * 2
     examples = build_rl_examples(tok, tasks=["sid_history"], train_rows=read_csv(paths["valid"])[:n_ex], index=index,
                                  items=read_items(paths["items"]), seed=0)
     eos = tok.eos_token_id
@@ -91,23 +87,45 @@ def main() -> None:
     hcfg = transformers.Qwen2Config(vocab_size=len(tok), hidden_size=a.hidden, intermediate_size=2 * a.hidden,
                                     num_hidden_layers=a.layers, num_attention_heads=4, num_key_value_heads=2,
                                     tie_word_embeddings=True, rope_theta=1e6, eos_token_id=eos, pad_token_id=eos)
-    hf = transformers.Qwen2ForCausalLM(hcfg)
-    hf.save_pretrained(tmp)
-
-    # ---------------------------------------------------------------- sid
+    transformers.Qwen2ForCausalLM(hcfg).save_pretrained(tmp)
     registry = load_plugins(strict=True).registry
     dspec = registry.get("decoder", "trie")
     decoder = dspec.build(dspec.config(), catalog=catalog, eos_id=eos)
     rewards = {n: registry.get("reward", n).build(registry.get("reward", n).config()) for n in ("rule", "ranking")}
+    return {"tok": tok, "catalog": catalog, "examples": examples, "eos": eos, "tmp": tmp, "decoder": decoder,
+            "rewards": rewards}
+
+
+def sid_bundle(tmp: Path, tok: Any) -> Any:
+    """Fresh sid weights from the HF folder (the trainer donates its parameter buffers)."""
+    from sidcore.model import load_hf
+    from sidcore.model.bundle import ModelBundle
+    from sidcore.model.sharding import make_mesh
+
+    model, _ = load_hf(tmp)
+    return ModelBundle(model=model, model_config=None, tokenizer=tok, token_extension=None, real_vocab=len(tok),
+                       vocab_resize={}, mesh=make_mesh("auto"))
+
+
+def main() -> None:
+    a = parse()
+    import torch
+    import transformers
+
+    from sidcore.rl.config import RLConfig
+    from sidcore.rl.trainer import train_rl
+
+    env = setup(a)
+    tok, catalog, examples, eos, tmp = env["tok"], env["catalog"], env["examples"], env["eos"], env["tmp"]
+    decoder, rewards = env["decoder"], env["rewards"]
+    b, g = a.prompts, a.generations
     method = Method.from_args(a)
     cfg = RLConfig(num_generations=g, batch_size=b * g, max_steps=a.steps, lr_schedule="constant", warmup_ratio=0.0,
                    shared_prefix=not a.full_rows)
     sid_hist: list[dict] = []
 
     def sid_round() -> list[float]:
-        model, _ = load_hf(tmp)  # fresh weights each round (the trainer donates its parameter buffers)
-        bundle = ModelBundle(model=model, model_config=None, tokenizer=tok, token_extension=None, real_vocab=len(tok),
-                             vocab_resize={}, mesh=make_mesh("auto"))
+        bundle = sid_bundle(tmp, tok)  # fresh weights each round
         _, trainer = train_rl(cfg, bundle=bundle, store=None, decoder=decoder, rewards=rewards, examples=examples,
                               catalog=catalog, seed=0)
         sid_hist.extend(trainer.history[1:])  # the first step compiles
