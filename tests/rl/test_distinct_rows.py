@@ -101,23 +101,27 @@ def test_logps_equal_with_distinct_rows():
         np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-4, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("accumulate", [1, 2])
-def test_update_equal_with_distinct_rows(accumulate):
-    merge, params = _model(0)
-    _, ref = _model(1)
-    b, g, t = 4, 4, 5
+B4, G4, T5 = 4, 4, 5
+
+
+def _prompts():
+    """``[4, 8]`` right-padded prompts of lengths 7, 4, 6, 5."""
     lens = np.array([7, 4, 6, 5], np.int32)
-    ids = np.full((b, 8), PAD, np.int32)
+    ids = np.full((B4, 8), PAD, np.int32)
     for i, n in enumerate(lens):
         ids[i, :n] = np.arange(30 + 10 * i, 30 + 10 * i + n)
-    comp = _beam_like(b, g, t, 2)
-    adv = np.random.default_rng(3).normal(size=(b, g)).astype(np.float32)
-    cfg = RLConfig(num_generations=g, batch_size=b * g, beta=0.04, gradient_accumulation_steps=accumulate)
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(1.0))  # update = -gradient: linear, comparable
+    return ids, lens
+
+
+def _updates_agree(model, accumulate, args, extra):
+    """One SGD step (update = -gradient, so linear and comparable) with and without ``extra`` inputs:
+    the same loss, gradient norm, KL and parameter change."""
+    merge, params = model
+    cfg = RLConfig(num_generations=G4, batch_size=B4 * G4, beta=0.04, gradient_accumulation_steps=accumulate)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(1.0))
     update = jax.jit(make_update_fn(merge, tx, cfg, real_vocab=REAL, pad_id=PAD, eos_id=EOS, shared_prefix=True))
-    args = (ref, jnp.asarray(ids), jnp.asarray(lens), jnp.asarray(comp), jnp.asarray(adv))
     p0, _, m0 = update(params, tx.init(params), *args)
-    p1, _, m1 = update(params, tx.init(params), *args, None, distinct_rows(comp))
+    p1, _, m1 = update(params, tx.init(params), *args, *extra)
     _close(m1["loss"], m0["loss"])
     _close(m1["grad_norm"], m0["grad_norm"])
     _close(m1["kl_seq"], m0["kl_seq"], rtol=1e-4)
@@ -129,15 +133,23 @@ def test_update_equal_with_distinct_rows(accumulate):
         np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5 * scale)
 
 
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_update_equal_with_distinct_rows(accumulate):
+    model = _model(0)
+    _, ref = _model(1)
+    ids, lens = _prompts()
+    comp = _beam_like(B4, G4, T5, 2)
+    adv = np.random.default_rng(3).normal(size=(B4, G4)).astype(np.float32)
+    args = (ref, jnp.asarray(ids), jnp.asarray(lens), jnp.asarray(comp), jnp.asarray(adv))
+    _updates_agree(model, accumulate, args, (None, distinct_rows(comp)))
+
+
 @pytest.mark.parametrize("accumulate,distinct", [(1, False), (1, True), (2, True)])
 def test_update_equal_with_rollout_logps(accumulate, distinct):
     merge, params = _model(0)
     _, ref = _model(1)
-    b, g, t = 4, 4, 5
-    lens = np.array([7, 4, 6, 5], np.int32)
-    ids = np.full((b, 8), PAD, np.int32)
-    for i, n in enumerate(lens):
-        ids[i, :n] = np.arange(30 + 10 * i, 30 + 10 * i + n)
+    b, g, t = B4, G4, T5
+    ids, lens = _prompts()
     comp = _beam_like(b, g, t, 4)
     comp[1, 3, 3:] = 77  # the rollout path this reuse serves has no padding
     adv = np.random.default_rng(5).normal(size=(b, g)).astype(np.float32)
@@ -158,18 +170,5 @@ def test_update_equal_with_rollout_logps(accumulate, distinct):
     diff[2, 1, 3] = 0.0
     assert float(np.abs(diff).max()) < 1e-4
 
-    cfg = RLConfig(num_generations=g, batch_size=b * g, beta=0.04, gradient_accumulation_steps=accumulate)
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(1.0))
-    update = jax.jit(make_update_fn(merge, tx, cfg, real_vocab=REAL, pad_id=PAD, eos_id=EOS, shared_prefix=True))
     args = (ref, jnp.asarray(ids), jnp.asarray(lens), jnp.asarray(comp), jnp.asarray(adv))
-    p0, _, m0 = update(params, tx.init(params), *args)
-    p1, _, m1 = update(params, tx.init(params), *args, None, rows, jnp.asarray(known))
-    _close(m1["loss"], m0["loss"])
-    _close(m1["grad_norm"], m0["grad_norm"])
-    _close(m1["kl_seq"], m0["kl_seq"], rtol=1e-4)
-    d1 = [np.asarray(a) - np.asarray(x) for a, x in zip(jax.tree.leaves(p1), jax.tree.leaves(params))]
-    d0 = [np.asarray(a) - np.asarray(x) for a, x in zip(jax.tree.leaves(p0), jax.tree.leaves(params))]
-    scale = max(float(np.abs(x).max()) for x in d0)
-    assert scale > 1e-4
-    for a, c in zip(d1, d0):
-        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5 * scale)
+    _updates_agree((merge, params), accumulate, args, (None, rows, jnp.asarray(known)))
