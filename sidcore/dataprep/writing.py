@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -52,12 +53,21 @@ def utf8_ok(text: str) -> bool:
 
 
 def records_json(records: list[dict]) -> bytes:
-    """``json.dump({"0": records[0], "1": ...}, indent=2)``; fast when every value is a string."""
+    """``json.dump({"0": records[0], "1": ...}, indent=2)``; fast when every value is a string.
+
+    A column holding a lone surrogate (which polars cannot hold) is encoded value by value with
+    Python's own ``json.dumps`` (its C string encoder; the result is ASCII), the others column-wise;
+    only records of other shapes take the whole-object ``json.dumps(indent=2)`` (pure Python, slow)."""
     names = list(records[0]) if records else []
-    if records and all(list(r) == names and all(isinstance(v, str) and utf8_ok(v) for v in r.values())
-                       for r in records):
+    if records and all(list(r) == names and all(isinstance(v, str) for v in r.values()) for r in records):
         keys = '"' + pl.Series(range(len(records))).cast(pl.String) + '"'
-        cols = {n: json_strings(pl.Series([r[n] for r in records], dtype=pl.String)) for n in names}
+        cols = {}
+        for n in names:
+            values = [r[n] for r in records]
+            if all(utf8_ok(v) for v in values):
+                cols[n] = json_strings(pl.Series(values, dtype=pl.String))
+            else:
+                cols[n] = pl.Series([json.dumps(v) for v in values], dtype=pl.String)
         return indented_records(keys, cols)
     return dump_indented({str(i): r for i, r in enumerate(records)}).encode()
 
