@@ -224,6 +224,22 @@ def check_decoder(build: Callable[..., Any], cfg: Any, *, constrained: bool, num
     recomputed = path_scores(model, ids, lens, tokens, length_penalty=length_penalty)  # [B, K]
     np.testing.assert_allclose(scores, recomputed, atol=atol, err_msg="score != brute-force score")
     assert not np.any(tokens >= model.real_vocab_size), "a padded vocabulary row was emitted"
+    if callable(getattr(decoder, "decode_token_logps", None)):  # optional: what RL updates reuse
+        got = jax.jit(lambda i, n: decoder.decode_token_logps(model, i, n, num_beams=k))(jnp.asarray(ids),
+                                                                                         jnp.asarray(lens))
+        if got is not None:
+            t2, s2, lp = (np.asarray(x) for x in got)
+            np.testing.assert_array_equal(t2, tokens, err_msg="decode_token_logps: other beams than decode")
+            np.testing.assert_allclose(s2, scores, atol=atol)
+            assert lp.shape == tokens.shape and lp.dtype == np.float32, (lp.shape, lp.dtype)
+            np.testing.assert_allclose(lp.sum(-1), scores, atol=atol,
+                                       err_msg="decode_token_logps: per-token log-probs do not sum to the score")
+            for row in range(b):  # each term is that token's log-prob under the model, given its prefix
+                for beam in range(k):
+                    toks = [x for x in tokens[row, beam].tolist() if x >= 0]
+                    want = model.np_logp(ids[row, :lens[row]], toks)[np.arange(len(toks)), toks]
+                    np.testing.assert_allclose(lp[row, beam, :len(toks)], want, atol=atol,
+                                               err_msg="decode_token_logps: a term is not its token's log-prob")
     if not constrained:
         return
     catalog_set = {tuple(p) for p in paths.tolist()}
