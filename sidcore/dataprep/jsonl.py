@@ -86,35 +86,43 @@ def line_numbers(path: Path) -> list[int]:
     return out
 
 
+# a whitespace-only first line / any whitespace-only line (a literal newline first: scanned fast)
+_BLANK_FIRST = re.compile(rb"[ \t\r\x0b\x0c]*\n")
+_BLANK_LINE = re.compile(rb"\n[ \t\r\x0b\x0c]*\n")
+
+
 def records_at(path: Path, rows: set[int]) -> dict[int, dict]:
-    """Python-parsed records of the given non-blank-line rows (0-based, as `read_columns` counts)."""
-    out: dict[int, dict] = {}
-    row = -1
+    """Python-parsed records of the given non-blank-line rows (0-based, as `read_columns` counts).
+
+    The line boundaries come from one numpy pass over the bytes; only the wanted lines are sliced
+    and parsed (no Python loop over every line of the file)."""
     if not rows:
-        return out
-    last = max(rows)
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            row += 1
-            if row in rows:
-                try:
-                    out[row] = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise file_error(path, f"not a JSON line ({exc.msg})", line=lineno) from None
-            if row >= last:
-                break
+        return {}
+    data = Path(path).read_bytes()
+    nl = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+    starts = np.concatenate([[0], nl + 1])
+    ends = np.concatenate([nl, [len(data)]])
+    if _BLANK_FIRST.match(data) or _BLANK_LINE.search(data):  # whitespace-only lines: check each
+        keep = np.array([bool(data[a:z].strip()) for a, z in zip(starts.tolist(), ends.tolist())])
+    else:  # only the last segment (after the final newline) can be blank
+        keep = np.ones(starts.size, dtype=bool)
+        keep[-1] = bool(data[starts[-1]:].strip())
+    lines = np.flatnonzero(keep)  # physical line index of each row
+    out: dict[int, dict] = {}
+    for row in sorted(r for r in rows if 0 <= r < lines.size):
+        i = int(lines[row])
+        try:
+            out[row] = json.loads(data[starts[i]:ends[i]])
+        except json.JSONDecodeError as exc:
+            raise file_error(path, f"not a JSON line ({exc.msg})", line=i + 1) from None
+        except UnicodeDecodeError:
+            raise file_error(path, "not UTF-8 text", line=i + 1) from None
     return out
 
 
 # a \uD800-\uDFFF escape: polars reads a LONE one as U+0000 (pairs are fine), Python's json keeps
 # the lone surrogate
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-
-
-_BLANK_FIRST = re.compile(rb"[ \t\r\x0b\x0c]*\n")
-_BLANK_LINE = re.compile(rb"\n[ \t\r\x0b\x0c]*\n")
 
 
 def _is_high(esc: bytes) -> bool:

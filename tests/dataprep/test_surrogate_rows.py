@@ -46,3 +46,28 @@ def test_broken_line_named_by_physical_line(tmp_path):
     with pytest.raises(SidError) as err:
         surrogate_rows(path)
     assert "z.json:3: not a JSON line" in str(err.value)
+
+
+def test_records_at_counts_non_blank_lines(tmp_path):
+    from sidcore.dataprep.jsonl import records_at
+
+    cases = {
+        "plain": ['{"a": 0}', '{"a": 1}', '{"a": 2}'],
+        "blank and whitespace lines": ["", '{"a": 0}', "  \t", '{"a": 1}', "", '{"a": 2}'],
+        "crlf": ['{"a": 0}\r', '{"a": 1}\r', '{"a": 2}\r'],
+    }
+    for name, lines in cases.items():
+        for tail in ("\n", "", "\n   "):  # final newline, none, a whitespace-only last line
+            path = tmp_path / "m.json"
+            path.write_bytes(("\n".join(lines) + tail).encode())
+            got = records_at(path, {0, 2, 7})
+            assert got == {0: {"a": 0}, 2: {"a": 2}}, (name, repr(tail), got)
+    path = tmp_path / "bad.json"
+    path.write_text('{"a": 0}\n\n{"a": \n')
+    import pytest
+
+    from sidcore.errors import SidError
+
+    with pytest.raises(SidError) as err:
+        records_at(path, {1})
+    assert "bad.json:3: not a JSON line" in str(err.value)
