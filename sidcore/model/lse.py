@@ -14,8 +14,9 @@ pass recomputes each chunk's logits once, vocab-major, and emits both products i
 
 Both passes scan the whole chunks only; the rows left over form one static-size chunk after the
 scan (no overlapping, masked last chunk). The backward writes each chunk's ``dw`` rows in place
-into one ``[V, H]`` buffer carried by the loop (on CPU about 1.3x faster than stacking the chunks
-and assembling ``dw`` afterwards, which wrote the [V, H] array twice).
+into one ``[V, H]`` buffer carried by the loop (with the vocab-major layout, the RL update on the
+bench shape went from 229 to 174 ms min against the old overlapping chunk and ``dw`` assembled
+into zeros afterwards, which wrote the [V, H] array twice; stacking the chunks instead: 180 ms).
 
 Same math as the autodiff of the forward (rounding aside); rows ``>= real_vocab`` get zero gradient.
 """

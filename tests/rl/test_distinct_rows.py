@@ -172,3 +172,21 @@ def test_update_equal_with_rollout_logps(accumulate, distinct):
 
     args = (ref, jnp.asarray(ids), jnp.asarray(lens), jnp.asarray(comp), jnp.asarray(adv))
     _updates_agree((merge, params), accumulate, args, (None, rows, jnp.asarray(known)))
+
+
+def test_logsumexp_given_differentiates_like_the_log_sum_exp():
+    from sidcore.model.lse import chunked_logsumexp, logsumexp_given
+
+    rng = np.random.default_rng(7)
+    h = jnp.asarray(rng.normal(size=(5, 16)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(1010, 16)), jnp.float32)  # 1000 real rows, 10 padding rows
+    g = jnp.asarray(rng.normal(size=(5,)), jnp.float32)
+    want = chunked_logsumexp(h, w, 1000, 96)
+    got = logsumexp_given(h, w, want + 0.0, 1000, 96)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))  # the given value, as is
+    gw = jax.grad(lambda a, b: (chunked_logsumexp(a, b, 1000, 96) * g).sum(), argnums=(0, 1))(h, w)
+    gg = jax.grad(lambda a, b: (logsumexp_given(a, b, jax.lax.stop_gradient(chunked_logsumexp(a, b, 1000, 96)),
+                                                1000, 96) * g).sum(), argnums=(0, 1))(h, w)
+    for a, c in zip(gg, gw):
+        _close(a, c)
+    assert float(np.abs(np.asarray(gg[1])[1000:]).max()) == 0.0  # padding rows get no gradient
