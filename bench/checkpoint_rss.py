@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -36,6 +35,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import common  # noqa: E402
+
 SIDE = 4096  # each array is [SIDE, SIDE] float32 = 64 MiB
 
 
@@ -100,14 +102,9 @@ def _port() -> int:
 def run(args: argparse.Namespace) -> None:
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]))
-    parent = Path(args.dir)
-    parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="sid_checkpoint_rss.", dir=parent))  # ours alone
-    try:
+    with common.scratch_dir("sid_checkpoint_rss.", parent=args.dir) as work:  # ours alone
         for mode in args.modes.split(","):
             _run_mode(args, env, mode, work / mode)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _run_mode(args: argparse.Namespace, env: dict[str, str], mode: str, folder: Path) -> None:

@@ -9,11 +9,14 @@ Not a test: numbers depend on the machine and its load.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -224,30 +227,16 @@ def table(rows: list[list[Any]], header: list[str]) -> str:
                       *(line(r) for r in cells[1:])])
 
 
-def method_rounds(args: argparse.Namespace, flag: str = "--rounds") -> None:
-    """Raise ``args.rounds`` to bench/method.py's minimum of 3, saying so.
 
-    The commands recorded in docs/benchmarks.md (``--rounds 2``, ``--runs 2``) must keep running;
-    they now measure 3 alternating rounds. ``args.rounds_asked`` keeps what was asked."""
-    args.rounds_asked = args.rounds
-    if args.rounds < 3:
-        print(f"{flag} {args.rounds} raised to 3: bench/method.py needs at least 3 alternating rounds for a ratio",
-              flush=True)
-        args.rounds = 3
-
-
-def method_summary(times: dict[str, list[float]], reference: str, subject: str, unit: str = "s") -> dict[str, Any]:
-    """`method.summarize` plus its printed lines: min / median per side, ``reference / subject`` ratios."""
-    from method import summarize
-
-    s = summarize(times, reference=reference, subject=subject)
-    s["reference"], s["subject"], s["unit"] = reference, subject, unit
-    for name in (reference, subject):
-        if name in s["sides"]:
-            v = s["sides"][name]
-            print(f"  {name}: min {v['min']:.4g} {unit}, median {v['median']:.4g} {unit} ({v['n']} samples)",
-                  flush=True)
-    if "ratio_min" in s:
-        print(f"  ratio {reference} / {subject}: {s['ratio_min']:.2f}x of the mins, {s['ratio_median']:.2f}x of "
-              "the medians", flush=True)
-    return s
+@contextlib.contextmanager
+def scratch_dir(prefix: str, parent: str | Path | None = None) -> Iterator[Path]:
+    """A fresh folder made for this run (``tempfile.mkdtemp`` under `parent`, default the system
+    temp folder), removed with everything in it on exit -- and nothing else: never `parent` or any
+    folder the run did not create."""
+    if parent is not None:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=None if parent is None else str(parent)))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

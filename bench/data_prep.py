@@ -30,8 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from method import Method, add_method_args  # noqa: E402
+from method import Method, add_method_args, raise_rounds, report  # noqa: E402
 REF = ("import sys; sys.path.insert(0, 'tests/dataprep'); import reference_amazon18 as r; "
        "r.run({a!r}, {b!r}, 'B', {o!r})")
 SID = ("from sidcore.dataprep.amazon18 import prepare_amazon18 as p; "
@@ -57,7 +56,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the summary here")
     add_method_args(ap)
     args = ap.parse_args()
-    common.method_rounds(args)
+    raise_rounds(args)
     method = Method.from_args(args)
     sys.path.insert(0, str(ROOT))
     from sidcore.dataprep.synthetic import write_amazon18
@@ -85,7 +84,7 @@ def main() -> None:
         times = method.alternate({"reference": lambda: side("reference", REF), "sid": lambda: side("sid", SID)})
     same = all(filecmp.cmp(work / "out_reference/B" / f, work / "out_sid/B" / f, shallow=False)
                for f in os.listdir(work / "out_reference/B"))
-    summary = common.method_summary(times, reference="reference", subject="sid")
+    summary = report(times, reference="reference", subject="sid")
     ref, sid = statistics.median(times["reference"]), statistics.median(times["sid"])
     out = {"reference_median_s": round(ref, 2), "sid_median_s": round(sid, 2),
            "speedup": round(ref / sid, 1), "outputs_identical": same,

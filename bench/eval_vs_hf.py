@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from method import Method, add_method_args  # noqa: E402
+from method import Method, add_method_args, raise_rounds, report  # noqa: E402
 
 
 def parse() -> argparse.Namespace:
@@ -144,7 +144,7 @@ def hf_eval(hf: Any, tok: Any, catalog: Any, prompts: list[Any], beams: int, bat
 
 def main() -> None:
     args = parse()
-    common.method_rounds(args)
+    raise_rounds(args)
     method = Method.from_args(args)
     cfg = common.load_cfg(args, [f"eval.batch_size={args.batch}", f"eval.num_beams={args.beams}"])
     print(f"machine: {common.machine_line()}")
@@ -250,7 +250,7 @@ def measure(args: argparse.Namespace, cfg: Any, method: Method) -> dict[str, Any
     for name in decoders:
         if hf is not None:
             print(f"sid {name} vs hf (seconds per prompt):")
-            summary[name] = common.method_summary(times, reference="hf", subject=name, unit="s/prompt")
+            summary[name] = report(times, reference="hf", subject=name, unit="s/prompt")
     peak = common.matmul_peak_flops(dtype=args.dtype)
     h, L, V = mc.hidden_size, mc.num_hidden_layers, bundle.real_vocab
     per_tok = 2 * L * (2 * h * h + 2 * h * (mc.num_key_value_heads * mc.resolved_head_dim) + 3 * h * mc.intermediate_size)

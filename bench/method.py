@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any, Callable, Iterator, Mapping
 
-__all__ = ["add_method_args", "Method", "machine_busy_seconds", "summarize"]
+__all__ = ["add_method_args", "Method", "machine_busy_seconds", "raise_rounds", "report", "summarize"]
 
 
 def add_method_args(p: argparse.ArgumentParser, rounds: int = 3) -> None:
@@ -136,3 +136,30 @@ class Method:
                 print(f"round {r}: {name} {statistics.median(samples):.4g} s" +
                       (f" (median of {len(samples)})" if len(samples) > 1 else ""), flush=True)
         return times
+
+
+def raise_rounds(args: argparse.Namespace, flag: str = "--rounds") -> None:
+    """Raise ``args.rounds`` to bench/method.py's minimum of 3, saying so.
+
+    The commands recorded in docs/benchmarks.md (``--rounds 2``, ``--runs 2``) must keep running;
+    they now measure 3 alternating rounds. ``args.rounds_asked`` keeps what was asked."""
+    args.rounds_asked = args.rounds
+    if args.rounds < 3:
+        print(f"{flag} {args.rounds} raised to 3: bench/method.py needs at least 3 alternating rounds for a ratio",
+              flush=True)
+        args.rounds = 3
+
+
+def report(times: dict[str, list[float]], reference: str, subject: str, unit: str = "s") -> dict[str, Any]:
+    """`summarize` plus its printed lines: min / median per side, ``reference / subject`` ratios."""
+    s = summarize(times, reference=reference, subject=subject)
+    s["reference"], s["subject"], s["unit"] = reference, subject, unit
+    for name in (reference, subject):
+        if name in s["sides"]:
+            v = s["sides"][name]
+            print(f"  {name}: min {v['min']:.4g} {unit}, median {v['median']:.4g} {unit} ({v['n']} samples)",
+                  flush=True)
+    if "ratio_min" in s:
+        print(f"  ratio {reference} / {subject}: {s['ratio_min']:.2f}x of the mins, {s['ratio_median']:.2f}x of "
+              "the medians", flush=True)
+    return s

@@ -19,9 +19,7 @@ import collections
 import gzip
 import json
 import re
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,12 +32,7 @@ import rl_vs_hf  # noqa: E402
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prompts", type=int, default=4)
-    p.add_argument("--generations", type=int, default=16)
-    p.add_argument("--steps", type=int, default=3, help="trainer steps before the last one's inputs are kept")
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
+    rl_vs_hf.add_setup_args(p, steps=3)  # --steps: trainer steps; the last one's update inputs are kept
     p.add_argument("--calls", type=int, default=3, help="traced update calls")
     p.add_argument("--top", type=int, default=16)
     a = p.parse_args()
@@ -49,6 +42,11 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     a = parse()
+    with common.scratch_dir("sid-rl-profile-") as scratch:  # the HF folder and the trace; nothing else
+        profile(a, scratch)
+
+
+def profile(a: argparse.Namespace, scratch: Path) -> None:
     import jax
     import jax.numpy as jnp
 
@@ -56,7 +54,8 @@ def main() -> None:
     from sidcore.rl.config import RLConfig
     from sidcore.rl.trainer import train_rl
 
-    env = rl_vs_hf.setup(a)
+    (scratch / "model").mkdir()
+    env = rl_vs_hf.setup(a, scratch / "model")
     kept: dict = {}
     real_call = rl_step.RLStep.__call__
 
@@ -72,10 +71,9 @@ def main() -> None:
     rl_step.RLStep.__call__ = keep_inputs
     cfg = RLConfig(num_generations=a.generations, batch_size=a.prompts * a.generations, max_steps=a.steps,
                    lr_schedule="constant", warmup_ratio=0.0)
-    train_rl(cfg, bundle=rl_vs_hf.sid_bundle(env["tmp"], env["tok"]), store=None, decoder=env["decoder"],
+    train_rl(cfg, bundle=rl_vs_hf.sid_bundle(scratch / "model", env["tok"]), store=None, decoder=env["decoder"],
              rewards=env["rewards"], examples=env["examples"], catalog=env["catalog"], seed=0)
     rl_step.RLStep.__call__ = real_call
-    shutil.rmtree(env["tmp"], ignore_errors=True)
     st = kept["step"]
     args = (kept["ref"], kept["ids"], kept["lengths"], kept["tokens"], kept["adv"], None, kept["rows"], kept["token_lp"])
 
@@ -91,14 +89,13 @@ def main() -> None:
     times = sorted(call() for _ in range(7))
     hlo = st.update.lower(jax.tree.map(jnp.copy, kept["params"]), jax.tree.map(jnp.copy, kept["opt"]),
                           *args).compile().as_text()
-    trace_dir = Path(tempfile.mkdtemp(prefix="sid-rl-profile-"))
+    trace_dir = scratch / "trace"
     with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
         for _ in range(a.calls):
             call()
     files = sorted(trace_dir.rglob("*.trace.json.gz"))
     with gzip.open(files[-1], "rt") as f:
         trace = json.load(f)
-    shutil.rmtree(trace_dir, ignore_errors=True)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     names = set(re.findall(r"^\s+(?:ROOT )?%([\w.-]+) = ", hlo, flags=re.M))  # the update's own kernels
     per: collections.Counter = collections.Counter()

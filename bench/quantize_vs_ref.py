@@ -334,8 +334,7 @@ def main() -> None:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import common
-    from method import Method, add_method_args
+    from method import Method, add_method_args, raise_rounds
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="3686x2560,100000x768")
@@ -351,7 +350,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, dest="rounds", default=3,
                     help="timed runs per side, alternating (the same as --rounds)")
     args = ap.parse_args()
-    common.method_rounds(args, "--repeats/--rounds")
+    raise_rounds(args, "--repeats/--rounds")
     method = Method.from_args(args)
     skip = set(filter(None, args.skip.split(",")))
 
@@ -360,7 +359,7 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
     with method.session():
-        results = measure(args, skip, method, common)
+        results = measure(args, skip, method)
     print("| shape | what | sid (JAX) | reference | ratio |")
     print("|---|---|---|---|---|")
     for r in results:
@@ -374,8 +373,10 @@ def main() -> None:
                                          "method": rec}, indent=2, default=str))
 
 
-def measure(args, skip: set, method, common) -> list[dict]:
+def measure(args, skip: set, method) -> list[dict]:
     """Every comparison of the run, each alternating its sides; a summary (and a table row) per comparison."""
+    from method import report  # bench/method.py (main put bench/ on the path)
+
     import statistics
 
     out: list[dict] = []
@@ -385,7 +386,7 @@ def measure(args, skip: set, method, common) -> list[dict]:
         for batch in ([] if "rqvae" in skip else [int(b) for b in args.rqvae_batch.split(",")]):
             print(f"{shape}: RQ-VAE batch {min(batch, n)}, seconds per run of {args.rqvae_epochs} epochs:", flush=True)
             r = bench_rqvae(x, batch, args.rqvae_epochs, method, "torch" not in skip)
-            sm = common.method_summary(r["times"], reference="torch", subject="sid")
+            sm = report(r["times"], reference="torch", subject="sid")
             sid_t, ref_t = r["times"]["sid"], r["times"].get("torch") or [float("nan")]
             s = np.array([r["steps"] / v for v in sid_t])  # steps/s per run
             t = np.array([r["steps"] / v for v in ref_t])
@@ -399,7 +400,7 @@ def measure(args, skip: set, method, common) -> list[dict]:
             if args.loop_vs_scan and batch < n:
                 print(f"{shape}: RQ-VAE batch {batch}, sid per-batch loop vs epoch scan, seconds per run:", flush=True)
                 times = loop_vs_scan(x, batch, args.rqvae_epochs, method)
-                sm = common.method_summary(times, reference="loop", subject="scan")
+                sm = report(times, reference="loop", subject="scan")
                 steps = args.rqvae_epochs * -(-n // batch)
                 row = (f"| {shape} | RQ-VAE batch {batch}: sid per-batch loop vs epoch scan, steps/s best (median) | "
                        f"scan {steps / min(times['scan']):.3f} ({steps / statistics.median(times['scan']):.3f}) | "
@@ -422,7 +423,7 @@ def measure(args, skip: set, method, common) -> list[dict]:
             line = (f"| {shape} | residual k-means 3x256, {args.kmeans_iter} it, s best (median) (MSE) | "
                     f"{secs:.1f} ({med:.1f}) ({mse['sid']['mse']:.2f})")
             for ref in [k for k in sides if k != "sid"]:
-                sm = common.method_summary(times, reference=ref, subject="sid")
+                sm = report(times, reference=ref, subject="sid")
                 row = (f"{line} [first {mse['sid']['first']:.1f}] | {ref} {min(times[ref]):.1f} "
                        f"({statistics.median(times[ref]):.1f}) ({mse[ref]['mse']:.2f}) | "
                        f"{1 / sm['ratio_min']:.2f}x ({1 / sm['ratio_median']:.2f}x) the time |")

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,15 +41,20 @@ import common  # noqa: E402
 from method import Method, add_method_args, summarize  # noqa: E402
 
 
-def parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_setup_args(p: argparse.ArgumentParser, steps: int) -> None:
+    """The shape flags `setup` reads (shared with bench/profile_rl.py)."""
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--generations", type=int, default=16)
-    p.add_argument("--steps", type=int, default=8, help="sid steps per round (the first, compiling, is not timed)")
-    p.add_argument("--hf-steps", type=int, default=3, help="HF steps per round")
+    p.add_argument("--steps", type=int, default=steps, help="sid steps per round (the first, compiling, is not timed)")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_setup_args(p, steps=8)
+    p.add_argument("--hf-steps", type=int, default=3, help="HF steps per round")
     p.add_argument("--full-rows", action="store_true", help="sid's update on G full rows per prompt "
                    "(rl.shared_prefix=false, upstream's layout) instead of one shared-prefix row per prompt")
     p.add_argument("--skip-hf", action="store_true")
@@ -60,9 +63,10 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
-def setup(a: argparse.Namespace) -> dict:
+def setup(a: argparse.Namespace, tmp: Path) -> dict:
     """The shared set-up: tokenizer + SID tokens, catalog, RL examples, the tiny random Qwen2 saved as
-    an HF folder (``tmp``), the trie decoder and the rule + ranking rewards."""
+    an HF folder into ``tmp`` (a scratch folder the caller made), the trie decoder and the rule +
+    ranking rewards."""
     import torch
     import transformers
 
@@ -82,7 +86,6 @@ def setup(a: argparse.Namespace) -> dict:
     examples = build_rl_examples(tok, tasks=["sid_history"], train_rows=read_csv(paths["valid"])[:n_ex], index=index,
                                  items=read_items(paths["items"]), seed=0)
     eos = tok.eos_token_id
-    tmp = Path(tempfile.mkdtemp())
     torch.manual_seed(0)
     hcfg = transformers.Qwen2Config(vocab_size=len(tok), hidden_size=a.hidden, intermediate_size=2 * a.hidden,
                                     num_hidden_layers=a.layers, num_attention_heads=4, num_key_value_heads=2,
@@ -92,7 +95,7 @@ def setup(a: argparse.Namespace) -> dict:
     dspec = registry.get("decoder", "trie")
     decoder = dspec.build(dspec.config(), catalog=catalog, eos_id=eos)
     rewards = {n: registry.get("reward", n).build(registry.get("reward", n).config()) for n in ("rule", "ranking")}
-    return {"tok": tok, "catalog": catalog, "examples": examples, "eos": eos, "tmp": tmp, "decoder": decoder,
+    return {"tok": tok, "catalog": catalog, "examples": examples, "eos": eos, "decoder": decoder,
             "rewards": rewards}
 
 
@@ -109,14 +112,19 @@ def sid_bundle(tmp: Path, tok: Any) -> Any:
 
 def main() -> None:
     a = parse()
+    with common.scratch_dir("sid-rl-bench-") as tmp:  # the HF folder; removed with nothing else
+        run(a, tmp)
+
+
+def run(a: argparse.Namespace, tmp: Path) -> None:
     import torch
     import transformers
 
     from sidcore.rl.config import RLConfig
     from sidcore.rl.trainer import train_rl
 
-    env = setup(a)
-    tok, catalog, examples, eos, tmp = env["tok"], env["catalog"], env["examples"], env["eos"], env["tmp"]
+    env = setup(a, tmp)
+    tok, catalog, examples, eos = env["tok"], env["catalog"], env["examples"], env["eos"]
     decoder, rewards = env["decoder"], env["rewards"]
     b, g = a.prompts, a.generations
     method = Method.from_args(a)
@@ -216,7 +224,6 @@ def main() -> None:
            "update_vocab_gflop": vocab_flops / 1e9, "update_flop_bound_sec": vocab_flops / peak,
            "update_over_bound": update / (vocab_flops / peak)}
     print(json.dumps(res, indent=1))
-    shutil.rmtree(tmp, ignore_errors=True)  # the HF folder this run wrote into its own mkdtemp
     sid, hf = summary["sides"]["sid"], summary["sides"].get("hf")
     print(f"sid step: min {sid['min']:.3f} s, median {sid['median']:.3f} s (rollout {res['sid_rollout_sec']:.3f}, "
           f"update {update:.3f} = {res['update_over_bound']:.2f}x its FLOP bound {res['update_flop_bound_sec']:.3f} s "

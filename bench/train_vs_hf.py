@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from method import Method, add_method_args  # noqa: E402
+from method import Method, add_method_args, raise_rounds, report  # noqa: E402
 
 
 def parse() -> argparse.Namespace:
@@ -204,7 +204,7 @@ class HfSide:
 
 def main() -> None:
     args = parse()
-    common.method_rounds(args)
+    raise_rounds(args)
     method = Method.from_args(args)
     extra = [] if not args.all_tasks else ["tasks.sid_item_alignment=true", "tasks.fusion_seq_rec=true"]
     cfg = common.load_cfg(args, extra)
@@ -289,7 +289,7 @@ def measure(args: argparse.Namespace, cfg: Any, method: Method) -> dict[str, Any
     for name in sides:
         if name != "hf":
             print(f"sid {name} vs hf (block seconds of {args.steps} steps):")
-            summary[name] = common.method_summary(times, reference="hf", subject=name)
+            summary[name] = report(times, reference="hf", subject=name)
     results, hf_res = [], None
     for name, side in sides.items():
         r = side.result(times[name])

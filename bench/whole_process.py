@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from method import Method, add_method_args  # noqa: E402
+from method import Method, add_method_args, raise_rounds, report  # noqa: E402
 
 DEFAULT_CFG = common.ROOT / "configs" / "default.yaml"
 
@@ -159,7 +159,7 @@ def main() -> None:
     if args.hf_child:
         config, overrides, out = args.hf_child
         return hf_child(config, json.loads(overrides), out)
-    common.method_rounds(args, "--runs")
+    raise_rounds(args, "--runs")
     method = Method.from_args(args)
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {common.machine_line()}", flush=True)
@@ -170,7 +170,7 @@ def main() -> None:
     for m in modes:
         if walls["hf"]:
             print(f"sid {m} vs hf (whole-process seconds):")
-            summary[m] = common.method_summary({"hf": walls["hf"], m: walls[m]}, reference="hf", subject=m)
+            summary[m] = report({"hf": walls["hf"], m: walls[m]}, reference="hf", subject=m)
     rows = [summary_row(f"sid run --run-mode eval (cache {m})", walls[m], walls["hf"]) for m in modes]
     if walls["hf"]:
         rows.append(summary_row("hf generate + trie processor (script)", walls["hf"], walls["hf"]))

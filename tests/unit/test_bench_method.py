@@ -94,17 +94,14 @@ def test_the_method_flags_and_their_defaults(method):
     assert (m.rounds, m.wait_idle, m.allow_loaded) == (5, 0.0, True)
 
 
-def test_older_commands_asking_for_two_rounds_get_three(capsys):
-    """bench/common.py's `method_rounds`: the docs' ``--rounds 2`` / ``--runs 2`` commands keep running."""
+def test_older_commands_asking_for_two_rounds_get_three(method, capsys):
+    """`raise_rounds`: the docs' ``--rounds 2`` / ``--runs 2`` commands keep running."""
     import argparse
 
-    spec = importlib.util.spec_from_file_location("bench_common_under_test", ROOT / "bench" / "common.py")
-    common = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(common)
     args = argparse.Namespace(rounds=2)
-    common.method_rounds(args, "--runs")
+    method.raise_rounds(args, "--runs")
     assert (args.rounds, args.rounds_asked) == (3, 2)
     assert "--runs 2 raised to 3" in capsys.readouterr().out
     args = argparse.Namespace(rounds=5)
-    common.method_rounds(args)
+    method.raise_rounds(args)
     assert (args.rounds, args.rounds_asked) == (5, 5)
